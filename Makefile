@@ -1,0 +1,50 @@
+# miniheap — plain make, no generator step.
+#   make            build/libminiheap.so, build/libminiheap.a, build/libminiheap_prefixed.a
+#   make test       unit, stress, fork, real-program and memory tests
+#   make bench      benchmarks against the peers (see bench/README.md)
+#   make CC=clang   the same with clang
+
+CC      ?= cc
+CXX     ?= c++
+AR      ?= ar
+BUILD   ?= build
+OPT     ?= -O2
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
+CSTD    := -std=c17 -D_GNU_SOURCE
+CFLAGS_LIB := $(CSTD) $(OPT) -g $(WARN) -fPIC -fvisibility=hidden \
+              -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
+              -ftls-model=initial-exec -Iinclude -Isrc $(EXTRA_CFLAGS)
+LDLIBS_LIB := -lpthread
+
+CORE_SRCS := src/os.c src/meta.c src/sizeclass.c src/miniheap.c src/slab.c src/large.c \
+             src/tcache.c src/alloc.c src/options.c src/report.c src/check.c src/stats.c
+CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/obj/%.o)
+OVERRIDE_OBJ := $(BUILD)/obj/override.o
+HEADERS := $(wildcard src/*.h) include/miniheap.h
+
+.PHONY: all lib clean test bench fuzz fuzz-smoke
+all: lib
+lib: $(BUILD)/libminiheap.so $(BUILD)/libminiheap.a $(BUILD)/libminiheap_prefixed.a
+
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_LIB) -c $< -o $@
+
+$(BUILD)/libminiheap.so: $(CORE_OBJS) $(OVERRIDE_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS_LIB) -Wl,-z,now -Wl,--no-undefined
+
+$(BUILD)/libminiheap.a: $(CORE_OBJS) $(OVERRIDE_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/libminiheap_prefixed.a: $(CORE_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+clean:
+	rm -rf $(BUILD)
+
+-include tests/tests.mk
+-include bench/bench.mk
+-include fuzz/fuzz.mk
+-include valgrind/valgrind.mk

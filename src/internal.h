@@ -1,0 +1,278 @@
+/* Shared types and constants of miniheap. One header for the whole library.
+ *
+ * Address space comes in miniheaps: 4 MiB, 4 MiB-aligned segments, each cut
+ * into 64 units of 64 KiB. The last unit is a guard (PROT_NONE). A slab is a
+ * run of 1..8 units holding blocks of one size class. Blocks above
+ * MH_SMALL_MAX get a mapping of their own (large.c).
+ *
+ * Nothing the allocator depends on lives beside user blocks: slab bitmaps,
+ * miniheap descriptors and thread caches are in separate metadata mappings
+ * (meta.c), and a pointer is resolved through a flat radix table indexed by
+ * address >> 22.
+ */
+#ifndef MH_INTERNAL_H
+#define MH_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "miniheap.h"
+
+#define MH_INTERNAL __attribute__((visibility("hidden")))
+#define likely(x)   __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define MH_NOINLINE __attribute__((noinline))
+#define MH_COLD     __attribute__((cold, noinline))
+
+/* ---- geometry -------------------------------------------------------- */
+#define MH_PAGE_SHIFT    12
+#define MH_PAGE          ((size_t)1 << MH_PAGE_SHIFT)
+#define MH_SEG_SHIFT     22
+#define MH_SEG_SIZE      ((size_t)1 << MH_SEG_SHIFT)          /* 4 MiB */
+#define MH_UNIT_SHIFT    16
+#define MH_UNIT_SIZE     ((size_t)1 << MH_UNIT_SHIFT)         /* 64 KiB */
+#define MH_UNITS         64                                   /* per miniheap */
+#define MH_USABLE_UNITS  63                                   /* the last is a guard */
+#define MH_PAGES_PER_UNIT (MH_UNIT_SIZE / MH_PAGE)            /* 16 */
+#define MH_MAX_SLAB_UNITS 8                                   /* slabs are <= 512 KiB */
+#define MH_ADDR_BITS     47
+#define MH_RADIX_ENTRIES ((size_t)1 << (MH_ADDR_BITS - MH_SEG_SHIFT))
+
+/* Blocks up to this size live in slabs; larger ones get their own mapping.
+ * At 128 KiB a slab of 4 blocks already spans 512 KiB, and rounding to a
+ * size class would waste more than the one page a dedicated mapping wastes;
+ * the mmap call is then small next to faulting in 32 pages. */
+#define MH_SMALL_MAX     ((size_t)128 << 10)
+#define MH_MIN_ALIGN     16
+#define MH_MAX_CLASSES   64
+#define MH_MAX_BLOCKS    (MH_UNIT_SIZE / MH_MIN_ALIGN)          /* 4096 per slab */
+#define MH_BUCKETS       8   /* fullness buckets per class: 0 = empty, 1..7 partial */
+
+/* Requests above this fail at once: no mapping can be that large. */
+#define MH_MAX_REQUEST   (((size_t)1 << MH_ADDR_BITS) - ((size_t)1 << 30))
+
+/* ---- locks ----------------------------------------------------------- */
+typedef pthread_mutex_t mh_lock_t;
+#define MH_LOCK_INIT PTHREAD_MUTEX_INITIALIZER
+static inline void mh_lock(mh_lock_t *l) { pthread_mutex_lock(l); }
+static inline void mh_unlock(mh_lock_t *l) { pthread_mutex_unlock(l); }
+static inline bool mh_trylock(mh_lock_t *l) { return pthread_mutex_trylock(l) == 0; }
+
+/* ---- options (options.c) --------------------------------------------- */
+typedef struct mh_options {
+    uint32_t decay_ms;        /* free pages and empty miniheaps kept this long before given back */
+    uint32_t miniheap_cache;  /* empty miniheaps kept mapped (their pages given back) */
+    uint32_t large_cache_mb;  /* freed large mappings kept for reuse, in MiB */
+    uint32_t float_pct;       /* realloc moves a block out of a slab less than this % full */
+    uint32_t tcache;          /* per-thread caches on/off */
+    uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
+} mh_options_t;
+MH_INTERNAL extern mh_options_t mh_opt;
+MH_INTERNAL void mh_options_init(void);
+MH_INTERNAL int  mh_options_parse(const char *s, bool report);
+
+/* ---- OS layer (os.c): the only place that makes system calls ----------- */
+MH_INTERNAL void  *os_map(size_t size);                       /* RW, zeroed */
+MH_INTERNAL void  *os_map_aligned(size_t size, size_t align); /* RW, zeroed, aligned */
+MH_INTERNAL void  *os_reserve(size_t size);                   /* PROT_NONE, no memory */
+MH_INTERNAL void  *os_map_noreserve(size_t size);             /* RW, lazily backed tables */
+MH_INTERNAL void   os_unmap(void *p, size_t size);
+MH_INTERNAL bool   os_commit(void *p, size_t size);           /* PROT_NONE -> RW */
+MH_INTERNAL bool   os_protect_none(void *p, size_t size);
+MH_INTERNAL void   os_purge(void *p, size_t size);            /* give pages back; they read as 0 */
+MH_INTERNAL void  *os_remap(void *old, size_t old_size, size_t new_size, void *fixed);
+MH_INTERNAL void   os_random(void *buf, size_t n);
+MH_INTERNAL uint64_t os_now_ms(void);
+MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
+MH_INTERNAL void   os_abort(void) __attribute__((noreturn));
+/* How a miniheap is backed: today anonymous memory; a file-backed (memfd)
+ * mode for meshing only has to change these three. */
+MH_INTERNAL void  *os_segment_alloc(void *hint);   /* MH_SEG_SIZE, MH_SEG_SIZE-aligned */
+MH_INTERNAL void   os_segment_free(void *seg);
+MH_INTERNAL void   os_segment_purge(void *p, size_t size);
+MH_INTERNAL extern _Atomic size_t os_purged_total, os_unmapped_total;
+
+/* ---- metadata allocator (meta.c): never beside user data --------------- */
+MH_INTERNAL void  *meta_alloc(size_t size);   /* zeroed */
+MH_INTERNAL void   meta_free(void *p, size_t size);
+MH_INTERNAL size_t meta_mapped_bytes(void);
+MH_INTERNAL void   meta_lock_all(void);
+MH_INTERNAL void   meta_unlock_all(void);
+
+/* ---- size classes (sizeclass.c) ---------------------------------------- */
+typedef struct size_class {
+    uint32_t size;        /* block size */
+    uint32_t units;       /* 64 KiB units per slab */
+    uint32_t capacity;    /* blocks per slab */
+    uint32_t tcache_cap;  /* blocks a thread cache holds */
+    uint32_t batch;       /* blocks moved per refill/flush */
+} size_class_t;
+MH_INTERNAL extern size_class_t mh_classes[MH_MAX_CLASSES];
+MH_INTERNAL extern uint32_t mh_nclasses;
+MH_INTERNAL extern uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
+MH_INTERNAL void sizeclass_init(void);
+static inline uint32_t size_to_class(size_t n) { return mh_class_index[(n + 15) >> 4]; }
+MH_INTERNAL int sizeclass_for_aligned(size_t size, size_t align); /* -1 if none */
+
+/* ---- slabs (slab.c) ----------------------------------------------------- */
+struct miniheap;
+typedef struct slab {
+    struct slab *next, *prev;        /* bucket list of the class */
+    struct slab *dirty_next;         /* class list of slabs with free pages not given back */
+    struct miniheap *mh;
+    uint8_t *start;
+    uint32_t bsize, capacity, used;  /* used: not free in this slab (live or in a cache) */
+    uint32_t span;                   /* capacity * bsize */
+    uint64_t magic;                  /* (off * magic) >> 40 == off / bsize */
+    uint16_t cls;
+    uint8_t  bucket;                 /* MH_BUCKETS when full (on no list) */
+    uint8_t  units, first_unit;
+    uint8_t  on_dirty;
+    uint16_t nwords;
+    uint32_t hint;                   /* word to start looking for a free block */
+    uint64_t dirty_ms;
+    uint64_t purged[2];              /* per page: given back, still zero */
+    uint64_t *free_map;              /* 1 = free in the slab; guarded by the class lock */
+    _Atomic uint64_t live[];         /* 1 = owned by the program; atomic, no lock */
+} slab_t;
+
+typedef struct class_bins {
+    mh_lock_t lock;
+    slab_t *bucket[MH_BUCKETS];
+    uint32_t nonempty;               /* bit b: bucket b has slabs */
+    uint32_t empty_slabs;            /* in bucket 0 */
+    slab_t *dirty;
+    uint64_t allocs, frees;          /* slab-level counts, under the lock */
+    char pad[64];
+} class_bins_t;
+MH_INTERNAL extern class_bins_t mh_bins[MH_MAX_CLASSES];
+
+MH_INTERNAL uint32_t slab_alloc_batch(uint32_t cls, void **out, uint32_t n);
+MH_INTERNAL void     slab_free_batch(uint32_t cls, void **ptrs, uint32_t n);
+MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
+MH_INTERNAL void     slab_purge_class(uint32_t cls, uint64_t now, bool force);
+MH_INTERNAL void     slab_reset_all(void);
+
+static inline uint32_t slab_index(const slab_t *s, uintptr_t off) {
+    return (uint32_t)((off * s->magic) >> 40);
+}
+
+/* ---- miniheaps (miniheap.c) -------------------------------------------- */
+typedef struct miniheap {
+    uint8_t *base;
+    struct miniheap *next, *prev;    /* list by used units */
+    struct miniheap *dirty_next;
+    uint64_t free_units;             /* bit u: unit u holds no slab */
+    uint64_t dirty_units;            /* free units not yet given back */
+    uint64_t dirty_ms, empty_ms;
+    uint32_t used_units;
+    uint8_t  on_dirty, listed;
+    slab_t  *unit_slab[MH_UNITS];    /* every unit of a slab points at it */
+} miniheap_t;
+
+MH_INTERNAL extern _Atomic(miniheap_t *) *mh_radix;
+MH_INTERNAL extern mh_lock_t mh_heap_lock;
+MH_INTERNAL miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units);
+MH_INTERNAL void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty);
+MH_INTERNAL void miniheap_purge(uint64_t now, bool force);
+MH_INTERNAL void miniheap_reset_all(void);
+MH_INTERNAL void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg); /* lock held by caller */
+
+static inline miniheap_t *miniheap_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    if (unlikely(a >> MH_ADDR_BITS)) return NULL;
+    return atomic_load_explicit(&mh_radix[a >> MH_SEG_SHIFT], memory_order_acquire);
+}
+
+/* Resolve a pointer to its slab and block index. Returns the slab, or NULL
+ * when the address is not in any miniheap slab; *interior is set when it is
+ * inside a slab but not at the start of a block. */
+static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
+    miniheap_t *mh = miniheap_of(p);
+    if (!mh) return NULL;
+    uintptr_t a = (uintptr_t)p;
+    slab_t *s = mh->unit_slab[(a >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
+    if (!s) return NULL;
+    uintptr_t off = a - (uintptr_t)s->start;
+    if (off >= s->span) { *interior = true; return NULL; }
+    uint32_t i = slab_index(s, off);
+    if ((uintptr_t)i * s->bsize != off) { *interior = true; return NULL; }
+    *idx = i;
+    return s;
+}
+
+/* ---- large blocks (large.c) -------------------------------------------- */
+MH_INTERNAL void  *large_alloc(size_t size, size_t align, bool zero);
+MH_INTERNAL bool   large_free(void *p, size_t expect_size); /* false: not ours */
+MH_INTERNAL size_t large_usable(const void *p);             /* 0: not ours */
+MH_INTERNAL void  *large_realloc(void *p, size_t size, bool *ours);
+MH_INTERNAL void   large_purge(uint64_t now, bool force);
+MH_INTERNAL void   large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached);
+MH_INTERNAL void   large_reset_all(void);
+MH_INTERNAL void   large_lock_all(void);
+MH_INTERNAL void   large_unlock_all(void);
+
+/* ---- thread caches (tcache.c) ------------------------------------------ */
+typedef struct tbin {
+    uint32_t count, cap;
+    void **slots;
+} tbin_t;
+typedef struct tcache {
+    tbin_t bins[MH_MAX_CLASSES];
+    struct tcache *next, *prev;      /* all caches, for stats, fork and reset */
+    uint64_t allocs, frees;
+    int32_t ops_left;                /* ops until the next give-back tick */
+    size_t bytes;                    /* size of this struct and its slots */
+} tcache_t;
+MH_INTERNAL extern __thread tcache_t *mh_tcache;
+MH_INTERNAL tcache_t *tcache_get_slow(void);    /* NULL when caching is off or the thread is exiting */
+MH_INTERNAL void *tcache_refill(tcache_t *t, uint32_t cls);
+MH_INTERNAL void  tcache_flush_bin(tcache_t *t, uint32_t cls, uint32_t keep);
+MH_INTERNAL void  tcache_flush_all(tcache_t *t);
+MH_INTERNAL void  tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees);
+MH_INTERNAL void  tcache_reset_all(void);
+MH_INTERNAL void  tcache_lock_all(void);
+MH_INTERNAL void  tcache_unlock_all(void);
+
+/* ---- give-back clock (alloc.c) ----------------------------------------- */
+#define MH_TICK_OPS 4096
+MH_INTERNAL void mh_tick(bool force);
+
+/* ---- start-up ------------------------------------------------------------ */
+MH_INTERNAL extern _Atomic int mh_ready;
+MH_INTERNAL void mh_init_slow(void);
+static inline void mh_ensure_init(void) {
+    if (unlikely(!atomic_load_explicit(&mh_ready, memory_order_acquire))) mh_init_slow();
+}
+
+/* ---- reports (report.c) -------------------------------------------------- */
+MH_INTERNAL void mh_report(const char *kind, const void *addr, const void *block,
+                           size_t bsize, const char *where, const char *detail);
+MH_INTERNAL void mh_fatal(const char *msg) __attribute__((noreturn));
+/* Tiny formatter used by reports and stats: appends to buf, never allocates. */
+typedef struct mh_buf { char *p; size_t len, cap; } mh_buf_t;
+MH_INTERNAL void buf_str(mh_buf_t *b, const char *s);
+MH_INTERNAL void buf_dec(mh_buf_t *b, uint64_t v);
+MH_INTERNAL void buf_hex(mh_buf_t *b, uintptr_t v);
+
+/* ---- bitmap helpers ------------------------------------------------------ */
+static inline bool bits_all_set(const uint64_t *map, uint32_t first, uint32_t last) {
+    uint32_t w0 = first >> 6, w1 = last >> 6;
+    for (uint32_t w = w0; w <= w1; w++) {
+        uint64_t m = ~(uint64_t)0;
+        if (w == w0) m &= ~(uint64_t)0 << (first & 63);
+        if (w == w1) m &= ~(uint64_t)0 >> (63 - (last & 63));
+        if ((map[w] & m) != m) return false;
+    }
+    return true;
+}
+static inline void bits_clear_range(uint64_t *map, uint32_t first, uint32_t last) {
+    for (uint32_t b = first; b <= last; b++) map[b >> 6] &= ~((uint64_t)1 << (b & 63));
+}
+
+#endif

@@ -1,0 +1,202 @@
+/* Miniheaps: create, find (fullest first), give back.
+ *
+ * Miniheaps are kept in lists by the number of units their slabs use, and a
+ * new slab goes to the fullest miniheap that has room, so free units gather
+ * in the emptiest miniheaps until those are wholly free. Free units are given
+ * back (madvise) once they have stayed free for decay_ms; an empty miniheap
+ * is unmapped after the same delay, except for a few kept for reuse. */
+#include "internal.h"
+
+_Atomic(miniheap_t *) *mh_radix;
+mh_lock_t mh_heap_lock = MH_LOCK_INIT;
+
+static miniheap_t *by_used[MH_USABLE_UNITS + 1]; /* index: used units */
+static uint64_t nonempty;                         /* bit i: by_used[i] has miniheaps */
+static miniheap_t *dirty_list;
+static miniheap_t *spare_descs;                   /* descriptors are reused only as descriptors */
+static uint32_t n_miniheaps, n_empty;
+
+static const uint64_t usable_mask = ((uint64_t)1 << MH_USABLE_UNITS) - 1;
+
+static void list_remove(miniheap_t *mh) {
+    if (!mh->listed) return;
+    miniheap_t **head = &by_used[mh->used_units];
+    if (mh->prev) mh->prev->next = mh->next; else *head = mh->next;
+    if (mh->next) mh->next->prev = mh->prev;
+    if (!*head) nonempty &= ~((uint64_t)1 << mh->used_units);
+    mh->next = mh->prev = NULL;
+    mh->listed = 0;
+    if (mh->used_units == 0) n_empty--;
+}
+
+static void list_insert(miniheap_t *mh) {
+    miniheap_t **head = &by_used[mh->used_units];
+    mh->prev = NULL;
+    mh->next = *head;
+    if (*head) (*head)->prev = mh;
+    *head = mh;
+    nonempty |= (uint64_t)1 << mh->used_units;
+    mh->listed = 1;
+    if (mh->used_units == 0) n_empty++;
+}
+
+static void mark_dirty(miniheap_t *mh, uint64_t now) {
+    if (!mh->on_dirty) {
+        mh->on_dirty = 1;
+        mh->dirty_ms = now;
+        mh->dirty_next = dirty_list;
+        dirty_list = mh;
+    }
+}
+
+/* First unit of a run of `units` free units, or -1. */
+static int find_run(uint64_t free_units, uint32_t units) {
+    uint64_t m = free_units & usable_mask;
+    for (uint32_t k = 1; k < units; k++) m &= free_units >> k;
+    return m ? __builtin_ctzll(m) : -1;
+}
+
+static miniheap_t *miniheap_create(void) {
+    miniheap_t *mh = spare_descs;
+    if (mh) {
+        spare_descs = mh->next;
+        memset(mh, 0, sizeof *mh);
+    } else {
+        mh = meta_alloc(sizeof *mh);
+        if (!mh) return NULL;
+    }
+    uint8_t *base = os_segment_alloc(NULL);
+    if (!base) {
+        mh->next = spare_descs;
+        spare_descs = mh;
+        return NULL;
+    }
+    mh->base = base;
+    mh->free_units = usable_mask;
+    mh->dirty_units = 0;
+    atomic_store_explicit(&mh_radix[(uintptr_t)base >> MH_SEG_SHIFT], mh, memory_order_release);
+    n_miniheaps++;
+    list_insert(mh);
+    return mh;
+}
+
+static void miniheap_destroy(miniheap_t *mh) {
+    list_remove(mh);
+    atomic_store_explicit(&mh_radix[(uintptr_t)mh->base >> MH_SEG_SHIFT], NULL, memory_order_release);
+    os_segment_free(mh->base);
+    n_miniheaps--;
+    mh->base = NULL;
+    mh->next = spare_descs;
+    spare_descs = mh;
+}
+
+miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units) {
+    mh_lock(&mh_heap_lock);
+    miniheap_t *found = NULL;
+    int first = -1;
+    /* Fullest first: walk the lists from the most used down; empty ones last. */
+    uint64_t cand = nonempty & ~(uint64_t)1;
+    while (cand && !found) {
+        uint32_t used = 63 - (uint32_t)__builtin_clzll(cand);
+        cand &= ~((uint64_t)1 << used);
+        if (used + units > MH_USABLE_UNITS) continue;
+        for (miniheap_t *mh = by_used[used]; mh; mh = mh->next) {
+            if ((first = find_run(mh->free_units, units)) >= 0) { found = mh; break; }
+        }
+    }
+    if (!found) found = by_used[0];
+    if (!found) found = miniheap_create();
+    if (!found) {
+        mh_unlock(&mh_heap_lock);
+        return NULL;
+    }
+    if (first < 0) first = find_run(found->free_units, units);
+    uint64_t mask = (((uint64_t)1 << units) - 1) << first;
+    list_remove(found);
+    found->free_units &= ~mask;
+    *clean_units = ~found->dirty_units & mask; /* given back or never used: zero pages */
+    found->dirty_units &= ~mask;
+    found->used_units += units;
+    list_insert(found);
+    mh_unlock(&mh_heap_lock);
+    *first_unit = (uint32_t)first;
+    return found;
+}
+
+void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty) {
+    uint64_t mask = (((uint64_t)1 << units) - 1) << first;
+    uint64_t now = os_now_ms();
+    mh_lock(&mh_heap_lock);
+    for (uint32_t u = first; u < first + units; u++) mh->unit_slab[u] = NULL;
+    list_remove(mh);
+    mh->free_units |= mask;
+    mh->dirty_units |= dirty & mask;
+    mh->used_units -= units;
+    if (mh->used_units == 0) mh->empty_ms = now;
+    list_insert(mh);
+    if (mh->dirty_units) mark_dirty(mh, now);
+    mh_unlock(&mh_heap_lock);
+}
+
+static void purge_units(miniheap_t *mh) {
+    uint64_t d = mh->dirty_units & mh->free_units;
+    while (d) {
+        uint32_t u = (uint32_t)__builtin_ctzll(d);
+        uint32_t n = (uint32_t)__builtin_ctzll(~(d >> u));
+        os_segment_purge(mh->base + (size_t)u * MH_UNIT_SIZE, (size_t)n * MH_UNIT_SIZE);
+        d &= ~((((uint64_t)1 << n) - 1) << u);
+    }
+    mh->dirty_units = 0;
+}
+
+void miniheap_purge(uint64_t now, bool force) {
+    mh_lock(&mh_heap_lock);
+    miniheap_t **pp = &dirty_list;
+    while (*pp) {
+        miniheap_t *mh = *pp;
+        if (force || now - mh->dirty_ms >= mh_opt.decay_ms) {
+            purge_units(mh);
+            *pp = mh->dirty_next;
+            mh->on_dirty = 0;
+        } else {
+            pp = &mh->dirty_next;
+        }
+    }
+    /* Unmap empty miniheaps that stayed empty for decay_ms, keeping a few. */
+    uint32_t keep = force ? 0 : mh_opt.miniheap_cache;
+    miniheap_t *mh = by_used[0];
+    while (mh && n_empty > keep) {
+        miniheap_t *next = mh->next;
+        if (force || now - mh->empty_ms >= mh_opt.decay_ms) {
+            if (mh->on_dirty) { /* take it off the dirty list first */
+                for (miniheap_t **q = &dirty_list; *q; q = &(*q)->dirty_next)
+                    if (*q == mh) { *q = mh->dirty_next; break; }
+                mh->on_dirty = 0;
+            }
+            miniheap_destroy(mh);
+        }
+        mh = next;
+    }
+    mh_unlock(&mh_heap_lock);
+}
+
+void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg) {
+    for (uint32_t i = 0; i <= MH_USABLE_UNITS; i++)
+        for (miniheap_t *mh = by_used[i]; mh; mh = mh->next) fn(mh, arg);
+}
+
+void miniheap_reset_all(void) {
+    mh_lock(&mh_heap_lock);
+    for (uint32_t i = 0; i <= MH_USABLE_UNITS; i++) {
+        while (by_used[i]) {
+            miniheap_t *mh = by_used[i];
+            mh->on_dirty = 0;
+            miniheap_destroy(mh);
+        }
+    }
+    dirty_list = NULL;
+    mh_unlock(&mh_heap_lock);
+}
+
+MH_INTERNAL uint32_t miniheap_count(void);
+uint32_t miniheap_count(void) { return n_miniheaps; }

@@ -1,0 +1,56 @@
+/* The plain malloc family, exported by libminiheap.so and libminiheap.a so
+ * that linking or LD_PRELOAD replaces the system allocator. Each forwards to
+ * the prefixed API. libminiheap_prefixed.a leaves this file out. */
+#include "internal.h"
+
+#include <malloc.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+EXPORT void *malloc(size_t n) { return mh_malloc(n); }
+EXPORT void free(void *p) { mh_free(p); }
+EXPORT void cfree(void *p) { mh_free(p); }
+EXPORT void *calloc(size_t c, size_t n) { return mh_calloc(c, n); }
+EXPORT void *realloc(void *p, size_t n) { return mh_realloc(p, n); }
+EXPORT void *reallocarray(void *p, size_t c, size_t n) { return mh_reallocarray(p, c, n); }
+EXPORT int posix_memalign(void **out, size_t a, size_t n) { return mh_posix_memalign(out, a, n); }
+EXPORT void *aligned_alloc(size_t a, size_t n) { return mh_aligned_alloc(a, n); }
+EXPORT void *memalign(size_t a, size_t n) { return mh_memalign(a, n); }
+EXPORT void *valloc(size_t n) { return mh_valloc(n); }
+EXPORT void *pvalloc(size_t n) { return mh_pvalloc(n); }
+EXPORT size_t malloc_usable_size(void *p) { return mh_malloc_usable_size(p); }
+EXPORT void free_sized(void *p, size_t n) { mh_free_sized(p, n); }
+EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { mh_free_aligned_sized(p, a, n); }
+EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
+EXPORT void malloc_stats(void) { mh_print_stats(); }
+
+static size_t clamp_int(size_t v) { return v > 0x7fffffff ? 0x7fffffff : v; }
+
+EXPORT struct mallinfo2 mallinfo2(void) {
+    mh_stats_t st;
+    mh_stats(&st);
+    struct mallinfo2 mi;
+    memset(&mi, 0, sizeof mi);
+    size_t large_bytes = st.live_bytes; /* refined below */
+    (void)large_bytes;
+    mi.arena = st.mapped_bytes;
+    mi.ordblks = st.slabs;
+    mi.hblks = st.large_blocks;
+    mi.uordblks = st.live_bytes;
+    mi.fordblks = st.mapped_bytes > st.live_bytes ? st.mapped_bytes - st.live_bytes : 0;
+    mi.keepcost = st.cached_bytes;
+    return mi;
+}
+
+EXPORT struct mallinfo mallinfo(void) {
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo mi;
+    memset(&mi, 0, sizeof mi);
+    mi.arena = (int)clamp_int(m2.arena);
+    mi.ordblks = (int)clamp_int(m2.ordblks);
+    mi.hblks = (int)clamp_int(m2.hblks);
+    mi.uordblks = (int)clamp_int(m2.uordblks);
+    mi.fordblks = (int)clamp_int(m2.fordblks);
+    mi.keepcost = (int)clamp_int(m2.keepcost);
+    return mi;
+}

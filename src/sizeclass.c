@@ -1,0 +1,71 @@
+/* Size classes: 16-byte steps up to 128 B, then four per doubling up to
+ * MH_SMALL_MAX. Each class's slab spans the fewest 64 KiB units that waste
+ * less than 1/16 of the slab, and the class size is then raised to the
+ * largest 16-byte multiple that still fits the same number of blocks, so
+ * slabs have (almost) no tail. Powers of two stay exact, so a block of a
+ * power-of-two class is aligned to its size (memalign uses that). */
+#include "internal.h"
+
+size_class_t mh_classes[MH_MAX_CLASSES];
+uint32_t mh_nclasses;
+uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
+
+static void pick_slab(uint32_t want, uint32_t *size, uint32_t *units, uint32_t *cap) {
+    uint32_t best_u = 1, best_waste = UINT32_MAX;
+    for (uint32_t u = 1; u <= MH_MAX_SLAB_UNITS; u++) {
+        uint32_t bytes = u * (uint32_t)MH_UNIT_SIZE, n = bytes / want;
+        if (n < 4 && u < MH_MAX_SLAB_UNITS) continue; /* at least four blocks a slab */
+        if (n == 0) continue;
+        uint32_t waste = bytes - n * want;
+        if (waste * 16 <= bytes) { best_u = u; break; }
+        if (waste * 1000 / bytes < best_waste) { best_waste = waste * 1000 / bytes; best_u = u; }
+    }
+    uint32_t bytes = best_u * (uint32_t)MH_UNIT_SIZE, n = bytes / want;
+    uint32_t grown = (bytes / n) & ~15u;
+    /* Keep powers of two exact (alignment) and never pass the next class. */
+    if ((want & (want - 1)) == 0) grown = want;
+    *size = grown < want ? want : grown;
+    *units = best_u;
+    *cap = n;
+}
+
+void sizeclass_init(void) {
+    uint32_t sizes[MH_MAX_CLASSES], n = 0;
+    for (uint32_t s = 16; s <= 128; s += 16) sizes[n++] = s;
+    for (uint32_t p = 128; p < MH_SMALL_MAX; p *= 2)
+        for (uint32_t k = 5; k <= 8; k++) sizes[n++] = p * k / 4;
+    uint32_t prev = 0;
+    mh_nclasses = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t size, units, cap;
+        pick_slab(sizes[i], &size, &units, &cap);
+        /* Raising a class must not swallow the next one. */
+        if (i + 1 < n && size >= sizes[i + 1]) size = sizes[i];
+        if (size <= prev) continue;
+        if (size != sizes[i]) cap = units * (uint32_t)MH_UNIT_SIZE / size;
+        size_class_t *c = &mh_classes[mh_nclasses++];
+        c->size = size;
+        c->units = units;
+        c->capacity = cap;
+        uint32_t tc = 32768 / size;
+        if (tc > 128) tc = 128;
+        if (tc < 2) tc = 2;
+        c->tcache_cap = tc;
+        c->batch = tc / 2 ? tc / 2 : 1;
+        prev = size;
+    }
+    uint32_t cls = 0;
+    for (size_t i = 0; i <= (MH_SMALL_MAX >> 4); i++) {
+        size_t sz = i << 4;
+        while (mh_classes[cls].size < sz) cls++;
+        mh_class_index[i] = (uint8_t)cls;
+    }
+}
+
+int sizeclass_for_aligned(size_t size, size_t align) {
+    if (align > MH_UNIT_SIZE) return -1;
+    for (uint32_t c = size_to_class(size ? size : 1); c < mh_nclasses; c++) {
+        if ((mh_classes[c].size & (align - 1)) == 0) return (int)c;
+    }
+    return -1;
+}

@@ -1,0 +1,122 @@
+/* Thread caches: a small stack of free blocks per size class and thread, so
+ * most mallocs and frees take no lock. Blocks move to and from the class
+ * bins in batches; a cache is flushed when its thread exits (through a
+ * pthread key destructor, which needs no allocation). A block freed by
+ * another thread simply joins that thread's cache. */
+#include "internal.h"
+
+__thread tcache_t *mh_tcache __attribute__((tls_model("initial-exec")));
+static __thread uint8_t t_exiting __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t tkey;
+static mh_lock_t list_lock = MH_LOCK_INIT;
+static tcache_t *all_caches;
+static uint64_t dead_allocs, dead_frees; /* counts of exited threads */
+
+static void tcache_destroy(void *arg);
+
+MH_INTERNAL void tcache_init(void);
+void tcache_init(void) {
+    if (pthread_key_create(&tkey, tcache_destroy) != 0) mh_fatal("cannot create the thread-cache key");
+}
+
+tcache_t *tcache_get_slow(void) {
+    mh_ensure_init();
+    if (!mh_opt.tcache || t_exiting) return NULL;
+    if (mh_tcache) return mh_tcache;
+    size_t slots = 0;
+    for (uint32_t c = 0; c < mh_nclasses; c++) slots += mh_classes[c].tcache_cap;
+    size_t bytes = sizeof(tcache_t) + slots * sizeof(void *);
+    tcache_t *t = meta_alloc(bytes);
+    if (!t) return NULL;
+    void **store = (void **)(t + 1);
+    for (uint32_t c = 0; c < mh_nclasses; c++) {
+        t->bins[c].cap = mh_classes[c].tcache_cap;
+        t->bins[c].slots = store;
+        store += mh_classes[c].tcache_cap;
+    }
+    t->bytes = bytes;
+    t->ops_left = MH_TICK_OPS;
+    mh_lock(&list_lock);
+    t->next = all_caches;
+    if (all_caches) all_caches->prev = t;
+    all_caches = t;
+    mh_unlock(&list_lock);
+    mh_tcache = t;
+    pthread_setspecific(tkey, t);
+    return t;
+}
+
+void *tcache_refill(tcache_t *t, uint32_t cls) {
+    tbin_t *bin = &t->bins[cls];
+    uint32_t n = slab_alloc_batch(cls, bin->slots, mh_classes[cls].batch);
+    if (!n) return NULL;
+    bin->count = n - 1;
+    return bin->slots[n - 1];
+}
+
+void tcache_flush_bin(tcache_t *t, uint32_t cls, uint32_t keep) {
+    tbin_t *bin = &t->bins[cls];
+    if (bin->count <= keep) return;
+    uint32_t n = bin->count - keep;
+    /* The oldest blocks go; the most recently freed (cache-warm) stay. */
+    slab_free_batch(cls, bin->slots, n);
+    memmove(bin->slots, bin->slots + n, keep * sizeof(void *));
+    bin->count = keep;
+}
+
+void tcache_flush_all(tcache_t *t) {
+    for (uint32_t c = 0; c < mh_nclasses; c++) tcache_flush_bin(t, c, 0);
+}
+
+static void tcache_destroy(void *arg) {
+    tcache_t *t = arg;
+    t_exiting = 1;
+    mh_tcache = NULL;
+    tcache_flush_all(t);
+    mh_lock(&list_lock);
+    if (t->prev) t->prev->next = t->next; else all_caches = t->next;
+    if (t->next) t->next->prev = t->prev;
+    dead_allocs += t->allocs;
+    dead_frees += t->frees;
+    mh_unlock(&list_lock);
+    meta_free(t, t->bytes);
+}
+
+void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees) {
+    size_t bytes = 0;
+    uint64_t a, f;
+    mh_lock(&list_lock);
+    a = dead_allocs;
+    f = dead_frees;
+    for (tcache_t *t = all_caches; t; t = t->next) {
+        for (uint32_t c = 0; c < mh_nclasses; c++) bytes += (size_t)t->bins[c].count * mh_classes[c].size;
+        a += t->allocs;
+        f += t->frees;
+    }
+    mh_unlock(&list_lock);
+    *cached_bytes = bytes;
+    *allocs = a;
+    *frees = f;
+}
+
+/* mh_reset: the blocks the caches hold are about to be unmapped. */
+void tcache_reset_all(void) {
+    mh_lock(&list_lock);
+    for (tcache_t *t = all_caches; t; t = t->next)
+        for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
+    mh_unlock(&list_lock);
+}
+
+void tcache_lock_all(void) { mh_lock(&list_lock); }
+void tcache_unlock_all(void) { mh_unlock(&list_lock); }
+
+/* In a forked child only the forking thread survives: forget the others'
+ * caches (their blocks stay allocated; a bounded leak). */
+MH_INTERNAL void tcache_after_fork_child(void);
+void tcache_after_fork_child(void) {
+    tcache_t *me = mh_tcache;
+    all_caches = me;
+    if (me) me->next = me->prev = NULL;
+    mh_unlock(&list_lock);
+}
