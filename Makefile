@@ -11,15 +11,17 @@ BUILD   ?= build
 OPT     ?= -O2
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 CSTD    := -std=c17 -D_GNU_SOURCE
-CFLAGS_LIB := $(CSTD) $(OPT) -g $(WARN) -fPIC -fvisibility=hidden \
+CFLAGS_LIB := $(CSTD) $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -fno-omit-frame-pointer \
               -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
               -ftls-model=initial-exec -Iinclude -Isrc $(EXTRA_CFLAGS)
+CXXFLAGS_LIB := -std=c++17 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -fno-omit-frame-pointer -Isrc $(EXTRA_CXXFLAGS)
 LDLIBS_LIB := -lpthread
 
 CORE_SRCS := src/os.c src/meta.c src/sizeclass.c src/miniheap.c src/slab.c src/large.c \
-             src/tcache.c src/alloc.c src/options.c src/report.c src/check.c src/stats.c
+             src/tcache.c src/alloc.c src/options.c src/report.c src/check.c src/stats.c \
+             src/canary.c src/stack.c src/fault.c src/leak.c
 CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/obj/%.o)
-OVERRIDE_OBJ := $(BUILD)/obj/override.o
+OVERRIDE_OBJ := $(BUILD)/obj/override.o $(BUILD)/obj/new.o
 HEADERS := $(wildcard src/*.h) include/miniheap.h
 
 .PHONY: all lib clean test bench fuzz fuzz-smoke
@@ -30,8 +32,13 @@ $(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_LIB) -c $< -o $@
 
+$(BUILD)/obj/%.o: src/%.cpp $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_LIB) -c $< -o $@
+
+# Linked with the C++ driver: operator new throws std::bad_alloc.
 $(BUILD)/libminiheap.so: $(CORE_OBJS) $(OVERRIDE_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS_LIB) -Wl,-z,now -Wl,--no-undefined
+	$(CXX) -shared -o $@ $^ $(LDLIBS_LIB) -Wl,-z,now -Wl,--no-undefined
 
 $(BUILD)/libminiheap.a: $(CORE_OBJS) $(OVERRIDE_OBJ)
 	@rm -f $@

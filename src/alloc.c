@@ -1,8 +1,12 @@
 /* The public entry points (thin), start-up, fork handling and the give-back
  * clock. */
 #include "internal.h"
+#include "track.h"
 
 _Atomic int mh_ready;
+int mh_track_valgrind;
+uintptr_t mh_ptr_key;
+uint64_t mh_secret;
 static mh_lock_t init_lock = MH_LOCK_INIT;
 static mh_lock_t tick_lock = MH_LOCK_INIT;
 static _Atomic uint64_t next_tick_ms;
@@ -43,12 +47,27 @@ void mh_init_slow(void) {
     mh_lock(&init_lock);
     if (!atomic_load_explicit(&mh_ready, memory_order_relaxed)) {
         mh_options_init();
+        track_init();
+        if (mh_track_valgrind) {
+            /* memcheck sees a use after free only while the block is not
+             * reused, and reports leaks itself */
+            if (!mh_opt.quarantine_mb) mh_opt.quarantine_mb = 16;
+            mh_opt.leak_report = 0;
+            mh_config_update();
+        }
+        uint64_t keys[2];
+        os_random(keys, sizeof keys);
+        mh_secret = keys[0];
+        mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
         sizeclass_init();
         for (uint32_t c = 0; c < MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
         mh_radix = os_map_noreserve(MH_RADIX_ENTRIES * sizeof(*mh_radix));
         if (!mh_radix) mh_fatal("cannot map the miniheap radix table");
         large_init();
         tcache_init();
+        stack_init();
+        fault_init();
+        leak_init();
         atomic_store_explicit(&next_tick_ms, os_now_ms() + mh_opt.decay_ms, memory_order_relaxed);
         atomic_store_explicit(&mh_ready, 1, memory_order_release);
         /* May allocate (through us, now ready). */
@@ -72,14 +91,44 @@ void mh_tick(bool force) {
     mh_unlock(&tick_lock);
 }
 
-/* ---- block state --------------------------------------------------------- */
+/* ---- block life cycle ------------------------------------------------------ */
 
 /* p came from a slab, so skip slab_of's checks. */
-static inline void mark_live(void *p) {
+static inline slab_t *slab_of_block(void *p, uint32_t *idx) {
     uintptr_t a = (uintptr_t)p;
     slab_t *s = miniheap_of(p)->unit_slab[(a >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
-    uint32_t idx = slab_index(s, a - (uintptr_t)s->start);
+    *idx = slab_index(s, a - (uintptr_t)slab_ustart(s));
+    return s;
+}
+
+static inline void set_live(slab_t *s, uint32_t idx) {
     atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_relaxed);
+}
+
+static inline bool is_live(slab_t *s, uint32_t idx) {
+    return atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) >> (idx & 63) & 1;
+}
+
+/* Clear the live bit; false when the block was not live. */
+static inline bool claim(slab_t *s, uint32_t idx) {
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_relaxed) & bit;
+}
+
+static inline size_t block_size(slab_t *s, uint32_t idx) {
+    return s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
+}
+
+static void fault_for(mh_fault_t *f, slab_t *s, uint32_t idx, void *p) {
+    memset(f, 0, sizeof *f);
+    f->block = p;
+    f->size = block_size(s, idx);
+    if (s->dbg) {
+        f->alloc_stack = s->dbg[idx].alloc_stack;
+        f->alloc_tid = s->dbg[idx].alloc_tid;
+        f->free_stack = s->dbg[idx].free_stack;
+        f->free_tid = s->dbg[idx].free_tid;
+    }
 }
 
 static inline void count_op(tcache_t *t) {
@@ -89,93 +138,328 @@ static inline void count_op(tcache_t *t) {
     }
 }
 
-/* Allocate one block of class cls: thread cache first. */
-static inline void *small_alloc(uint32_t cls) {
-    tcache_t *t = mh_tcache;
-    void *p;
+static void maybe_check(tcache_t *t) {
+    if (unlikely(mh_opt.check_every) && t && --t->check_left <= 0) {
+        t->check_left = (int32_t)mh_opt.check_every;
+        mh_check();
+    }
+}
+
+/* A (poisoned) block about to be reused or to leave quarantine: was it
+ * written to after it was freed? */
+bool block_verify_poison(void *tagged, const char *where) {
+    if (!((uintptr_t)tagged & TAG_POISONED)) return true;
+    void *p = untag(tagged);
+    uint32_t idx;
+    slab_t *s = slab_of_block(p, &idx);
+    size_t len = s->bsize - s->front;
+    if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
+    track_open(p, len);
+    size_t bad = poison_find_bad(p, len);
+    track_noaccess(p, len);
+    if (bad == SIZE_MAX) return true;
+    mh_fault_t f;
+    fault_for(&f, s, idx, p);
+    f.kind = "use-after-free";
+    f.addr = (uint8_t *)p + bad;
+    f.where = where;
+    f.detail = "the freed block was written to after it was freed (its poison changed)";
+    mh_report_fault(&f);
+    return false;
+}
+
+/* Take one block of class cls: thread cache first. Tagged, not yet live. */
+static inline void *take_block(tcache_t *t, uint32_t cls) {
     if (likely(t)) {
         tbin_t *bin = &t->bins[cls];
-        if (likely(bin->count)) {
-            p = bin->slots[--bin->count];
-        } else {
-            mh_tick(false);
-            p = tcache_refill(t, cls);
-            if (unlikely(!p)) goto oom;
-        }
         t->allocs++;
         count_op(t);
-    } else {
-        t = tcache_get_slow();
-        if (t) return small_alloc(cls);
-        if (slab_alloc_batch(cls, &p, 1) != 1) goto oom;
+        if (likely(bin->count)) return bin->slots[--bin->count];
+        mh_tick(false);
+        return tcache_refill(t, cls);
     }
-    mark_live(p);
+    void *p;
+    return slab_alloc_batch(cls, &p, 1) == 1 ? p : NULL;
+}
+
+/* Hand a taken block to the program: checks and bookkeeping of the modes. */
+static MH_NOINLINE void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
+    if ((uintptr_t)tagged & TAG_POISONED) block_verify_poison(tagged, "malloc");
+    void *p = untag(tagged);
+    uint32_t idx;
+    slab_t *s = slab_of_block(p, &idx);
+    uint8_t *raw = (uint8_t *)p - s->front;
+    size_t room = s->bsize - s->front;
+    set_live(s, idx);
+    track_open(raw, s->bsize);
+    if (s->info) s->info[idx] = INFO(n, kind);
+    if (zero) memset(p, 0, n);
+    else if (mh_opt.fill_new) memset(p, FILL_NEW, n);
+    if (s->front) canary_fill(raw, s->front);
+    size_t slack = s->canary ? room - n : 0;
+    if (slack) canary_fill((uint8_t *)p + n, slack < CANARY_MAX ? slack : CANARY_MAX);
+    if (s->dbg) {
+        s->dbg[idx].alloc_stack = stack_capture();
+        s->dbg[idx].alloc_tid = mh_thread_number();
+        s->dbg[idx].free_stack = 0;
+        s->dbg[idx].free_tid = 0;
+    }
+    if (track_active()) {
+        track_noaccess(raw, s->bsize);
+        track_alloc(p, s->canary ? n : room, s->front, zero);
+    }
     return p;
+}
+
+static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
+    if (likely(!mh_cfg.hard)) {
+        void *p = untag(tagged);
+        uint32_t idx;
+        slab_t *s = slab_of_block(p, &idx);
+        set_live(s, idx);
+        if (zero) memset(p, 0, n);
+        if (unlikely(track_active())) track_alloc(p, s->bsize, 0, zero);
+        return p;
+    }
+    return prepare_block(tagged, n, kind, zero);
+}
+
+/* Every allocation that is not the fast path's. */
+static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool zero) {
+    mh_ensure_init();
+    tcache_t *t = mh_tcache ? mh_tcache : tcache_get_slow();
+    if (unlikely(size > MH_MAX_REQUEST)) goto oom;
+    maybe_check(t);
+    size_t need = size + mh_cfg.front + mh_cfg.tail;
+    if (unlikely(mh_opt.sample_rate) && t && align <= MH_MIN_ALIGN && need <= MH_SMALL_MAX &&
+        --t->sample_left <= 0) {
+        t->sample_left = (int32_t)mh_opt.sample_rate;
+        void *p = large_alloc(size, MH_MIN_ALIGN, zero, kind, true);
+        if (p) return p;
+    }
+    if (need <= MH_SMALL_MAX && (align <= MH_MIN_ALIGN || !mh_cfg.front)) {
+        int cls = align <= MH_MIN_ALIGN ? (int)size_to_class(need) : sizeclass_for_aligned(need, align);
+        if (cls >= 0) {
+            void *tagged = take_block(t, (uint32_t)cls);
+            if (!tagged) goto oom;
+            return finish_block(tagged, size, kind, zero);
+        }
+    }
+    mh_tick(false);
+    return large_alloc(size ? size : 1, align, zero, kind, false);
 oom:
     errno = ENOMEM;
     return NULL;
 }
 
-static MH_COLD void bad_pointer(const char *kind, const void *p, const char *where) {
-    mh_report(kind, p, NULL, 0, where, "the address was not handed out by miniheap, or not at a block's start");
-}
-
-/* Release a live small block (live bit already cleared). */
-static inline void small_release(slab_t *s, void *p) {
+/* Back to the thread cache (or the slab when there is none). */
+void block_release(void *tagged) {
+    uint32_t idx;
+    slab_t *s = slab_of_block(untag(tagged), &idx);
     tcache_t *t = mh_tcache;
+    if (!t) t = tcache_get_slow();
     if (likely(t)) {
         tbin_t *bin = &t->bins[s->cls];
         if (unlikely(bin->count == bin->cap)) {
             mh_tick(false);
             tcache_flush_bin(t, s->cls, bin->cap / 2);
         }
-        bin->slots[bin->count++] = p;
+        bin->slots[bin->count++] = tagged;
         t->frees++;
         count_op(t);
         return;
     }
-    t = tcache_get_slow();
-    if (t) { small_release(s, p); return; }
-    slab_free_batch(s->cls, &p, 1);
+    slab_free_batch(s->cls, &tagged, 1);
 }
 
-/* Clear the live bit; false (and a report) when the block was not live. */
-static inline bool claim_free(slab_t *s, uint32_t idx, void *p, const char *where) {
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    uint64_t old = atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_relaxed);
-    if (likely(old & bit)) return true;
-    mh_report("double-free", p, p, s->bsize, where, "the block is not allocated (freed already?)");
-    return false;
+static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char *where, const char *kind) {
+    mh_fault_t f;
+    fault_for(&f, s, idx, p);
+    f.addr = p;
+    f.where = where;
+    if (s->info && s->info[idx] == 0) {
+        f.kind = kind ? kind : "invalid-free";
+        f.block = NULL;
+        f.detail = "the address is the start of a slot that was never allocated";
+    } else {
+        f.kind = kind ? kind : "double-free";
+        f.detail = "the block was already freed";
+    }
+    mh_report_fault(&f);
 }
 
-/* Resolve p for free-like calls. Returns the slab (small), or NULL after
- * handling a large block or reporting a bad pointer. */
-static inline slab_t *resolve_for_free(void *p, uint32_t *idx, const char *where, size_t sized) {
+static MH_COLD void report_bad_pointer(void *p, const char *where, const char *kind, bool interior) {
+    mh_fault_t f = {kind, p, NULL, 0, where, NULL, 0, 0, 0, 0};
+    if (interior) {
+        /* Name the block the address is inside of, if any. */
+        miniheap_t *mh = miniheap_of(p);
+        slab_t *s = mh->unit_slab[((uintptr_t)p >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
+        uintptr_t off = (uintptr_t)p - (uintptr_t)slab_start(s);
+        if (off < s->span) {
+            uint32_t idx = slab_index(s, off);
+            void *blk = slab_ustart(s) + (size_t)idx * s->bsize;
+            if (is_live(s, idx)) fault_for(&f, s, idx, blk);
+            f.kind = kind;
+            f.addr = p;
+            f.where = where;
+        }
+        f.detail = "the address points inside a block, not at its start";
+    } else {
+        f.detail = miniheap_of(p) ? "the address is in a miniheap but in no slab (freed or never used)"
+                                  : "the address was not handed out by miniheap (stack, global, foreign or unmapped memory)";
+    }
+    mh_report_fault(&f);
+}
+
+/* Checks on a live block being freed or resized: kinds, sizes, canaries.
+ * Returns false (after a report) when the operation must not go on. */
+static bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
+                        bool has_size, size_t sized) {
+    uint8_t *raw = (uint8_t *)p - s->front;
+    size_t n = block_size(s, idx);
+    mh_fault_t f;
+    if (s->info && kind) {
+        int had = (int)(s->info[idx] >> INFO_KIND_SHIFT);
+        if (had && had != kind) {
+            fault_for(&f, s, idx, p);
+            f.kind = "alloc-dealloc-mismatch";
+            f.addr = p;
+            f.where = where;
+            static const char *names[] = {"?", "malloc", "operator new", "operator new[]"};
+            static const char *frees[] = {"?", "free", "operator delete", "operator delete[]"};
+            static char detail[128];
+            mh_buf_t b = {detail, 0, sizeof detail};
+            buf_str(&b, "allocated with ");
+            buf_str(&b, names[had]);
+            buf_str(&b, ", freed with ");
+            buf_str(&b, frees[kind]);
+            f.detail = detail;
+            mh_report_fault(&f);
+            return false;
+        }
+    }
+    if (has_size && (s->canary ? sized != n : sized > s->bsize - s->front)) {
+        fault_for(&f, s, idx, p);
+        f.kind = "size-mismatch";
+        f.addr = p;
+        f.where = where;
+        f.detail = "the size given to the sized free differs from the size allocated";
+        mh_report_fault(&f);
+        return false;
+    }
+    if (s->front || s->canary) {
+        track_open(raw, s->bsize);
+        size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
+        size_t room = s->bsize - s->front, slack = s->canary ? room - n : 0;
+        size_t tbad = slack ? canary_find_bad((uint8_t *)p + n, slack < CANARY_MAX ? slack : CANARY_MAX) : SIZE_MAX;
+        if (track_active()) {
+            track_noaccess(raw, s->front);
+            track_noaccess((uint8_t *)p + n, slack);
+        }
+        if (bad != SIZE_MAX || tbad != SIZE_MAX) {
+            fault_for(&f, s, idx, p);
+            f.where = where;
+            if (bad != SIZE_MAX) {
+                f.kind = "heap-buffer-underflow";
+                f.addr = raw + bad;
+                f.detail = "a canary in front of the block was overwritten";
+            } else {
+                f.kind = "heap-buffer-overflow";
+                f.addr = (uint8_t *)p + n + tbad;
+                f.detail = "a canary after the block was overwritten";
+            }
+            mh_report_fault(&f);
+            return true; /* the block is still freed: its neighbours stay intact */
+        }
+    }
+    return true;
+}
+
+/* A live small block whose live bit was just cleared, in a hardened mode:
+ * check it, poison it, quarantine or release it. */
+static MH_NOINLINE void retire_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
+                                     bool has_size, size_t sized, bool direct) {
+    if (!check_block(s, idx, p, where, kind, has_size, sized)) {
+        set_live(s, idx); /* leave it allocated; the report returned (abort_on_error=0) */
+        return;
+    }
+    if (s->dbg) {
+        s->dbg[idx].free_stack = stack_capture();
+        s->dbg[idx].free_tid = mh_thread_number();
+    }
+    size_t n = block_size(s, idx);
+    void *tagged = p;
+    if (s->poisoned) {
+        size_t len = s->bsize - s->front;
+        if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
+        track_open(p, len);
+        memset(p, POISON_FREE, len);
+        tagged = (void *)((uintptr_t)p | TAG_POISONED);
+    }
+    track_free(p, n, s->front);
+    if (direct) {
+        slab_free_batch(s->cls, &tagged, 1);
+        return;
+    }
+    tcache_t *t = mh_tcache;
+    if (mh_cfg.quarantine && t) {
+        quarantine_push(t, tagged, s->bsize);
+        return;
+    }
+    block_release(tagged);
+}
+
+static inline void free_impl(void *p, const char *where, int kind, bool has_size, size_t sized) {
+    mh_ensure_init();
+    uint32_t idx;
     bool interior = false;
-    slab_t *s = slab_of(p, idx, &interior);
-    if (likely(s)) return s;
-    if (interior || !large_free(p, sized)) bad_pointer("invalid-free", p, where);
-    return NULL;
+    slab_t *s = slab_of(p, &idx, &interior);
+    if (likely(s)) {
+        if (unlikely(!claim(s, idx))) {
+            report_not_live(s, idx, p, where, NULL);
+            return;
+        }
+        if (likely(!mh_cfg.hard)) {
+            if (unlikely(has_size && sized > s->bsize)) {
+                set_live(s, idx);
+                report_bad_pointer(p, where, "size-mismatch", false);
+                return;
+            }
+            if (unlikely(track_active())) track_free(p, s->bsize, 0);
+            block_release(p);
+            return;
+        }
+        maybe_check(mh_tcache);
+        retire_block(s, idx, p, where, kind, has_size, sized, false);
+        return;
+    }
+    if (interior || !large_free(p, has_size ? sized : 0, kind, where))
+        report_bad_pointer(p, where, "invalid-free", interior);
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
 
 MH_API void *mh_malloc(size_t size) {
-    if (likely(size <= MH_SMALL_MAX)) {
-        if (unlikely(!mh_tcache)) mh_ensure_init(); /* the class table needs it */
-        return small_alloc(size_to_class(size));
+    tcache_t *t = mh_tcache;
+    /* The fast path: fast mode, a thread cache with a block of the class. */
+    if (likely(t != NULL) && likely(!mh_cfg.hard) && likely(size <= MH_SMALL_MAX)) {
+        tbin_t *bin = &t->bins[size_to_class(size)];
+        if (likely(bin->count)) {
+            void *p = untag(bin->slots[--bin->count]);
+            t->allocs++;
+            count_op(t);
+            uint32_t idx;
+            slab_t *s = slab_of_block(p, &idx);
+            set_live(s, idx);
+            if (unlikely(track_active())) track_alloc(p, s->bsize, 0, false);
+            return p;
+        }
     }
-    mh_ensure_init();
-    mh_tick(false);
-    return large_alloc(size, 0, false);
+    return alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
 }
 
 MH_API void mh_free(void *p) {
-    if (!p) return;
-    mh_ensure_init(); /* the radix table must exist to tell a foreign pointer */
-    uint32_t idx;
-    slab_t *s = resolve_for_free(p, &idx, "free", 0);
-    if (s && claim_free(s, idx, p, "free")) small_release(s, p);
+    if (p) free_impl(p, "free", KIND_MALLOC, false, 0);
 }
 
 MH_API void *mh_calloc(size_t count, size_t size) {
@@ -184,77 +468,74 @@ MH_API void *mh_calloc(size_t count, size_t size) {
         errno = ENOMEM;
         return NULL;
     }
-    if (likely(total <= MH_SMALL_MAX)) {
-        if (unlikely(!mh_tcache)) mh_ensure_init();
-        void *p = small_alloc(size_to_class(total));
-        if (p) memset(p, 0, total);
-        return p;
-    }
-    mh_ensure_init();
-    mh_tick(false);
-    return large_alloc(total, 0, true);
-}
-
-static void *aligned_alloc_impl(size_t align, size_t size) {
-    if (align <= MH_MIN_ALIGN) return mh_malloc(size);
-    if (size <= MH_SMALL_MAX) {
-        mh_ensure_init();
-        int cls = sizeclass_for_aligned(size, align);
-        if (cls >= 0) return small_alloc((uint32_t)cls);
-    }
-    mh_ensure_init();
-    mh_tick(false);
-    return large_alloc(size ? size : 1, align, false);
+    return alloc_generic(total, MH_MIN_ALIGN, KIND_MALLOC, true);
 }
 
 MH_API int mh_posix_memalign(void **out, size_t align, size_t size) {
     if (align < sizeof(void *) || (align & (align - 1))) return EINVAL;
     int saved = errno;
-    void *p = aligned_alloc_impl(align, size);
-    if (!p) { errno = saved; return ENOMEM; }
+    void *p = alloc_generic(size, align, KIND_MALLOC, false);
+    if (!p) {
+        errno = saved;
+        return ENOMEM;
+    }
     *out = p;
     return 0;
 }
 
 MH_API void *mh_aligned_alloc(size_t align, size_t size) {
-    if (align == 0 || (align & (align - 1))) { errno = EINVAL; return NULL; }
-    return aligned_alloc_impl(align, size);
+    if (align == 0 || (align & (align - 1))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return alloc_generic(size, align, KIND_MALLOC, false);
 }
 
 MH_API void *mh_memalign(size_t align, size_t size) {
     /* glibc: a non-power-of-two alignment is rounded up to one. */
     if (align & (align - 1)) {
-        if (align > ((size_t)1 << 62)) { errno = EINVAL; return NULL; }
+        if (align > ((size_t)1 << 62)) {
+            errno = EINVAL;
+            return NULL;
+        }
         size_t a = 1;
         while (a < align) a <<= 1;
         align = a;
     }
-    return aligned_alloc_impl(align, size);
+    return alloc_generic(size, align, KIND_MALLOC, false);
 }
 
-MH_API void *mh_valloc(size_t size) { return aligned_alloc_impl(MH_PAGE, size); }
+MH_API void *mh_valloc(size_t size) { return alloc_generic(size, MH_PAGE, KIND_MALLOC, false); }
 
 MH_API void *mh_pvalloc(size_t size) {
     size_t rounded = (size + MH_PAGE - 1) & ~(MH_PAGE - 1);
-    if (rounded < size) { errno = ENOMEM; return NULL; }
-    return aligned_alloc_impl(MH_PAGE, rounded ? rounded : MH_PAGE);
+    if (rounded < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return alloc_generic(rounded ? rounded : MH_PAGE, MH_PAGE, KIND_MALLOC, false);
 }
 
-MH_API size_t mh_malloc_usable_size(const void *p) {
+MH_API size_t mh_malloc_usable_size(const void *cp) {
+    void *p = (void *)cp;
     if (!p) return 0;
     mh_ensure_init();
     uint32_t idx;
     bool interior = false;
     slab_t *s = slab_of(p, &idx, &interior);
     if (s) {
-        if (atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & ((uint64_t)1 << (idx & 63)))
-            return s->bsize;
-    } else if (!interior) {
+        if (!is_live(s, idx)) {
+            report_not_live(s, idx, p, "malloc_usable_size", "invalid-usable-size");
+            return 0;
+        }
+        if (mh_cfg.hard) check_block(s, idx, p, "malloc_usable_size", 0, false, 0);
+        return block_size(s, idx);
+    }
+    if (!interior) {
         size_t u = large_usable(p);
         if (u) return u;
     }
-    mh_report("invalid-usable-size", p, NULL, 0, "malloc_usable_size",
-              "the address is not a live block of miniheap");
+    report_bad_pointer(p, "malloc_usable_size", "invalid-usable-size", interior);
     return 0;
 }
 
@@ -269,49 +550,69 @@ MH_API void *mh_realloc(void *p, size_t size) {
     bool interior = false;
     slab_t *s = slab_of(p, &idx, &interior);
     if (s) {
-        uint64_t bit = (uint64_t)1 << (idx & 63);
-        if (!(atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & bit)) {
-            mh_report("invalid-realloc", p, p, s->bsize, "realloc", "the block is not allocated (freed already?)");
+        if (!is_live(s, idx)) {
+            report_not_live(s, idx, p, "realloc", "invalid-realloc");
             return NULL;
         }
-        if (size <= s->bsize && (size > s->bsize / 2 || s->bsize <= MH_MIN_ALIGN)) {
-            /* Fits: stay, unless floating would move it to a fuller slab. */
-            if (mh_opt.float_pct) {
-                void *q = slab_float(p, s, size);
-                if (q) {
-                    mark_live(q);
-                    atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_relaxed);
+        if (mh_cfg.hard && !check_block(s, idx, p, "realloc", KIND_MALLOC, false, 0)) return NULL;
+        size_t old = block_size(s, idx), room = s->bsize - s->front;
+        size_t need = size + s->canary;
+        if (need <= room && (need > room / 2 || s->bsize <= 2 * MH_MIN_ALIGN)) {
+            /* Fits: stay, unless floating moves it to a fuller slab. */
+            void *q = mh_opt.float_pct ? slab_float(p, s, size) : NULL;
+            if (q) {
+                q = finish_block(q, size, KIND_MALLOC, false);
+                if (track_active()) track_open(p, old);
+                memcpy(q, p, size < old ? size : old);
+                claim(s, idx);
+                if (mh_cfg.hard) retire_block(s, idx, p, "realloc", 0, false, 0, true);
+                else {
+                    if (track_active()) track_free(p, s->bsize, 0);
                     slab_free_batch(s->cls, &p, 1);
-                    return q;
                 }
+                return q;
+            }
+            if (s->canary) {
+                if (size > old && mh_opt.fill_new) memset((uint8_t *)p + old, FILL_NEW, size - old);
+                s->info[idx] = INFO(size, s->info[idx] >> INFO_KIND_SHIFT);
+                size_t slack = room - size;
+                track_open((uint8_t *)p + size, slack);
+                canary_fill((uint8_t *)p + size, slack < CANARY_MAX ? slack : CANARY_MAX);
+                track_noaccess((uint8_t *)p + size, slack);
+                track_resize(p, old, size, s->front);
             }
             return p;
         }
-        void *q = mh_malloc(size);
+        void *q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
         if (!q) return NULL;
-        memcpy(q, p, size < s->bsize ? size : s->bsize);
-        mh_free(p);
+        memcpy(q, p, size < old ? size : old);
+        free_impl(p, "realloc", 0, false, 0);
         return q;
     }
     if (interior) {
-        bad_pointer("invalid-realloc", p, "realloc");
+        report_bad_pointer(p, "realloc", "invalid-realloc", true);
         return NULL;
     }
-    if (size <= MH_SMALL_MAX) { /* a large block shrinking into a slab */
-        size_t old = large_usable(p);
-        if (!old) {
-            bad_pointer("invalid-realloc", p, "realloc");
-            return NULL;
-        }
-        void *q = mh_malloc(size);
+    size_t old = large_usable(p);
+    if (!old) {
+        report_bad_pointer(p, "realloc", "invalid-realloc", false);
+        return NULL;
+    }
+    if (size + mh_cfg.front + mh_cfg.tail <= MH_SMALL_MAX) { /* a large block shrinking into a slab */
+        void *q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
         if (!q) return NULL;
         memcpy(q, p, size < old ? size : old);
-        mh_free(p);
+        free_impl(p, "realloc", 0, false, 0);
         return q;
     }
-    bool ours;
-    void *q = large_realloc(p, size, &ours);
-    if (!ours) bad_pointer("invalid-realloc", p, "realloc");
+    int status;
+    void *q = large_realloc(p, size, &status);
+    if (status == LARGE_COPY) {
+        q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
+        if (!q) return NULL;
+        memcpy(q, p, size < old ? size : old);
+        free_impl(p, "realloc", 0, false, 0);
+    }
     return q;
 }
 
@@ -325,21 +626,22 @@ MH_API void *mh_reallocarray(void *p, size_t count, size_t size) {
 }
 
 MH_API void mh_free_sized(void *p, size_t size) {
-    if (!p) return;
-    mh_ensure_init();
-    uint32_t idx;
-    slab_t *s = resolve_for_free(p, &idx, "free_sized", size);
-    if (!s) return;
-    if (unlikely(size > s->bsize)) {
-        mh_report("size-mismatch", p, p, s->bsize, "free_sized", "the size passed is larger than the block");
-        return;
-    }
-    if (claim_free(s, idx, p, "free_sized")) small_release(s, p);
+    if (p) free_impl(p, "free_sized", KIND_MALLOC, true, size);
 }
 
 MH_API void mh_free_aligned_sized(void *p, size_t align, size_t size) {
     (void)align;
-    mh_free_sized(p, size);
+    if (p) free_impl(p, "free_aligned_sized", KIND_MALLOC, true, size);
+}
+
+/* For operator new/delete (new.cpp). */
+MH_INTERNAL void *mh_alloc_kind(size_t size, size_t align, int kind);
+void *mh_alloc_kind(size_t size, size_t align, int kind) {
+    return alloc_generic(size, align < MH_MIN_ALIGN ? MH_MIN_ALIGN : align, kind, false);
+}
+MH_INTERNAL void mh_free_kind(void *p, int kind, bool has_size, size_t size);
+void mh_free_kind(void *p, int kind, bool has_size, size_t size) {
+    if (p) free_impl(p, kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete", kind, has_size, size);
 }
 
 MH_API int mh_trim(size_t pad) {
@@ -347,7 +649,10 @@ MH_API int mh_trim(size_t pad) {
     mh_ensure_init();
     uint64_t before = atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total);
     tcache_t *t = mh_tcache;
-    if (t) tcache_flush_all(t);
+    if (t) {
+        quarantine_drain(t);
+        tcache_flush_all(t);
+    }
     mh_tick(true);
     return atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total) != before;
 }

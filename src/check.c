@@ -7,57 +7,116 @@
  *   - a live block is never free in its slab;
  *   - a slab sits in the fullness bucket its count says. */
 #include "internal.h"
+#include "track.h"
 
-typedef struct check_ctx { const char *problem; const void *where; } check_ctx_t;
+typedef struct check_ctx {
+    const char *problem;
+    const void *where;
+    mh_fault_t block_fault;   /* the first damaged block, reported with its own kind */
+} check_ctx_t;
 
 static void fail(check_ctx_t *c, const char *problem, const void *where) {
     if (!c->problem) { c->problem = problem; c->where = where; }
 }
 
+static void block_fault(check_ctx_t *c, slab_t *s, uint32_t idx, const char *kind, const void *addr,
+                        const char *detail) {
+    mh_fault_t *f = &c->block_fault;
+    f->kind = kind;
+    f->addr = addr;
+    f->block = slab_ustart(s) + (size_t)idx * s->bsize;
+    f->size = s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
+    f->where = "mh_check";
+    f->detail = detail;
+    if (s->dbg) {
+        f->alloc_stack = s->dbg[idx].alloc_stack;
+        f->alloc_tid = s->dbg[idx].alloc_tid;
+        f->free_stack = s->dbg[idx].free_stack;
+        f->free_tid = s->dbg[idx].free_tid;
+    }
+}
+
+/* Canaries of live blocks, poison of free poisoned ones. */
+static void check_blocks(check_ctx_t *c, slab_t *s) {
+    uint8_t *ustart = slab_ustart(s);
+    size_t room = s->bsize - s->front;
+    for (uint32_t idx = 0; idx < s->capacity && !c->block_fault.kind; idx++) {
+        uint8_t *p = ustart + (size_t)idx * s->bsize, *raw = p - s->front;
+        uint64_t bit = (uint64_t)1 << (idx & 63);
+        bool live = atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & bit;
+        if (live && (s->front || s->canary)) {
+            size_t n = s->canary ? (s->info[idx] & INFO_SIZE_MASK) : room, slack = room - n;
+            if (slack > CANARY_MAX) slack = CANARY_MAX;
+            track_open(raw, s->bsize);
+            size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
+            size_t tbad = s->canary ? canary_find_bad(p + n, slack) : SIZE_MAX;
+            if (track_active()) {
+                track_noaccess(raw, s->front);
+                track_noaccess(p + n, room - n);
+            }
+            if (bad != SIZE_MAX)
+                block_fault(c, s, idx, "heap-buffer-underflow", raw + bad, "a canary in front of the block was overwritten");
+            else if (tbad != SIZE_MAX)
+                block_fault(c, s, idx, "heap-buffer-overflow", p + n + tbad, "a canary after the block was overwritten");
+        } else if (!live && s->poisoned && (s->poisoned[idx >> 6] & bit)) {
+            size_t len = room < mh_cfg.poison_len ? room : mh_cfg.poison_len;
+            track_open(p, len);
+            size_t bad = poison_find_bad(p, len);
+            track_noaccess(p, len);
+            if (bad != SIZE_MAX)
+                block_fault(c, s, idx, "use-after-free", p + bad, "the freed block was written to after it was freed");
+        }
+    }
+}
+
 static void check_slab(check_ctx_t *c, miniheap_t *mh, slab_t *s) {
-    if (s->mh != mh) { fail(c, "slab does not point back at its miniheap", s->start); return; }
+    uint8_t *start = slab_start(s);
+    if (s->mh != mh) { fail(c, "slab does not point back at its miniheap", start); return; }
     const size_class_t *cl = &mh_classes[s->cls];
-    if (s->bsize != cl->size || s->capacity != cl->capacity || s->units != cl->units)
-        fail(c, "slab geometry differs from its size class", s->start);
-    if (s->start != mh->base + (size_t)s->first_unit * MH_UNIT_SIZE)
-        fail(c, "slab start is not at its first unit", s->start);
+    if (s->bsize != cl->size || s->capacity > cl->capacity || s->units != cl->units ||
+        (!s->guarded && s->capacity != cl->capacity))
+        fail(c, "slab geometry differs from its size class", start);
+    if (start != mh_base(mh) + (size_t)s->first_unit * MH_UNIT_SIZE)
+        fail(c, "slab start is not at its first unit", start);
     for (uint32_t u = 0; u < s->units; u++)
-        if (mh->unit_slab[s->first_unit + u] != s) fail(c, "a unit of a slab points elsewhere", s->start);
+        if (mh->unit_slab[s->first_unit + u] != s) fail(c, "a unit of a slab points elsewhere", start);
     uint32_t nfree = 0;
     for (uint32_t w = 0; w < s->nwords; w++) {
         uint64_t fm = s->free_map[w];
         uint64_t lv = atomic_load_explicit(&s->live[w], memory_order_relaxed);
         uint32_t left = s->capacity - w * 64;
         uint64_t valid = left >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << left) - 1);
-        if ((fm | lv) & ~valid) fail(c, "bitmap bit set past the slab's capacity", s->start);
-        if (fm & lv) fail(c, "a live block is marked free in its slab", s->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(fm & lv)) * s->bsize);
+        if ((fm | lv) & ~valid) fail(c, "bitmap bit set past the slab's capacity", start);
+        if (fm & lv) fail(c, "a live block is marked free in its slab", start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(fm & lv)) * s->bsize);
         nfree += (uint32_t)__builtin_popcountll(fm & valid);
     }
-    if (s->used != s->capacity - nfree) fail(c, "slab use count disagrees with its bitmap", s->start);
+    if (s->used != s->capacity - nfree) fail(c, "slab use count disagrees with its bitmap", start);
     uint32_t want = s->used == 0 ? 0 : s->used >= s->capacity ? MH_BUCKETS
                   : 1 + s->used * (MH_BUCKETS - 1) / s->capacity;
-    if (s->bucket != want) fail(c, "slab is in the wrong fullness bucket", s->start);
+    if (s->bucket != want) fail(c, "slab is in the wrong fullness bucket", start);
+    if (!c->block_fault.kind) check_blocks(c, s);
 }
 
 static void check_miniheap(miniheap_t *mh, void *arg) {
     check_ctx_t *c = arg;
-    if (miniheap_of(mh->base) != mh) fail(c, "radix table does not map a miniheap", mh->base);
+    if (miniheap_of(mh_base(mh)) != mh) fail(c, "radix table does not map a miniheap", mh_base(mh));
     uint32_t used = 0;
     for (uint32_t u = 0; u < MH_USABLE_UNITS; u++) {
         slab_t *s = mh->unit_slab[u];
         bool free_bit = (mh->free_units >> u) & 1;
-        if (free_bit != (s == NULL)) fail(c, "unit free bit disagrees with its slab pointer", mh->base + (size_t)u * MH_UNIT_SIZE);
+        if (free_bit != (s == NULL)) fail(c, "unit free bit disagrees with its slab pointer", mh_base(mh) + (size_t)u * MH_UNIT_SIZE);
         if (!s) continue;
         used++;
         if (s->first_unit == u) check_slab(c, mh, s);
     }
-    if (mh->unit_slab[MH_UNITS - 1]) fail(c, "guard unit holds a slab", mh->base);
-    if (used != mh->used_units) fail(c, "miniheap used-unit count disagrees with its units", mh->base);
+    if (mh->unit_slab[MH_UNITS - 1]) fail(c, "guard unit holds a slab", mh_base(mh));
+    if (used != mh->used_units) fail(c, "miniheap used-unit count disagrees with its units", mh_base(mh));
 }
 
 MH_API int mh_check(void) {
     mh_ensure_init();
-    check_ctx_t c = {NULL, NULL};
+    check_ctx_t c;
+    memset(&c, 0, sizeof c);
     for (uint32_t k = 0; k < mh_nclasses; k++) mh_lock(&mh_bins[k].lock);
     mh_lock(&mh_heap_lock);
     miniheap_foreach(check_miniheap, &c);
@@ -67,11 +126,26 @@ MH_API int mh_check(void) {
         for (uint32_t q = 0; q < MH_BUCKETS; q++) {
             if (((b->nonempty >> q) & 1) != (b->bucket[q] != NULL)) fail(&c, "class bucket mask disagrees with its lists", NULL);
             for (slab_t *s = b->bucket[q]; s; s = s->next)
-                if (s->cls != k || s->bucket != q) fail(&c, "slab listed in the wrong class or bucket", s->start);
+                if (s->cls != k || s->bucket != q) fail(&c, "slab listed in the wrong class or bucket", slab_start(s));
         }
     }
     for (uint32_t k = mh_nclasses; k-- > 0;) mh_unlock(&mh_bins[k].lock);
-    if (!c.problem) return 0;
-    mh_report("metadata-corruption", c.where, NULL, 0, "mh_check", c.problem);
-    return -1;
+    if (c.problem) {
+        mh_report("metadata-corruption", c.where, NULL, 0, "mh_check", c.problem);
+        return -1;
+    }
+    if (c.block_fault.kind) {
+        mh_report_fault(&c.block_fault);
+        return -1;
+    }
+    /* This thread's cached and quarantined blocks (other threads own theirs). */
+    tcache_t *t = mh_tcache;
+    if (t) {
+        for (uint32_t k = 0; k < mh_nclasses; k++)
+            for (uint32_t i = 0; i < t->bins[k].count; i++)
+                if (!block_verify_poison(t->bins[k].slots[i], "mh_check")) return -1;
+        for (uint32_t i = 0; i < t->q.count; i++)
+            if (!block_verify_poison(t->q.slots[(t->q.head + i) % t->q.cap], "mh_check")) return -1;
+    }
+    return large_check();
 }

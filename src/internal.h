@@ -64,7 +64,22 @@ static inline void mh_unlock(mh_lock_t *l) { pthread_mutex_unlock(l); }
 static inline bool mh_trylock(mh_lock_t *l) { return pthread_mutex_trylock(l) == 0; }
 
 /* ---- options (options.c) --------------------------------------------- */
+enum { MODE_FAST = 0, MODE_HARDENED = 1, MODE_DEBUG = 2 };
 typedef struct mh_options {
+    uint32_t mode;            /* preset: fast, hardened (default), debug */
+    uint32_t canary;          /* canaries right after the requested size, exact to the byte */
+    uint32_t underflow;       /* debug: a canary in front of each block */
+    uint32_t poison;          /* freed blocks: 0 no, 1 first 64 bytes, 2 whole block; checked on reuse */
+    uint32_t fill_new;        /* fill new blocks with a pattern (uninitialised reads show up) */
+    uint32_t quarantine_mb;   /* per thread: freed blocks wait this many MiB before reuse */
+    uint32_t random;          /* randomised slot choice */
+    uint32_t slab_guards;     /* a guard page at the end of each slab */
+    uint32_t sample_rate;     /* 1 in N allocations on its own page between guard pages (0: off) */
+    uint32_t stacks;          /* remember allocation and free stacks */
+    uint32_t stack_depth;
+    uint32_t leak_report;     /* report blocks no longer reachable at exit */
+    uint32_t check_every;     /* run mh_check() every N operations of a thread (0: never) */
+    uint32_t mismatch;        /* record how a block was allocated: malloc/new/new[] pairs, sized frees */
     uint32_t decay_ms;        /* free pages and empty miniheaps kept this long before given back */
     uint32_t miniheap_cache;  /* empty miniheaps kept mapped (their pages given back) */
     uint32_t large_cache_mb;  /* freed large mappings kept for reuse, in MiB */
@@ -75,6 +90,25 @@ typedef struct mh_options {
 MH_INTERNAL extern mh_options_t mh_opt;
 MH_INTERNAL void mh_options_init(void);
 MH_INTERNAL int  mh_options_parse(const char *s, bool report);
+
+/* Derived from the options whenever they change: what the hot paths test. */
+typedef struct mh_config {
+    bool     hard;            /* any per-block work at all (else the fast path is pure) */
+    bool     info;            /* slabs keep per-block size and kind */
+    uint32_t front;           /* bytes of front redzone */
+    uint32_t tail;            /* bytes a request is grown by for its tail canary */
+    uint32_t poison_len;      /* 0, 64 or ~0 (whole block) */
+    size_t   quarantine;      /* bytes per thread */
+} mh_config_t;
+MH_INTERNAL extern mh_config_t mh_cfg;
+MH_INTERNAL void mh_config_update(void);
+
+/* Pointers to user memory kept in metadata are stored mangled, so neither
+ * memcheck's leak scan nor an attacker reading metadata finds them. */
+MH_INTERNAL extern uintptr_t mh_ptr_key;
+MH_INTERNAL extern uint64_t mh_secret;
+#define MANGLE(p) ((uintptr_t)(p) ^ mh_ptr_key)
+#define UNMANGLE(v) ((uint8_t *)((uintptr_t)(v) ^ mh_ptr_key))
 
 /* ---- OS layer (os.c): the only place that makes system calls ----------- */
 MH_INTERNAL void  *os_map(size_t size);                       /* RW, zeroed */
@@ -90,6 +124,10 @@ MH_INTERNAL void   os_random(void *buf, size_t n);
 MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
 MH_INTERNAL void   os_abort(void) __attribute__((noreturn));
+MH_INTERNAL long   os_read_number(const char *path, long fallback);
+MH_INTERNAL bool   os_install_fault_handler(void (*fn)(int, void *, void *));
+MH_INTERNAL void   os_restore_fault_handler(int sig);
+MH_INTERNAL uint32_t os_thread_id(void);
 /* How a miniheap is backed: today anonymous memory; a file-backed (memfd)
  * mode for meshing only has to change these three. */
 MH_INTERNAL void  *os_segment_alloc(void *hint);   /* MH_SEG_SIZE, MH_SEG_SIZE-aligned */
@@ -121,11 +159,25 @@ MH_INTERNAL int sizeclass_for_aligned(size_t size, size_t align); /* -1 if none 
 
 /* ---- slabs (slab.c) ----------------------------------------------------- */
 struct miniheap;
+/* Per-block record kept in debug mode. */
+typedef struct block_dbg {
+    uint32_t alloc_stack, free_stack;   /* stack depot ids */
+    uint32_t alloc_tid, free_tid;
+} block_dbg_t;
+
+/* Per-block info word (when mh_cfg.info): requested size and how it was
+ * allocated. 0 means "never handed out". */
+#define INFO_SIZE_MASK  0x0fffffffu
+#define INFO_KIND_SHIFT 28
+enum { KIND_MALLOC = 1, KIND_NEW = 2, KIND_NEW_ARRAY = 3 };
+#define INFO(n, kind) ((uint32_t)(n) | ((uint32_t)(kind) << INFO_KIND_SHIFT))
+
 typedef struct slab {
     struct slab *next, *prev;        /* bucket list of the class */
     struct slab *dirty_next;         /* class list of slabs with free pages not given back */
     struct miniheap *mh;
-    uint8_t *start;
+    uintptr_t start_m;               /* slab start, mangled */
+    uintptr_t ustart_m;              /* first block's user address (start + front), mangled */
     uint32_t bsize, capacity, used;  /* used: not free in this slab (live or in a cache) */
     uint32_t span;                   /* capacity * bsize */
     uint64_t magic;                  /* (off * magic) >> 40 == off / bsize */
@@ -133,13 +185,22 @@ typedef struct slab {
     uint8_t  bucket;                 /* MH_BUCKETS when full (on no list) */
     uint8_t  units, first_unit;
     uint8_t  on_dirty;
+    uint8_t  front;                  /* front redzone of every block */
+    uint8_t  guarded;                /* last page is a guard */
+    uint8_t  canary;                 /* blocks carry a tail canary (info holds their size) */
     uint16_t nwords;
     uint32_t hint;                   /* word to start looking for a free block */
+    size_t   desc_bytes;
     uint64_t dirty_ms;
     uint64_t purged[2];              /* per page: given back, still zero */
     uint64_t *free_map;              /* 1 = free in the slab; guarded by the class lock */
+    uint64_t *poisoned;              /* 1 = free and poisoned (NULL: no poisoning) */
+    uint32_t *info;                  /* per block INFO() (NULL: not kept) */
+    block_dbg_t *dbg;                /* per block stacks (NULL: not kept) */
     _Atomic uint64_t live[];         /* 1 = owned by the program; atomic, no lock */
 } slab_t;
+static inline uint8_t *slab_start(const slab_t *s) { return UNMANGLE(s->start_m); }
+static inline uint8_t *slab_ustart(const slab_t *s) { return UNMANGLE(s->ustart_m); }
 
 typedef struct class_bins {
     mh_lock_t lock;
@@ -148,14 +209,21 @@ typedef struct class_bins {
     uint32_t empty_slabs;            /* in bucket 0 */
     slab_t *dirty;
     uint64_t allocs, frees;          /* slab-level counts, under the lock */
+    uint64_t rng;                    /* slot randomisation */
     char pad[64];
 } class_bins_t;
 MH_INTERNAL extern class_bins_t mh_bins[MH_MAX_CLASSES];
 
+/* Batches carry tagged pointers: bit 0 set = the block is poisoned (check
+ * the pattern before reuse). */
+#define TAG_POISONED ((uintptr_t)1)
+static inline void *untag(void *p) { return (void *)((uintptr_t)p & ~(uintptr_t)15); }
 MH_INTERNAL uint32_t slab_alloc_batch(uint32_t cls, void **out, uint32_t n);
 MH_INTERNAL void     slab_free_batch(uint32_t cls, void **ptrs, uint32_t n);
+MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
 MH_INTERNAL void     slab_purge_class(uint32_t cls, uint64_t now, bool force);
+MH_INTERNAL void     slab_foreach(void (*fn)(slab_t *, void *), void *arg); /* locks taken inside */
 MH_INTERNAL void     slab_reset_all(void);
 
 static inline uint32_t slab_index(const slab_t *s, uintptr_t off) {
@@ -164,7 +232,7 @@ static inline uint32_t slab_index(const slab_t *s, uintptr_t off) {
 
 /* ---- miniheaps (miniheap.c) -------------------------------------------- */
 typedef struct miniheap {
-    uint8_t *base;
+    uintptr_t base_m;                /* mangled */
     struct miniheap *next, *prev;    /* list by used units */
     struct miniheap *dirty_next;
     uint64_t free_units;             /* bit u: unit u holds no slab */
@@ -182,6 +250,7 @@ MH_INTERNAL void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t
 MH_INTERNAL void miniheap_purge(uint64_t now, bool force);
 MH_INTERNAL void miniheap_reset_all(void);
 MH_INTERNAL void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg); /* lock held by caller */
+static inline uint8_t *mh_base(const miniheap_t *mh) { return UNMANGLE(mh->base_m); }
 
 static inline miniheap_t *miniheap_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -198,7 +267,7 @@ static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
     uintptr_t a = (uintptr_t)p;
     slab_t *s = mh->unit_slab[(a >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
     if (!s) return NULL;
-    uintptr_t off = a - (uintptr_t)s->start;
+    uintptr_t off = a - (uintptr_t)slab_ustart(s);
     if (off >= s->span) { *interior = true; return NULL; }
     uint32_t i = slab_index(s, off);
     if ((uintptr_t)i * s->bsize != off) { *interior = true; return NULL; }
@@ -207,23 +276,38 @@ static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
 }
 
 /* ---- large blocks (large.c) -------------------------------------------- */
-MH_INTERNAL void  *large_alloc(size_t size, size_t align, bool zero);
-MH_INTERNAL bool   large_free(void *p, size_t expect_size); /* false: not ours */
+MH_INTERNAL void  *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled);
+/* 0: not a large block; 1: freed (or reported) */
+MH_INTERNAL int    large_free(void *p, size_t sized, int kind, const char *where);
 MH_INTERNAL size_t large_usable(const void *p);             /* 0: not ours */
-MH_INTERNAL void  *large_realloc(void *p, size_t size, bool *ours);
+enum { LARGE_DONE, LARGE_NOT_OURS, LARGE_COPY, LARGE_FAILED };
+MH_INTERNAL void  *large_realloc(void *p, size_t size, int *status);
 MH_INTERNAL void   large_purge(uint64_t now, bool force);
 MH_INTERNAL void   large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached);
 MH_INTERNAL void   large_reset_all(void);
 MH_INTERNAL void   large_lock_all(void);
 MH_INTERNAL void   large_unlock_all(void);
+MH_INTERNAL int    large_check(void);
+struct mh_fault;
+MH_INTERNAL bool   large_explain(uintptr_t addr, struct mh_fault *f);
+typedef void (*large_visit_fn)(void *user, size_t size, uint32_t alloc_stack, void *arg);
+MH_INTERNAL void   large_foreach_live(large_visit_fn fn, void *arg); /* lock held inside */
 
 /* ---- thread caches (tcache.c) ------------------------------------------ */
 typedef struct tbin {
     uint32_t count, cap;
     void **slots;
 } tbin_t;
+typedef struct quarantine {
+    void **slots;                    /* ring of tagged user pointers */
+    uint32_t head, count, cap;
+    size_t bytes;
+} quarantine_t;
 typedef struct tcache {
     tbin_t bins[MH_MAX_CLASSES];
+    quarantine_t q;
+    int32_t check_left;              /* ops until the next check_every heap check */
+    int32_t sample_left;             /* allocations until the next sampled one */
     struct tcache *next, *prev;      /* all caches, for stats, fork and reset */
     uint64_t allocs, frees;
     int32_t ops_left;                /* ops until the next give-back tick */
@@ -238,9 +322,15 @@ MH_INTERNAL void  tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t 
 MH_INTERNAL void  tcache_reset_all(void);
 MH_INTERNAL void  tcache_lock_all(void);
 MH_INTERNAL void  tcache_unlock_all(void);
+/* Put a freed (poisoned) block in the thread's quarantine; returns a block
+ * that leaves it (tagged), or NULL. */
+MH_INTERNAL void  quarantine_push(tcache_t *t, void *tagged, size_t bytes);
+MH_INTERNAL void  quarantine_drain(tcache_t *t);
+MH_INTERNAL void  block_release(void *tagged);       /* alloc.c: back to cache/slab */
+MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
 
 /* ---- give-back clock (alloc.c) ----------------------------------------- */
-#define MH_TICK_OPS 4096
+#define MH_TICK_OPS 256
 MH_INTERNAL void mh_tick(bool force);
 
 /* ---- start-up ------------------------------------------------------------ */
@@ -251,6 +341,16 @@ static inline void mh_ensure_init(void) {
 }
 
 /* ---- reports (report.c) -------------------------------------------------- */
+typedef struct mh_fault {
+    const char *kind;        /* from the fixed vocabulary */
+    const void *addr;        /* the address at fault */
+    const void *block;       /* user start of the block involved, or NULL */
+    size_t size;             /* its requested (or usable) size */
+    const char *where;       /* entry point that noticed: "free", "malloc", ... */
+    const char *detail;      /* one more sentence, or NULL */
+    uint32_t alloc_stack, free_stack, alloc_tid, free_tid;
+} mh_fault_t;
+MH_INTERNAL void mh_report_fault(const mh_fault_t *f);
 MH_INTERNAL void mh_report(const char *kind, const void *addr, const void *block,
                            size_t bsize, const char *where, const char *detail);
 MH_INTERNAL void mh_fatal(const char *msg) __attribute__((noreturn));
@@ -259,6 +359,25 @@ typedef struct mh_buf { char *p; size_t len, cap; } mh_buf_t;
 MH_INTERNAL void buf_str(mh_buf_t *b, const char *s);
 MH_INTERNAL void buf_dec(mh_buf_t *b, uint64_t v);
 MH_INTERNAL void buf_hex(mh_buf_t *b, uintptr_t v);
+
+/* ---- canaries and poison (canary.c) --------------------------------------- */
+#define POISON_FREE 0x6b   /* Linux SLUB's freed-object byte */
+#define FILL_NEW    0xbe
+MH_INTERNAL void   canary_fill(uint8_t *from, size_t len);
+MH_INTERNAL size_t canary_find_bad(const uint8_t *from, size_t len); /* SIZE_MAX: intact */
+MH_INTERNAL size_t poison_find_bad(const uint8_t *from, size_t len);
+#define CANARY_MAX 256     /* tail bytes covered in slabs (the whole slack up to this) */
+
+/* ---- stacks (stack.c) ----------------------------------------------------- */
+MH_INTERNAL void     stack_init(void);
+MH_INTERNAL uint32_t stack_capture(void);            /* depot id, 0 when none */
+MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
+MH_INTERNAL void     stack_print_current(mh_buf_t *b);
+MH_INTERNAL uint32_t mh_thread_number(void);
+
+/* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */
+MH_INTERNAL void fault_init(void);
+MH_INTERNAL void leak_init(void);
 
 /* ---- bitmap helpers ------------------------------------------------------ */
 static inline bool bits_all_set(const uint64_t *map, uint32_t first, uint32_t last) {

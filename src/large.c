@@ -1,18 +1,25 @@
-/* Large blocks (above MH_SMALL_MAX): one mapping each, fenced by a guard page
- * on either side, found through a hash of their addresses (so a pointer
- * that was never handed out is recognised). Freed mappings are kept for
- * decay_ms, up to large_cache_mb, so a program that frees and allocates big
- * buffers in turn does not fault every page in again each time. */
+/* Large blocks (above MH_SMALL_MAX) and sampled blocks: one mapping each,
+ * fenced by a guard page on either side, found through a hash of their
+ * addresses (so a pointer that was never handed out is recognised).
+ *
+ * Freed mappings are kept for decay_ms, up to large_cache_mb, so a program
+ * that frees and allocates big buffers in turn does not fault every page in
+ * again. With a quarantine (and always for sampled blocks) a freed block is
+ * made inaccessible instead and kept a while, so a stale access faults and
+ * fault.c can say which block it was. */
 #include "internal.h"
+#include "track.h"
 
 typedef struct large {
-    struct large *next;      /* hash chain, or cache list */
-    uint8_t *map;            /* whole mapping, guards included */
+    struct large *next;      /* hash chain, cache list or quarantine list */
+    uintptr_t map_m;         /* whole mapping, guards included (mangled) */
     size_t map_size;
-    uint8_t *user;
-    size_t usable;           /* page multiple */
+    uintptr_t user_m;        /* mangled */
+    size_t usable;           /* user .. end of the data pages */
+    size_t req;              /* requested size */
     uint64_t freed_ms;
-    bool guarded;
+    uint8_t kind, guarded, sampled;
+    uint32_t alloc_stack, free_stack, alloc_tid, free_tid;
 } large_t;
 
 #define HASH_BITS 16
@@ -20,11 +27,17 @@ typedef struct large {
 /* Beyond this many live large blocks, stop adding guard pages: each guarded
  * block costs three kernel mappings, and vm.max_map_count is 65530. */
 #define GUARDED_MAX 8192
+#define QUARANTINE_MAX_BLOCKS 256
 
 static mh_lock_t large_lock = MH_LOCK_INIT;
 static large_t **table;
 static large_t *cache;
-static size_t n_live, live_bytes, live_mapped, cached_bytes, n_cached;
+static large_t *quar_head, *quar_tail;
+static size_t n_live, live_bytes, live_mapped, cached_bytes, n_cached, quar_bytes, n_quar;
+
+static inline uint8_t *l_user(const large_t *l) { return UNMANGLE(l->user_m); }
+static inline uint8_t *l_map(const large_t *l) { return UNMANGLE(l->map_m); }
+static inline size_t l_size(const large_t *l) { return mh_cfg.info && l->req ? l->req : l->usable; }
 
 MH_INTERNAL void large_init(void);
 void large_init(void) {
@@ -33,11 +46,11 @@ void large_init(void) {
 }
 
 static size_t hash_of(const void *p) {
-    return (size_t)((((uintptr_t)p >> MH_PAGE_SHIFT) * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
+    return (size_t)((((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
 }
 
 static void hash_insert(large_t *l) {
-    size_t h = hash_of(l->user);
+    size_t h = hash_of(l_user(l));
     l->next = table[h];
     table[h] = l;
     n_live++;
@@ -47,7 +60,7 @@ static void hash_insert(large_t *l) {
 
 static large_t *hash_remove(const void *p) {
     for (large_t **pp = &table[hash_of(p)]; *pp; pp = &(*pp)->next) {
-        if ((*pp)->user == p) {
+        if (l_user(*pp) == p) {
             large_t *l = *pp;
             *pp = l->next;
             n_live--;
@@ -61,82 +74,160 @@ static large_t *hash_remove(const void *p) {
 
 static large_t *hash_find(const void *p) {
     for (large_t *l = table[hash_of(p)]; l; l = l->next)
-        if (l->user == p) return l;
+        if (l_user(l) == p) return l;
     return NULL;
 }
 
 static void unmap_block(large_t *l) {
-    os_unmap(l->map, l->map_size);
+    track_unmap(l_map(l), l->map_size);
+    os_unmap(l_map(l), l->map_size);
     atomic_fetch_add(&os_unmapped_total, l->map_size);
     meta_free(l, sizeof *l);
 }
 
-/* Map a block of `usable` bytes aligned to `align` with guard pages. */
-static bool map_block(large_t *l, size_t usable, size_t align, bool guard) {
+/* Map `pages` bytes of data aligned to `align`, with guard pages. */
+static bool map_block(large_t *l, size_t pages, size_t align, bool guard) {
     size_t g = guard ? MH_PAGE : 0;
     size_t slack = align > MH_PAGE ? align : 0;
-    size_t total = usable + 2 * g + slack;
-    if (total < usable) return false;
+    size_t total = pages + 2 * g + slack;
+    if (total < pages) return false;
     uint8_t *raw = guard || slack ? os_reserve(total) : os_map(total);
     if (!raw) return false;
-    uint8_t *user = (uint8_t *)(((uintptr_t)raw + g + align - 1) & ~(uintptr_t)(align - 1));
-    uint8_t *map = user - g, *end = user + usable + g;
+    uint8_t *data = (uint8_t *)(((uintptr_t)raw + g + align - 1) & ~(uintptr_t)(align - 1));
+    uint8_t *map = data - g, *end = data + pages + g;
     if (map > raw) os_unmap(raw, (size_t)(map - raw));
     if (raw + total > end) os_unmap(end, (size_t)(raw + total - end));
-    if ((guard || slack) && !os_commit(user, usable)) {
+    if ((guard || slack) && !os_commit(data, pages)) {
         os_unmap(map, (size_t)(end - map));
         return false;
     }
-    l->map = map;
+    l->map_m = MANGLE(map);
     l->map_size = (size_t)(end - map);
-    l->user = user;
-    l->usable = usable;
+    l->user_m = MANGLE(data);
+    l->usable = pages;
     l->guarded = guard;
     return true;
 }
 
-void *large_alloc(size_t size, size_t align, bool zero) {
+static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, bool fresh) {
+    uint8_t *user = l_user(l);
+    l->req = size;
+    l->kind = (uint8_t)kind;
+    l->free_stack = l->free_tid = 0;
+    if (mh_opt.stacks) {
+        l->alloc_stack = stack_capture();
+        l->alloc_tid = mh_thread_number();
+    }
+    if (zero && !fresh) memset(user, 0, size);
+    else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size);
+    size_t slack = l->usable - size;
+    if (mh_cfg.tail && slack) canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
+    if (mh_cfg.tail && slack) track_noaccess(user + size, slack);
+    track_alloc(user, size, 0, zero);
+    return user;
+}
+
+void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) {
     if (size > MH_MAX_REQUEST) { errno = ENOMEM; return NULL; }
-    size_t usable = (size + MH_PAGE - 1) & ~(MH_PAGE - 1);
+    size_t need = size + mh_cfg.tail;
+    size_t pages = (need + MH_PAGE - 1) & ~(MH_PAGE - 1);
     if (align < MH_PAGE) align = MH_PAGE;
     large_t *l = NULL;
     mh_lock(&large_lock);
-    /* Best fit from the cache, within half again the size asked. */
-    large_t **best = NULL;
-    for (large_t **pp = &cache; *pp; pp = &(*pp)->next) {
-        large_t *c = *pp;
-        if (c->usable >= usable && c->usable - usable <= usable / 2 &&
-            ((uintptr_t)c->user & (align - 1)) == 0 && (!best || c->usable < (*best)->usable))
-            best = pp;
+    if (!sampled) {
+        /* Best fit from the cache, within half again the size asked. */
+        large_t **best = NULL;
+        for (large_t **pp = &cache; *pp; pp = &(*pp)->next) {
+            large_t *c = *pp;
+            if (c->usable >= pages && c->usable - pages <= pages / 2 &&
+                ((uintptr_t)l_user(c) & (align - 1)) == 0 && (!best || c->usable < (*best)->usable))
+                best = pp;
+        }
+        if (best) {
+            l = *best;
+            *best = l->next;
+            cached_bytes -= l->usable;
+            n_cached--;
+            if (mh_cfg.hard && !os_commit(l_map(l) + (l->guarded ? MH_PAGE : 0), l->map_size - (l->guarded ? 2 * MH_PAGE : 0))) {
+                unmap_block(l); /* could not make it accessible again: map anew */
+                l = NULL;
+            } else {
+                hash_insert(l);
+            }
+        }
     }
-    if (best) {
-        l = *best;
-        *best = l->next;
-        cached_bytes -= l->usable;
-        n_cached--;
-        hash_insert(l);
-    }
-    bool guard = n_live < GUARDED_MAX;
+    bool guard = sampled || n_live < GUARDED_MAX;
     mh_unlock(&large_lock);
-    if (l) {
-        if (zero) memset(l->user, 0, size);
-        return l->user;
-    }
+    if (l) return finish_alloc(l, size, kind, zero, false);
     l = meta_alloc(sizeof *l);
     if (!l) { errno = ENOMEM; return NULL; }
-    if (!map_block(l, usable, align, guard)) {
+    if (!map_block(l, pages, align, guard)) {
         meta_free(l, sizeof *l);
         errno = ENOMEM;
         return NULL;
     }
+    if (sampled) {
+        /* Right-align (to 16 bytes) so an overflow reaches the guard page at
+         * once; the few bytes of slack left carry the canary. */
+        size_t used = (need + 15) & ~(size_t)15;
+        l->user_m = MANGLE(l_user(l) + pages - used);
+        l->usable = used;
+        l->sampled = 1;
+    }
     mh_lock(&large_lock);
     hash_insert(l);
     mh_unlock(&large_lock);
-    return l->user; /* fresh pages are zero */
+    return finish_alloc(l, size, kind, zero, true); /* fresh pages are zero */
 }
 
-bool large_free(void *p, size_t expect_size) {
-    (void)expect_size;
+static large_t *quarantine_take_oldest(void) {
+    large_t *l = quar_head;
+    quar_head = l->next;
+    if (!quar_head) quar_tail = NULL;
+    quar_bytes -= l->usable;
+    n_quar--;
+    return l;
+}
+
+/* Checks on free of a large block; false when the free must not go on. */
+static bool check_on_free(large_t *l, size_t sized, int kind, const char *where) {
+    uint8_t *user = l_user(l);
+    mh_fault_t f = {NULL, user, user, l->req, where, NULL, l->alloc_stack, 0, l->alloc_tid, 0};
+    if (mh_cfg.info && kind && l->kind && kind != l->kind) {
+        f.kind = "alloc-dealloc-mismatch";
+        f.detail = kind == KIND_MALLOC ? (l->kind == KIND_NEW ? "allocated with operator new, freed with free"
+                                                              : "allocated with operator new[], freed with free")
+                 : kind == KIND_NEW ? (l->kind == KIND_MALLOC ? "allocated with malloc, freed with operator delete"
+                                                              : "allocated with operator new[], freed with operator delete")
+                 : (l->kind == KIND_MALLOC ? "allocated with malloc, freed with operator delete[]"
+                                           : "allocated with operator new, freed with operator delete[]");
+        mh_report_fault(&f);
+        return false;
+    }
+    if (sized && mh_cfg.info && sized != l->req) {
+        f.kind = "size-mismatch";
+        f.detail = "the size given to the sized free differs from the size allocated";
+        mh_report_fault(&f);
+        return false;
+    }
+    size_t slack = l->usable - l->req;
+    if (mh_cfg.tail && slack) {
+        size_t len = slack < MH_PAGE ? slack : MH_PAGE;
+        track_open(user + l->req, len);
+        size_t bad = canary_find_bad(user + l->req, len);
+        track_noaccess(user + l->req, len);
+        if (bad != SIZE_MAX) {
+            f.kind = "heap-buffer-overflow";
+            f.addr = user + l->req + bad;
+            f.detail = "a canary after the block was overwritten";
+            mh_report_fault(&f);
+            return false;
+        }
+    }
+    return true;
+}
+
+int large_free(void *p, size_t sized, int kind, const char *where) {
     uint64_t now = os_now_ms();
     size_t max = (size_t)mh_opt.large_cache_mb << 20;
     large_t *evict = NULL;
@@ -144,9 +235,40 @@ bool large_free(void *p, size_t expect_size) {
     large_t *l = hash_remove(p);
     if (!l) {
         mh_unlock(&large_lock);
-        return false;
+        return 0;
     }
-    if (l->usable <= max / 4 && mh_opt.decay_ms > 0) {
+    mh_unlock(&large_lock);
+    if (mh_cfg.hard && !check_on_free(l, sized, kind, where)) {
+        mh_lock(&large_lock);
+        hash_insert(l); /* leave it allocated: the report may not abort */
+        mh_unlock(&large_lock);
+        return 1;
+    }
+    if (mh_opt.stacks) {
+        l->free_stack = stack_capture();
+        l->free_tid = mh_thread_number();
+    }
+    track_free(l_user(l), l_size(l), 0);
+    mh_lock(&large_lock);
+    if (l->sampled || mh_cfg.quarantine) {
+        /* Inaccessible while it waits: a stale access faults right there. */
+        os_protect_none(l_map(l), l->map_size);
+        l->next = NULL;
+        if (quar_tail) quar_tail->next = l; else quar_head = l;
+        quar_tail = l;
+        quar_bytes += l->usable;
+        n_quar++;
+        size_t qmax = mh_cfg.quarantine ? mh_cfg.quarantine : ((size_t)4 << 20);
+        while (n_quar > 1 && (quar_bytes > qmax || n_quar > QUARANTINE_MAX_BLOCKS)) {
+            large_t *old = quarantine_take_oldest();
+            old->next = evict;
+            evict = old;
+        }
+        l = NULL;
+    } else if (l->usable <= max / 4 && mh_opt.decay_ms > 0) {
+        /* Hardened: a cached block is inaccessible until reused, so a stale
+         * access faults and is reported instead of reading recycled data. */
+        if (mh_cfg.hard) os_protect_none(l_map(l), l->map_size);
         l->freed_ms = now;
         l->next = cache;
         cache = l;
@@ -172,66 +294,90 @@ bool large_free(void *p, size_t expect_size) {
         unmap_block(evict);
         evict = n;
     }
-    return true;
+    return 1;
 }
 
 size_t large_usable(const void *p) {
     mh_lock(&large_lock);
     large_t *l = hash_find(p);
-    size_t u = l ? l->usable : 0;
+    size_t u = l ? l_size(l) : 0;
     mh_unlock(&large_lock);
     return u;
 }
 
 /* Resize in place when it fits, else move the pages with mremap (no copy)
- * into a fresh guarded reservation. Returns NULL with *ours false when p is
- * not a large block, NULL with *ours true when out of memory. */
-void *large_realloc(void *p, size_t size, bool *ours) {
+ * into a fresh guarded reservation. *status: LARGE_DONE, LARGE_NOT_OURS,
+ * LARGE_COPY (the caller must allocate, copy and free), LARGE_FAILED
+ * (reported, or ENOMEM). */
+void *large_realloc(void *p, size_t size, int *status) {
     mh_lock(&large_lock);
     large_t *l = hash_find(p);
-    *ours = l != NULL;
+    *status = l ? LARGE_DONE : LARGE_NOT_OURS;
     if (!l) {
         mh_unlock(&large_lock);
         return NULL;
     }
-    size_t usable = (size + MH_PAGE - 1) & ~(MH_PAGE - 1);
-    if (usable <= l->usable) {
-        if (usable < l->usable && l->usable - usable >= ((size_t)64 << 10)) {
-            /* Shrinking by a lot: give the tail's pages back, keep the mapping. */
-            os_purge(l->user + usable, l->usable - usable);
-        }
+    if (l->sampled) { /* a sampled block stays on its page: new block, copy */
         mh_unlock(&large_lock);
-        return p;
+        *status = LARGE_COPY;
+        return NULL;
     }
     hash_remove(p);
     bool guard = n_live < GUARDED_MAX;
     mh_unlock(&large_lock);
-    if (size > MH_MAX_REQUEST) goto fail;
-    size_t g = guard ? MH_PAGE : 0;
-    uint8_t *dst = os_reserve(usable + 2 * g);
-    if (!dst) goto fail;
-    if (!os_remap(l->user, l->usable, usable, dst + g)) {
-        os_unmap(dst, usable + 2 * g);
-        goto fail;
+    if (mh_cfg.hard && !check_on_free(l, 0, 0, "realloc")) {
+        mh_lock(&large_lock);
+        hash_insert(l);
+        mh_unlock(&large_lock);
+        *status = LARGE_FAILED;
+        return NULL;
     }
-    /* The old pages moved; drop the old guards only (never the moved range,
-     * which another thread may map again meanwhile). */
-    if (l->user > l->map) os_unmap(l->map, (size_t)(l->user - l->map));
-    uint8_t *old_end = l->user + l->usable, *map_end = l->map + l->map_size;
-    if (map_end > old_end) os_unmap(old_end, (size_t)(map_end - old_end));
-    l->map = dst;
-    l->map_size = usable + 2 * g;
-    l->user = dst + g;
-    l->usable = usable;
-    l->guarded = guard;
+    size_t old_size = l_size(l);
+    size_t need = size + mh_cfg.tail;
+    size_t pages = (need + MH_PAGE - 1) & ~(MH_PAGE - 1);
+    if (size > MH_MAX_REQUEST || need < size) goto fail;
+    if (pages <= l->usable) {
+        if (l->usable - pages >= ((size_t)64 << 10))
+            os_purge(l_user(l) + pages, l->usable - pages); /* shrinking a lot: pages go back */
+    } else {
+        size_t g = guard ? MH_PAGE : 0;
+        uint8_t *dst = os_reserve(pages + 2 * g);
+        if (!dst) goto fail;
+        uint8_t *user = l_user(l), *map = l_map(l);
+        if (!os_remap(user, l->usable, pages, dst + g)) {
+            os_unmap(dst, pages + 2 * g);
+            goto fail;
+        }
+        /* The old pages moved; drop the old guards only (never the moved
+         * range, which another thread may map again meanwhile). */
+        if (user > map) os_unmap(map, (size_t)(user - map));
+        uint8_t *old_end = user + l->usable, *map_end = map + l->map_size;
+        if (map_end > old_end) os_unmap(old_end, (size_t)(map_end - old_end));
+        l->map_m = MANGLE(dst);
+        l->map_size = pages + 2 * g;
+        l->user_m = MANGLE(dst + g);
+        l->usable = pages;
+        l->guarded = guard;
+    }
+    uint8_t *user = l_user(l);
+    track_resize(user, old_size, size, 0);
+    if (mh_opt.fill_new && size > l->req) memset(user + l->req, FILL_NEW, size - l->req);
+    l->req = size;
+    size_t slack = l->usable - size;
+    if (mh_cfg.tail && slack) {
+        track_open(user + size, slack < MH_PAGE ? slack : MH_PAGE);
+        canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
+        track_noaccess(user + size, slack);
+    }
     mh_lock(&large_lock);
     hash_insert(l);
     mh_unlock(&large_lock);
-    return l->user;
+    return user;
 fail:
     mh_lock(&large_lock);
     hash_insert(l);
     mh_unlock(&large_lock);
+    *status = LARGE_FAILED;
     errno = ENOMEM;
     return NULL;
 }
@@ -268,12 +414,85 @@ void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) 
     mh_unlock(&large_lock);
 }
 
+/* Canaries of every live large block (mh_check). */
+int large_check(void) {
+    if (!mh_cfg.tail) return 0;
+    mh_lock(&large_lock);
+    for (size_t h = 0; h < HASH_SIZE && n_live; h++) {
+        for (large_t *l = table[h]; l; l = l->next) {
+            size_t slack = l->usable - l->req;
+            if (!slack) continue;
+            uint8_t *user = l_user(l);
+            size_t len = slack < MH_PAGE ? slack : MH_PAGE;
+            track_open(user + l->req, len);
+            size_t bad = canary_find_bad(user + l->req, len);
+            track_noaccess(user + l->req, len);
+            if (bad != SIZE_MAX) {
+                mh_fault_t f = {"heap-buffer-overflow", user + l->req + bad, user, l->req, "mh_check",
+                                "a canary after the block was overwritten", l->alloc_stack, 0, l->alloc_tid, 0};
+                mh_unlock(&large_lock);
+                mh_report_fault(&f);
+                return -1;
+            }
+        }
+    }
+    mh_unlock(&large_lock);
+    return 0;
+}
+
+void large_foreach_live(large_visit_fn fn, void *arg) {
+    mh_lock(&large_lock);
+    for (size_t h = 0; h < HASH_SIZE && n_live; h++)
+        for (large_t *l = table[h]; l; l = l->next) fn(l_user(l), l_size(l), l->alloc_stack, arg);
+    mh_unlock(&large_lock);
+}
+
+/* For the fault handler: is addr in a guard page of a live large block, or
+ * inside a quarantined one? Runs in a signal handler: takes the lock only if
+ * it is free. */
+bool large_explain(uintptr_t addr, mh_fault_t *f) {
+    bool locked = mh_trylock(&large_lock);
+    bool found = false;
+    for (large_t *l = cache; l && !found; l = l->next) {
+        uintptr_t map = (uintptr_t)l_map(l);
+        if (addr >= map && addr < map + l->map_size) {
+            *f = (mh_fault_t){"use-after-free", (void *)addr, l_user(l), l_size(l), NULL,
+                              "the block was freed (its mapping is kept for reuse)", l->alloc_stack,
+                              l->free_stack, l->alloc_tid, l->free_tid};
+            found = true;
+        }
+    }
+    for (large_t *l = quar_head; l && !found; l = l->next) {
+        uintptr_t map = (uintptr_t)l_map(l);
+        if (addr >= map && addr < map + l->map_size) {
+            *f = (mh_fault_t){"use-after-free", (void *)addr, l_user(l), l_size(l), NULL,
+                              "the block was freed and is in quarantine", l->alloc_stack, l->free_stack,
+                              l->alloc_tid, l->free_tid};
+            found = true;
+        }
+    }
+    for (size_t h = 0; h < HASH_SIZE && !found && table && n_live; h++) {
+        for (large_t *l = table[h]; l && !found; l = l->next) {
+            uintptr_t map = (uintptr_t)l_map(l), user = (uintptr_t)l_user(l);
+            if (addr < map || addr >= map + l->map_size) continue;
+            bool before = addr < user;
+            *f = (mh_fault_t){before ? "heap-buffer-underflow" : "heap-buffer-overflow", (void *)addr,
+                              (void *)user, l_size(l), NULL, "the access hit a guard page",
+                              l->alloc_stack, 0, l->alloc_tid, 0};
+            found = true;
+        }
+    }
+    if (locked) mh_unlock(&large_lock);
+    return found;
+}
+
 void large_reset_all(void) {
     mh_lock(&large_lock);
-    for (size_t h = 0; h < HASH_SIZE; h++) {
+    for (size_t h = 0; h < HASH_SIZE && n_live; h++) {
         while (table[h]) {
             large_t *l = table[h];
             table[h] = l->next;
+            n_live--;
             unmap_block(l);
         }
     }
@@ -282,7 +501,8 @@ void large_reset_all(void) {
         cache = l->next;
         unmap_block(l);
     }
-    n_live = live_bytes = live_mapped = cached_bytes = n_cached = 0;
+    while (quar_head) unmap_block(quarantine_take_oldest());
+    n_live = live_bytes = live_mapped = cached_bytes = n_cached = quar_bytes = n_quar = 0;
     mh_unlock(&large_lock);
 }
 

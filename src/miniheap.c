@@ -6,6 +6,7 @@
  * back (madvise) once they have stayed free for decay_ms; an empty miniheap
  * is unmapped after the same delay, except for a few kept for reuse. */
 #include "internal.h"
+#include "track.h"
 
 _Atomic(miniheap_t *) *mh_radix;
 mh_lock_t mh_heap_lock = MH_LOCK_INIT;
@@ -71,7 +72,8 @@ static miniheap_t *miniheap_create(void) {
         spare_descs = mh;
         return NULL;
     }
-    mh->base = base;
+    mh->base_m = MANGLE(base);
+    track_region_add(base, MH_SEG_SIZE);
     mh->free_units = usable_mask;
     mh->dirty_units = 0;
     atomic_store_explicit(&mh_radix[(uintptr_t)base >> MH_SEG_SHIFT], mh, memory_order_release);
@@ -82,10 +84,13 @@ static miniheap_t *miniheap_create(void) {
 
 static void miniheap_destroy(miniheap_t *mh) {
     list_remove(mh);
-    atomic_store_explicit(&mh_radix[(uintptr_t)mh->base >> MH_SEG_SHIFT], NULL, memory_order_release);
-    os_segment_free(mh->base);
+    uint8_t *base = mh_base(mh);
+    atomic_store_explicit(&mh_radix[(uintptr_t)base >> MH_SEG_SHIFT], NULL, memory_order_release);
+    track_region_remove(base, MH_SEG_SIZE);
+    track_unmap(base, MH_SEG_SIZE);
+    os_segment_free(base);
     n_miniheaps--;
-    mh->base = NULL;
+    mh->base_m = 0;
     mh->next = spare_descs;
     spare_descs = mh;
 }
@@ -143,7 +148,10 @@ static void purge_units(miniheap_t *mh) {
     while (d) {
         uint32_t u = (uint32_t)__builtin_ctzll(d);
         uint32_t n = (uint32_t)__builtin_ctzll(~(d >> u));
-        os_segment_purge(mh->base + (size_t)u * MH_UNIT_SIZE, (size_t)n * MH_UNIT_SIZE);
+        uint8_t *at = mh_base(mh) + (size_t)u * MH_UNIT_SIZE;
+        track_unmap(at, (size_t)n * MH_UNIT_SIZE);
+        os_segment_purge(at, (size_t)n * MH_UNIT_SIZE);
+        track_noaccess(at, (size_t)n * MH_UNIT_SIZE);
         d &= ~((((uint64_t)1 << n) - 1) << u);
     }
     mh->dirty_units = 0;

@@ -4,49 +4,61 @@
  * time with -DMH_DEFAULT_<KEY>=value. */
 #include "internal.h"
 
-#ifndef MH_DEFAULT_DECAY_MS
-#define MH_DEFAULT_DECAY_MS 500
-#endif
-#ifndef MH_DEFAULT_MINIHEAP_CACHE
-#define MH_DEFAULT_MINIHEAP_CACHE 2
-#endif
-#ifndef MH_DEFAULT_LARGE_CACHE_MB
-#define MH_DEFAULT_LARGE_CACHE_MB 64
-#endif
-#ifndef MH_DEFAULT_FLOAT_PCT
-#define MH_DEFAULT_FLOAT_PCT 25
-#endif
-#ifndef MH_DEFAULT_TCACHE
-#define MH_DEFAULT_TCACHE 1
-#endif
-#ifndef MH_DEFAULT_ABORT_ON_ERROR
-#define MH_DEFAULT_ABORT_ON_ERROR 1
+#ifndef MH_DEFAULT_MODE
+#define MH_DEFAULT_MODE MODE_HARDENED
 #endif
 
-mh_options_t mh_opt = {
-    .decay_ms = MH_DEFAULT_DECAY_MS,
-    .miniheap_cache = MH_DEFAULT_MINIHEAP_CACHE,
-    .large_cache_mb = MH_DEFAULT_LARGE_CACHE_MB,
-    .float_pct = MH_DEFAULT_FLOAT_PCT,
-    .tcache = MH_DEFAULT_TCACHE,
-    .abort_on_error = MH_DEFAULT_ABORT_ON_ERROR,
-};
+mh_options_t mh_opt;
+mh_config_t mh_cfg;
 
 typedef struct option_def {
     const char *name;
     uint32_t *value;
     uint32_t min, max;
+    uint32_t preset[3];  /* fast, hardened, debug */
     const char *help;
 } option_def_t;
 
+#define O(field) &mh_opt.field
+/* One table: the presets of every mode and the limits of every key. */
 static const option_def_t options[] = {
-    {"decay_ms", &mh_opt.decay_ms, 0, 600000, "ms free memory is kept before it is given back"},
-    {"miniheap_cache", &mh_opt.miniheap_cache, 0, 1024, "empty miniheaps kept mapped"},
-    {"large_cache_mb", &mh_opt.large_cache_mb, 0, 1 << 20, "MiB of freed large blocks kept for reuse"},
-    {"float_pct", &mh_opt.float_pct, 0, 100, "realloc moves blocks out of slabs less full than this %"},
-    {"tcache", &mh_opt.tcache, 0, 1, "per-thread caches"},
-    {"abort_on_error", &mh_opt.abort_on_error, 0, 1, "abort after a report (0: call the handler)"},
+    {"mode", O(mode), 0, 2, {0, 1, 2}, "fast | hardened | debug"},
+    {"canary", O(canary), 0, 1, {0, 1, 1}, "canary right after the requested size"},
+    {"underflow", O(underflow), 0, 1, {0, 0, 1}, "canary in front of each block"},
+    {"poison", O(poison), 0, 2, {0, 1, 2}, "poison freed blocks: 0 no, 1 first 64 bytes, 2 whole"},
+    {"fill_new", O(fill_new), 0, 1, {0, 0, 1}, "fill new blocks with 0xbe"},
+    {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 64}, "MiB of freed blocks held back per thread"},
+    {"random", O(random), 0, 1, {0, 1, 1}, "randomised slot choice"},
+    {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab"},
+    {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 512}, "1 in N blocks between guard pages"},
+    {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks"},
+    {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack"},
+    {"leak_report", O(leak_report), 0, 1, {0, 0, 1}, "report unreachable blocks at exit"},
+    {"check_every", O(check_every), 0, 1u << 30, {0, 0, 0}, "mh_check() every N operations"},
+    {"mismatch", O(mismatch), 0, 1, {0, 1, 1}, "check malloc/new/new[] pairs and sized frees"},
+    {"decay_ms", O(decay_ms), 0, 600000, {500, 500, 500}, "ms free memory is kept before it is given back"},
+    {"miniheap_cache", O(miniheap_cache), 0, 1024, {2, 2, 2}, "empty miniheaps kept mapped"},
+    {"large_cache_mb", O(large_cache_mb), 0, 1 << 20, {64, 64, 64}, "MiB of freed large blocks kept for reuse"},
+    {"float_pct", O(float_pct), 0, 100, {25, 25, 25}, "realloc moves blocks out of slabs less full than this %"},
+    {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches"},
+    {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)"},
 };
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static void apply_preset(uint32_t mode) {
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (options[i].value != &mh_opt.abort_on_error || !mh_ready) *options[i].value = options[i].preset[mode];
+}
+
+void mh_config_update(void) {
+    mh_cfg.front = mh_opt.underflow ? MH_MIN_ALIGN : 0;
+    mh_cfg.tail = mh_opt.canary ? 1 : 0;
+    mh_cfg.info = mh_opt.canary || mh_opt.mismatch;
+    mh_cfg.poison_len = mh_opt.poison == 2 ? ~0u : mh_opt.poison == 1 ? 64 : 0;
+    mh_cfg.quarantine = (size_t)mh_opt.quarantine_mb << 20;
+    mh_cfg.hard = mh_cfg.info || mh_cfg.front || mh_cfg.poison_len || mh_opt.fill_new ||
+                  mh_cfg.quarantine || mh_opt.stacks || mh_opt.sample_rate || mh_opt.check_every;
+}
 
 static bool name_is(const char *s, size_t n, const char *name) {
     return strlen(name) == n && memcmp(s, name, n) == 0;
@@ -63,33 +75,52 @@ static void complain(const char *what, const char *s, size_t n) {
     os_write_stderr(text, b.len);
 }
 
-int mh_options_parse(const char *s, bool report) {
-    int rc = 0;
-    while (s && *s) {
-        const char *end = s;
-        while (*end && *end != ':' && *end != ',') end++;
-        const char *eq = s;
-        while (eq < end && *eq != '=') eq++;
-        if (end > s) {
-            const option_def_t *o = NULL;
-            for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
-                if (name_is(s, (size_t)(eq - s), options[i].name)) o = &options[i];
-            uint64_t v = 0;
-            bool ok = o && eq < end && eq + 1 < end;
-            for (const char *d = eq + 1; ok && d < end; d++) {
-                if (*d < '0' || *d > '9') ok = false;
-                else v = v * 10 + (uint64_t)(*d - '0');
-                if (v > 0xffffffffu) ok = false;
-            }
-            if (ok && (v < o->min || v > o->max)) ok = false;
-            if (ok) *o->value = (uint32_t)v;
-            else {
-                rc = -1;
-                if (report) complain(o ? "bad value" : "unknown option", s, (size_t)(end - s));
-            }
-        }
-        s = *end ? end + 1 : end;
+static bool parse_value(const option_def_t *o, const char *v, const char *end, uint32_t *out) {
+    if (o->value == &mh_opt.mode) {
+        static const char *names[] = {"fast", "hardened", "debug"};
+        for (uint32_t m = 0; m < 3; m++)
+            if (name_is(v, (size_t)(end - v), names[m])) { *out = m; return true; }
     }
+    uint64_t x = 0;
+    if (v >= end) return false;
+    for (const char *d = v; d < end; d++) {
+        if (*d < '0' || *d > '9') return false;
+        x = x * 10 + (uint64_t)(*d - '0');
+        if (x > 0xffffffffu) return false;
+    }
+    if (x < o->min || x > o->max) return false;
+    *out = (uint32_t)x;
+    return true;
+}
+
+/* Two passes: a mode sets its preset first, then every other key tunes it,
+ * whatever the order they were written in. */
+int mh_options_parse(const char *str, bool report) {
+    int rc = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (const char *s = str; s && *s;) {
+            const char *end = s;
+            while (*end && *end != ':' && *end != ',') end++;
+            const char *eq = s;
+            while (eq < end && *eq != '=') eq++;
+            if (end > s) {
+                const option_def_t *o = NULL;
+                for (size_t i = 0; i < NOPTIONS; i++)
+                    if (name_is(s, (size_t)(eq - s), options[i].name)) o = &options[i];
+                bool is_mode = o && o->value == &mh_opt.mode;
+                uint32_t v;
+                if (o && eq < end && parse_value(o, eq + 1, end, &v)) {
+                    if (pass == 0 && is_mode) apply_preset(v);
+                    if (pass == 1 && !is_mode) *o->value = v;
+                } else if (pass == 1) {
+                    rc = -1;
+                    if (report) complain(o ? "bad value" : "unknown option", s, (size_t)(end - s));
+                }
+            }
+            s = *end ? end + 1 : end;
+        }
+    }
+    mh_config_update();
     return rc;
 }
 
@@ -102,7 +133,10 @@ static const char *env_get(const char *name) {
     return NULL;
 }
 
-void mh_options_init(void) { mh_options_parse(env_get("MINIHEAP_OPTIONS"), true); }
+void mh_options_init(void) {
+    apply_preset(MH_DEFAULT_MODE);
+    mh_options_parse(env_get("MINIHEAP_OPTIONS"), true);
+}
 
 MH_API int mh_set_options(const char *s) {
     mh_ensure_init();

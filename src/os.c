@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -138,6 +139,40 @@ void os_abort(void) {
     signal(SIGABRT, SIG_DFL);
     raise(SIGABRT);
     _exit(134);
+}
+
+long os_read_number(const char *path, long fallback) {
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { errno = saved; return fallback; }
+    char buf[32];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    errno = saved;
+    if (n <= 0) return fallback;
+    long v = 0;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) v = v * 10 + (buf[i] - '0');
+    return v ? v : fallback;
+}
+
+static struct sigaction old_segv, old_bus;
+
+bool os_install_fault_handler(void (*fn)(int, void *, void *)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = (void (*)(int, siginfo_t *, void *))(void *)fn;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    int saved = errno;
+    bool ok = sigaction(SIGSEGV, &sa, &old_segv) == 0 && sigaction(SIGBUS, &sa, &old_bus) == 0;
+    errno = saved;
+    return ok;
+}
+
+/* Put back whatever handled the signal before us; returning from our
+ * handler then re-runs the access, which faults into it. */
+void os_restore_fault_handler(int sig) {
+    sigaction(sig, sig == SIGBUS ? &old_bus : &old_segv, NULL);
 }
 
 /* ---- miniheap backing ----------------------------------------------------- */

@@ -34,28 +34,72 @@ MH_API void mh_set_error_handler(mh_error_handler_t h, void *arg) {
     handler_arg = arg;
 }
 
-void mh_report(const char *kind, const void *addr, const void *block, size_t bsize,
-               const char *where, const char *detail) {
-    static char text[1024];
+/* "1 byte past a 24-byte block at 0x...", "8 bytes before ...", "3 bytes inside ..." */
+static void describe_position(mh_buf_t *b, const mh_fault_t *f) {
+    uintptr_t a = (uintptr_t)f->addr, blk = (uintptr_t)f->block;
+    buf_str(b, " (");
+    if (a >= blk + f->size) {
+        buf_dec(b, a - (blk + f->size) + 1);
+        buf_str(b, a - (blk + f->size) == 0 ? " byte past" : " bytes past");
+    } else if (a < blk) {
+        buf_dec(b, blk - a);
+        buf_str(b, blk - a == 1 ? " byte before" : " bytes before");
+    } else if (a == blk) {
+        buf_str(b, "start of");
+    } else {
+        buf_dec(b, a - blk);
+        buf_str(b, " bytes inside");
+    }
+    buf_str(b, " a ");
+    buf_dec(b, f->size);
+    buf_str(b, "-byte block at ");
+    buf_hex(b, blk);
+    buf_str(b, ")");
+}
+
+static void stack_section(mh_buf_t *b, const char *title, uint32_t tid, uint32_t stack) {
+    buf_str(b, "  ");
+    buf_str(b, title);
+    if (tid) {
+        buf_str(b, " by thread ");
+        buf_dec(b, tid);
+    }
+    buf_str(b, ":\n");
+    stack_print(b, stack);
+}
+
+void mh_report_fault(const mh_fault_t *f) {
+    static char text[8192];
     mh_lock(&report_lock);
     mh_buf_t b = {text, 0, sizeof text};
     buf_str(&b, "miniheap: ERROR: ");
-    buf_str(&b, kind);
+    buf_str(&b, f->kind);
     buf_str(&b, " on address ");
-    buf_hex(&b, (uintptr_t)addr);
-    if (block) {
-        buf_str(&b, " (");
-        buf_dec(&b, bsize);
-        buf_str(&b, "-byte block at ");
-        buf_hex(&b, (uintptr_t)block);
-        buf_str(&b, ")");
+    buf_hex(&b, (uintptr_t)f->addr);
+    if (f->block) describe_position(&b, f);
+    if (f->where) {
+        buf_str(&b, "\n  detected at ");
+        buf_str(&b, f->where);
+        buf_str(&b, "() by thread ");
+    } else {
+        buf_str(&b, "\n  detected on a memory access by thread ");
     }
-    buf_str(&b, "\n  detected at ");
-    buf_str(&b, where);
-    buf_str(&b, "(): ");
-    buf_str(&b, detail);
+    buf_dec(&b, mh_thread_number());
+    buf_str(&b, ":\n");
+    stack_print_current(&b);
+    if (f->alloc_stack) stack_section(&b, "allocated", f->alloc_tid, f->alloc_stack);
+    if (f->free_stack) stack_section(&b, "freed", f->free_tid, f->free_stack);
+    if (f->detail) {
+        buf_str(&b, "  ");
+        buf_str(&b, f->detail);
+        buf_str(&b, "\n");
+    }
+    if (f->block && !f->alloc_stack && !mh_opt.stacks)
+        buf_str(&b, "  (run with MINIHEAP_OPTIONS=mode=debug for allocation and free stacks)\n");
+    buf_str(&b, "SUMMARY: miniheap: ");
+    buf_str(&b, f->kind);
     buf_str(&b, "\n");
-    mh_error_t err = {kind, addr, block, bsize, text};
+    mh_error_t err = {f->kind, f->addr, f->block, f->size, text};
     if (!mh_opt.abort_on_error && handler) {
         mh_error_handler_t h = handler;
         mh_unlock(&report_lock);
@@ -65,6 +109,12 @@ void mh_report(const char *kind, const void *addr, const void *block, size_t bsi
     os_write_stderr(text, b.len);
     if (mh_opt.abort_on_error) os_abort();
     mh_unlock(&report_lock);
+}
+
+void mh_report(const char *kind, const void *addr, const void *block, size_t bsize,
+               const char *where, const char *detail) {
+    mh_fault_t f = {kind, addr, block, bsize, where, detail, 0, 0, 0, 0};
+    mh_report_fault(&f);
 }
 
 void mh_fatal(const char *msg) {

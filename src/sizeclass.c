@@ -43,6 +43,9 @@ void sizeclass_init(void) {
         if (i + 1 < n && size >= sizes[i + 1]) size = sizes[i];
         if (size <= prev) continue;
         if (size != sizes[i]) cap = units * (uint32_t)MH_UNIT_SIZE / size;
+#if defined(MH_PLANT_BUG) && MH_PLANT_BUG == 2 /* planted for fuzz/ (make fuzz-planted): one block too many */
+        if (cap <= 8) cap++;
+#endif
         size_class_t *c = &mh_classes[mh_nclasses++];
         c->size = size;
         c->units = units;
@@ -59,6 +62,9 @@ void sizeclass_init(void) {
         size_t sz = i << 4;
         while (mh_classes[cls].size < sz) cls++;
         mh_class_index[i] = (uint8_t)cls;
+#if defined(MH_PLANT_BUG) && MH_PLANT_BUG == 1 /* planted for fuzz/ (make fuzz-planted): off-by-one */
+        if (cls == 20 && sz == mh_classes[cls].size) mh_class_index[i] = (uint8_t)(cls - 1);
+#endif
     }
 }
 

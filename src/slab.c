@@ -7,6 +7,7 @@
  * the emptiest slabs, whose pages are given back and which are returned to
  * their miniheap once empty. */
 #include "internal.h"
+#include "track.h"
 
 class_bins_t mh_bins[MH_MAX_CLASSES];
 
@@ -60,10 +61,23 @@ static void dirty_add(class_bins_t *b, slab_t *s, uint64_t now) {
     b->dirty = s;
 }
 
+_Atomic int32_t slab_guard_budget = 8192;
+
+static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, bool info, bool dbg) {
+    size_t b = sizeof(slab_t) + (2 + (poison ? 1 : 0)) * (size_t)nwords * sizeof(uint64_t);
+    if (info) b += (size_t)capacity * sizeof(uint32_t);
+    if (dbg) {
+        b = (b + 7) & ~(size_t)7;
+        b += (size_t)capacity * sizeof(block_dbg_t);
+    }
+    return b;
+}
+
 static slab_t *slab_new(uint32_t cls) {
     const size_class_t *c = &mh_classes[cls];
     uint32_t nwords = (c->capacity + 63) / 64;
-    size_t bytes = sizeof(slab_t) + 2 * (size_t)nwords * sizeof(uint64_t);
+    bool poison = mh_cfg.poison_len != 0, info = mh_cfg.info, dbg = mh_opt.stacks;
+    size_t bytes = desc_size(nwords, c->capacity, poison, info, dbg);
     slab_t *s = meta_alloc(bytes);
     if (!s) return NULL;
     uint32_t first;
@@ -73,25 +87,61 @@ static slab_t *slab_new(uint32_t cls) {
         meta_free(s, bytes);
         return NULL;
     }
+    uint8_t *start = mh_base(mh) + (size_t)first * MH_UNIT_SIZE;
+    size_t room = (size_t)c->units * MH_UNIT_SIZE;
+    /* Hardened: the slab's last page becomes a guard, while the kernel's
+     * mapping budget lasts (each guard splits a mapping in three). */
+    if (mh_opt.slab_guards && room - MH_PAGE >= c->size &&
+        atomic_fetch_sub(&slab_guard_budget, 1) > 0) {
+        if (os_protect_none(start + room - MH_PAGE, MH_PAGE)) {
+            s->guarded = 1;
+            room -= MH_PAGE;
+        } else {
+            atomic_fetch_add(&slab_guard_budget, 1);
+        }
+    } else if (mh_opt.slab_guards) {
+        atomic_fetch_add(&slab_guard_budget, 1);
+    }
+    uint32_t capacity = (uint32_t)(room / c->size);
+    if (capacity > c->capacity) capacity = c->capacity;
     s->mh = mh;
-    s->start = mh->base + (size_t)first * MH_UNIT_SIZE;
+    s->start_m = MANGLE(start);
+    s->front = (uint8_t)mh_cfg.front;
+    s->canary = info && mh_cfg.tail;
+    s->ustart_m = MANGLE(start + s->front);
     s->bsize = c->size;
-    s->capacity = c->capacity;
-    s->span = c->capacity * c->size;
+    s->capacity = capacity;
+    s->span = capacity * c->size;
     s->magic = ((uint64_t)1 << 40) / c->size + 1;
     s->cls = (uint16_t)cls;
     s->units = (uint8_t)c->units;
     s->first_unit = (uint8_t)first;
     s->nwords = (uint16_t)nwords;
     s->bucket = MH_BUCKETS;
+    s->desc_bytes = bytes;
     s->free_map = (uint64_t *)&s->live[nwords];
+    uint8_t *tail = (uint8_t *)(s->free_map + nwords);
+    if (poison) {
+        s->poisoned = (uint64_t *)tail;
+        tail += (size_t)nwords * sizeof(uint64_t);
+    }
+    if (info) {
+        s->info = (uint32_t *)tail;
+        tail += (size_t)c->capacity * sizeof(uint32_t);
+    }
+    if (dbg) s->dbg = (block_dbg_t *)(((uintptr_t)tail + 7) & ~(uintptr_t)7);
     for (uint32_t w = 0; w < nwords; w++) {
-        uint32_t left = c->capacity - w * 64;
+        uint32_t left = capacity > w * 64 ? capacity - w * 64 : 0;
         s->free_map[w] = left >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << left) - 1);
     }
     for (uint32_t u = 0; u < c->units; u++) /* pages of clean units read as zero */
         if (clean & ((uint64_t)1 << (first + u)))
             s->purged[u / 4] |= (uint64_t)0xffff << ((u % 4) * 16);
+    if (s->guarded) { /* never give back the guard page */
+        uint32_t gp = (uint32_t)(c->units * MH_PAGES_PER_UNIT) - 1;
+        s->purged[gp >> 6] |= (uint64_t)1 << (gp & 63);
+    }
+    track_noaccess(start, room);
     for (uint32_t u = 0; u < c->units; u++)
         __atomic_store_n(&mh->unit_slab[first + u], s, __ATOMIC_RELEASE);
     return s;
@@ -99,34 +149,64 @@ static slab_t *slab_new(uint32_t cls) {
 
 static void slab_release(slab_t *s) {
     uint64_t dirty = 0;
+    uint8_t *start = slab_start(s);
     for (uint32_t u = 0; u < s->units; u++) {
         uint64_t pages = (s->purged[u / 4] >> ((u % 4) * 16)) & 0xffff;
         if (pages != 0xffff) dirty |= (uint64_t)1 << (s->first_unit + u);
     }
+    if (s->guarded) {
+        size_t room = (size_t)s->units * MH_UNIT_SIZE;
+        os_commit(start + room - MH_PAGE, MH_PAGE);
+        atomic_fetch_add(&slab_guard_budget, 1);
+    }
     miniheap_release_units(s->mh, s->first_unit, s->units, dirty);
-    meta_free(s, sizeof(slab_t) + 2 * (size_t)s->nwords * sizeof(uint64_t));
+    meta_free(s, s->desc_bytes);
 }
 
-/* Take up to n free blocks out of s. */
-static uint32_t slab_pop(slab_t *s, void **out, uint32_t n) {
+static uint64_t rng_next(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* Take up to n free blocks out of s, as tagged user pointers. With
+ * mh_opt.random the scan starts at a random word and bit, so which slot comes
+ * next cannot be predicted. */
+static uint32_t slab_pop(slab_t *s, void **out, uint32_t n, uint64_t *rng) {
     uint32_t avail = s->capacity - s->used, k = 0, w = s->hint;
     bool purged = (s->purged[0] | s->purged[1]) != 0;
+    uint8_t *ustart = slab_ustart(s);
+    uint32_t rot = 0;
+    if (rng) {
+        uint64_t r = rng_next(rng);
+        w = (uint32_t)(r % s->nwords);
+        rot = (uint32_t)(r >> 32) & 63;
+    }
     if (n > avail) n = avail;
     while (k < n) {
         uint64_t word = s->free_map[w];
         while (word && k < n) {
-            uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(word);
-            word &= word - 1;
+            /* Rotating puts a random bit first; ctz then takes the next set one. */
+            uint64_t rw = rot ? (word >> rot) | (word << (64 - rot)) : word;
+            uint32_t bit = ((uint32_t)__builtin_ctzll(rw) + rot) & 63;
+            word &= ~((uint64_t)1 << bit);
+            uint32_t idx = w * 64 + bit;
             uint32_t off = idx * s->bsize;
-            out[k++] = s->start + off;
-            if (purged) bits_clear_range(s->purged, off >> MH_PAGE_SHIFT,
+            uintptr_t tag = 0;
+            if (s->poisoned && (s->poisoned[w] >> bit & 1)) {
+                s->poisoned[w] &= ~((uint64_t)1 << bit);
+                tag = TAG_POISONED;
+            }
+            out[k++] = (void *)((uintptr_t)(ustart + off) | tag);
+            if (purged) bits_clear_range(s->purged, (off) >> MH_PAGE_SHIFT,
                                          (off + s->bsize - 1) >> MH_PAGE_SHIFT);
         }
         s->free_map[w] = word;
         if (!word && k < n) w = (w + 1 == s->nwords) ? 0 : w + 1;
     }
     s->used += k;
-    s->hint = w;
+    if (!rng) s->hint = w;
     return k;
 }
 
@@ -140,13 +220,19 @@ uint32_t slab_alloc_batch(uint32_t cls, void **out, uint32_t n) {
     class_bins_t *b = &mh_bins[cls];
     uint32_t got = 0;
     mh_lock(&b->lock);
+    uint64_t *rng = NULL;
+    if (mh_opt.random) {
+        if (!b->rng) os_random(&b->rng, sizeof b->rng);
+        b->rng |= 1;
+        rng = &b->rng;
+    }
     while (got < n) {
         slab_t *s = pick_slab(b);
         if (!s) {
             s = slab_new(cls);
             if (!s) break;
         }
-        got += slab_pop(s, out + got, n - got);
+        got += slab_pop(s, out + got, n - got, rng);
         rebucket(b, s);
     }
     b->allocs += got;
@@ -156,14 +242,16 @@ uint32_t slab_alloc_batch(uint32_t cls, void **out, uint32_t n) {
 
 /* Return a block to its slab; the caller holds the class lock. Returns the
  * slab if it must be given back to its miniheap. */
-static slab_t *slab_put(class_bins_t *b, void *p, uint64_t now) {
+static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
     uint32_t idx;
     bool interior = false;
+    void *p = untag(tagged);
     slab_t *s = slab_of(p, &idx, &interior);
     if (unlikely(!s)) mh_fatal("metadata-corruption: a cached block has no slab");
     uint64_t bit = (uint64_t)1 << (idx & 63);
     if (unlikely(s->free_map[idx >> 6] & bit)) mh_fatal("metadata-corruption: block freed into its slab twice");
     s->free_map[idx >> 6] |= bit;
+    if (s->poisoned && ((uintptr_t)tagged & TAG_POISONED)) s->poisoned[idx >> 6] |= bit;
     s->used--;
     if (idx / 64 < s->hint) s->hint = idx / 64;
     dirty_add(b, s, now);
@@ -222,8 +310,20 @@ static void purge_pages(slab_t *s) {
         if (take) { run++; continue; }
         if (run) {
             uint32_t first = p - run;
-            os_segment_purge(s->start + ((size_t)first << MH_PAGE_SHIFT), (size_t)run << MH_PAGE_SHIFT);
+            uint8_t *at = slab_start(s) + ((size_t)first << MH_PAGE_SHIFT);
+            size_t len = (size_t)run << MH_PAGE_SHIFT;
+            track_unmap(at, len);
+            os_segment_purge(at, len);
+            track_noaccess(at, len);
             for (uint32_t q = first; q < p; q++) s->purged[q >> 6] |= (uint64_t)1 << (q & 63);
+            if (s->poisoned) { /* the blocks there now read as zero */
+                uint32_t off0 = first << MH_PAGE_SHIFT, off1 = (p << MH_PAGE_SHIFT) - 1;
+                if (off0 < s->span) {
+                    if (off1 >= s->span) off1 = s->span - 1;
+                    uint32_t b0 = slab_index(s, off0), b1 = slab_index(s, off1);
+                    for (uint32_t i = b0; i <= b1; i++) s->poisoned[i >> 6] &= ~((uint64_t)1 << (i & 63));
+                }
+            }
             run = 0;
         }
     }
@@ -271,15 +371,13 @@ void *slab_float(void *p, slab_t *s, size_t size) {
             for (slab_t *x = b->bucket[k]; x && scanned < 8; x = x->next, scanned++)
                 if (x != s && x->used > s->used) { t = x; break; }
         }
-        if (t && slab_pop(t, &q, 1) == 1) {
+        if (t && slab_pop(t, &q, 1, NULL) == 1) {
             rebucket(b, t);
             b->allocs++;
         }
     }
     mh_unlock(&b->lock);
-    if (!q) return NULL;
-    memcpy(q, p, size < s->bsize ? size : s->bsize);
-    return q;
+    return q; /* tagged: the caller prepares it */
 }
 
 /* mh_reset: forget every slab (the miniheaps are unmapped next). */
@@ -287,7 +385,13 @@ static void drop_slabs(miniheap_t *mh, void *arg) {
     (void)arg;
     for (uint32_t u = 0; u < MH_UNITS; u++) {
         slab_t *s = mh->unit_slab[u];
-        if (s && s->first_unit == u) meta_free(s, sizeof(slab_t) + 2 * (size_t)s->nwords * sizeof(uint64_t));
+        if (s && s->first_unit == u) {
+            if (s->guarded) {
+                os_commit(slab_start(s) + (size_t)s->units * MH_UNIT_SIZE - MH_PAGE, MH_PAGE);
+                atomic_fetch_add(&slab_guard_budget, 1);
+            }
+            meta_free(s, s->desc_bytes);
+        }
         mh->unit_slab[u] = NULL;
     }
 }
@@ -305,4 +409,22 @@ void slab_reset_all(void) {
         b->dirty = NULL;
         mh_unlock(&b->lock);
     }
+}
+
+/* Every slab, with every class lock and the miniheap lock held. */
+typedef struct foreach_arg { void (*fn)(slab_t *, void *); void *arg; } foreach_arg_t;
+static void foreach_mh(miniheap_t *mh, void *a) {
+    foreach_arg_t *fa = a;
+    for (uint32_t u = 0; u < MH_USABLE_UNITS; u++) {
+        slab_t *s = mh->unit_slab[u];
+        if (s && s->first_unit == u) fa->fn(s, fa->arg);
+    }
+}
+void slab_foreach(void (*fn)(slab_t *, void *), void *arg) {
+    foreach_arg_t fa = {fn, arg};
+    for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(&mh_bins[c].lock);
+    mh_lock(&mh_heap_lock);
+    miniheap_foreach(foreach_mh, &fa);
+    mh_unlock(&mh_heap_lock);
+    for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(&mh_bins[c].lock);
 }

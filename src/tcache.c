@@ -37,6 +37,12 @@ tcache_t *tcache_get_slow(void) {
     }
     t->bytes = bytes;
     t->ops_left = MH_TICK_OPS;
+    t->check_left = (int32_t)mh_opt.check_every;
+    if (mh_opt.sample_rate) {
+        uint32_t r;
+        os_random(&r, sizeof r);
+        t->sample_left = (int32_t)(1 + r % (2 * mh_opt.sample_rate));
+    }
     mh_lock(&list_lock);
     t->next = all_caches;
     if (all_caches) all_caches->prev = t;
@@ -69,11 +75,52 @@ void tcache_flush_all(tcache_t *t) {
     for (uint32_t c = 0; c < mh_nclasses; c++) tcache_flush_bin(t, c, 0);
 }
 
+#define QUARANTINE_SLOTS 16384
+
+/* Freed blocks wait here, first in first out, bounded in bytes and count;
+ * leaving, each is checked for writes after free. */
+void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
+    quarantine_t *q = &t->q;
+    if (!q->slots) {
+        q->slots = os_map(QUARANTINE_SLOTS * sizeof(void *));
+        if (!q->slots) { block_release(tagged); return; }
+        q->cap = QUARANTINE_SLOTS;
+    }
+    while (q->count && (q->count == q->cap || q->bytes + bytes > mh_cfg.quarantine)) {
+        void *old = q->slots[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        uint32_t idx;
+        bool interior = false;
+        slab_t *s = slab_of(untag(old), &idx, &interior);
+        q->bytes -= s ? s->bsize : 0;
+        block_verify_poison(old, "free");
+        block_release(old);
+    }
+    q->slots[(q->head + q->count) % q->cap] = tagged;
+    q->count++;
+    q->bytes += bytes;
+}
+
+void quarantine_drain(tcache_t *t) {
+    quarantine_t *q = &t->q;
+    while (q->count) {
+        void *old = q->slots[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        block_verify_poison(old, "free");
+        block_release(old);
+    }
+    q->bytes = 0;
+}
+
 static void tcache_destroy(void *arg) {
     tcache_t *t = arg;
+    quarantine_drain(t);
     t_exiting = 1;
     mh_tcache = NULL;
     tcache_flush_all(t);
+    if (t->q.slots) os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
     mh_lock(&list_lock);
     if (t->prev) t->prev->next = t->next; else all_caches = t->next;
     if (t->next) t->next->prev = t->prev;
@@ -103,8 +150,11 @@ void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees) {
 /* mh_reset: the blocks the caches hold are about to be unmapped. */
 void tcache_reset_all(void) {
     mh_lock(&list_lock);
-    for (tcache_t *t = all_caches; t; t = t->next)
+    for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
+        t->q.count = t->q.head = 0;
+        t->q.bytes = 0;
+    }
     mh_unlock(&list_lock);
 }
 

@@ -1,0 +1,188 @@
+/* The leak report at exit (debug mode): blocks that nothing points to any
+ * more, grouped by allocation stack, like LeakSanitizer's summary.
+ *
+ * Reachability is computed the way LSan does it, conservatively: every
+ * aligned word of the writable segments of every loaded object and of the
+ * exiting thread's stack and registers is a root; a word that points into a
+ * live block (start or interior) marks it, and marked blocks are scanned in
+ * turn. What stays unmarked is reported. Stacks of other threads still
+ * running at exit are not scanned. */
+#include "internal.h"
+
+#include <link.h>
+
+typedef struct span { uintptr_t lo, hi; uint32_t stack; uint8_t marked; } span_t;
+
+typedef struct leak_state {
+    span_t *spans;          /* every live block, sorted by address */
+    size_t n, cap;
+    uintptr_t *work;        /* blocks to scan (indices into spans) */
+    size_t nwork, capwork;
+} leak_state_t;
+
+static bool grow(void **arr, size_t *cap, size_t elem) {
+    size_t ncap = *cap ? *cap * 2 : 4096;
+    void *p = *arr ? os_remap(*arr, *cap * elem, ncap * elem, NULL) : os_map(ncap * elem);
+    if (!p) return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+static void add_span(leak_state_t *st, uintptr_t lo, size_t size, uint32_t stack) {
+    if (st->n == st->cap && !grow((void **)&st->spans, &st->cap, sizeof(span_t))) return;
+    st->spans[st->n++] = (span_t){lo, lo + (size ? size : 1), stack, 0};
+}
+
+static void collect_slab(slab_t *s, void *arg) {
+    leak_state_t *st = arg;
+    uint8_t *ustart = slab_ustart(s);
+    for (uint32_t w = 0; w < s->nwords; w++) {
+        uint64_t live = atomic_load_explicit(&s->live[w], memory_order_relaxed);
+        while (live) {
+            uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(live);
+            live &= live - 1;
+            size_t size = s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
+            add_span(st, (uintptr_t)(ustart + (size_t)idx * s->bsize), size,
+                     s->dbg ? s->dbg[idx].alloc_stack : 0);
+        }
+    }
+}
+
+static void collect_large(void *user, size_t size, uint32_t stack, void *arg) {
+    add_span(arg, (uintptr_t)user, size, stack);
+}
+
+static void sort_spans(span_t *a, size_t n) { /* heap sort: no recursion, no allocation */
+    for (size_t start = n / 2; start-- > 0;) {
+        for (size_t root = start, child; (child = 2 * root + 1) < n; root = child) {
+            if (child + 1 < n && a[child].lo < a[child + 1].lo) child++;
+            if (a[root].lo >= a[child].lo) break;
+            span_t t = a[root]; a[root] = a[child]; a[child] = t;
+        }
+    }
+    for (size_t end = n; end-- > 1;) {
+        span_t t = a[0]; a[0] = a[end]; a[end] = t;
+        for (size_t root = 0, child; (child = 2 * root + 1) < end; root = child) {
+            if (child + 1 < end && a[child].lo < a[child + 1].lo) child++;
+            if (a[root].lo >= a[child].lo) break;
+            t = a[root]; a[root] = a[child]; a[child] = t;
+        }
+    }
+}
+
+static void mark_word(leak_state_t *st, uintptr_t v) {
+    if (!st->n || v < st->spans[0].lo || v >= st->spans[st->n - 1].hi) return;
+    size_t lo = 0, hi = st->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (st->spans[mid].lo <= v) lo = mid; else hi = mid;
+    }
+    span_t *sp = &st->spans[lo];
+    if (v >= sp->hi || sp->marked) return;
+    sp->marked = 1;
+    if (st->nwork == st->capwork && !grow((void **)&st->work, &st->capwork, sizeof(uintptr_t))) return;
+    st->work[st->nwork++] = lo;
+}
+
+static void scan_range(leak_state_t *st, uintptr_t lo, uintptr_t hi) {
+    lo = (lo + 7) & ~(uintptr_t)7;
+    for (uintptr_t a = lo; a + 8 <= hi; a += 8) mark_word(st, *(const uintptr_t *)a);
+}
+
+static int scan_object(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_W)) {
+            uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+            scan_range(arg, lo, lo + ph->p_memsz);
+        }
+    }
+    return 0;
+}
+
+extern void *__libc_stack_end;
+
+static MH_NOINLINE void scan_roots(leak_state_t *st) {
+    __builtin_unwind_init(); /* spill callee-saved registers onto this frame */
+    volatile uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t top = (uintptr_t)__libc_stack_end;
+    if (top > here) scan_range(st, here, top);
+    dl_iterate_phdr(scan_object, st);
+}
+
+typedef struct group { uint32_t stack; size_t blocks, bytes; } group_t;
+
+static void report(leak_state_t *st) {
+    size_t total = 0, nblocks = 0;
+    for (size_t i = 0; i < st->n; i++)
+        if (!st->spans[i].marked) { total += st->spans[i].hi - st->spans[i].lo; nblocks++; }
+    if (!nblocks) return;
+    /* Group by allocation stack (the spans are reused as the group table). */
+    size_t ngroups = 0;
+    group_t *groups = os_map(nblocks * sizeof(group_t));
+    if (!groups) return;
+    for (size_t i = 0; i < st->n; i++) {
+        span_t *sp = &st->spans[i];
+        if (sp->marked) continue;
+        size_t g = 0;
+        while (g < ngroups && groups[g].stack != sp->stack) g++;
+        if (g == ngroups) groups[ngroups++] = (group_t){sp->stack, 0, 0};
+        groups[g].blocks++;
+        groups[g].bytes += sp->hi - sp->lo;
+    }
+    static char text[8192];
+    mh_buf_t b = {text, 0, sizeof text};
+    buf_str(&b, "miniheap: ERROR: memory-leak: ");
+    buf_dec(&b, total);
+    buf_str(&b, " bytes in ");
+    buf_dec(&b, nblocks);
+    buf_str(&b, nblocks == 1 ? " block\n" : " blocks\n");
+    os_write_stderr(text, b.len);
+    for (size_t shown = 0; shown < ngroups && shown < 32; shown++) {
+        size_t best = shown; /* largest first */
+        for (size_t g = shown + 1; g < ngroups; g++)
+            if (groups[g].bytes > groups[best].bytes) best = g;
+        group_t t = groups[shown]; groups[shown] = groups[best]; groups[best] = t;
+        b.len = 0;
+        buf_str(&b, "\n  ");
+        buf_dec(&b, groups[shown].bytes);
+        buf_str(&b, " bytes in ");
+        buf_dec(&b, groups[shown].blocks);
+        buf_str(&b, groups[shown].blocks == 1 ? " block allocated at:\n" : " blocks allocated at:\n");
+        stack_print(&b, groups[shown].stack);
+        os_write_stderr(text, b.len);
+    }
+    b.len = 0;
+    buf_str(&b, "\nSUMMARY: miniheap: memory-leak: ");
+    buf_dec(&b, total);
+    buf_str(&b, " bytes leaked in ");
+    buf_dec(&b, nblocks);
+    buf_str(&b, " allocations.\n");
+    os_write_stderr(text, b.len);
+    os_unmap(groups, nblocks * sizeof(group_t));
+}
+
+static void leak_check_at_exit(void) {
+    if (!atomic_load(&mh_ready) || !mh_opt.leak_report) return;
+    leak_state_t st = {0};
+    slab_foreach(collect_slab, &st);
+    large_foreach_live(collect_large, &st);
+    if (st.n) {
+        sort_spans(st.spans, st.n);
+        scan_roots(&st);
+        while (st.nwork) {
+            span_t *sp = &st.spans[st.work[--st.nwork]];
+            scan_range(&st, sp->lo, sp->hi);
+        }
+        report(&st);
+    }
+    if (st.spans) os_unmap(st.spans, st.cap * sizeof(span_t));
+    if (st.work) os_unmap(st.work, st.capwork * sizeof(uintptr_t));
+}
+
+/* Runs after main's atexit handlers and the program's destructors. */
+__attribute__((destructor(101))) static void leak_destructor(void) { leak_check_at_exit(); }
+
+void leak_init(void) {}

@@ -1,0 +1,176 @@
+/* Stack traces for debug mode: a frame-pointer walk (cheap enough to run on
+ * every allocation and free), stacks stored once each in a depot and named
+ * by a 32-bit id, and symbolisation with dladdr at report time only.
+ *
+ * The walk trusts a frame only if it lies above the previous one and below
+ * the thread's stack top, so code built without frame pointers ends the
+ * trace early instead of sending it astray. */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <link.h>
+
+#define DEPOT_BUCKETS   ((size_t)1 << 16)
+#define DEPOT_MAX       ((size_t)1 << 20)    /* stacks kept; then new ones share id 0 */
+#define DEPOT_BYTES     ((size_t)64 << 20)   /* frames storage, reserved lazily */
+#define MAX_DEPTH       32
+
+typedef struct depot_entry {
+    uint32_t next;      /* bucket chain, by id */
+    uint32_t hash;
+    uint32_t depth;
+    uint32_t pad;
+    uintptr_t frames[];
+} depot_entry_t;
+
+static mh_lock_t depot_lock = MH_LOCK_INIT;
+static uint32_t *buckets;              /* DEPOT_BUCKETS heads */
+static depot_entry_t **entries;        /* by id */
+static uint8_t *store, *store_end, *store_cur;
+static uint32_t n_entries = 1;         /* id 0 means "no stack" */
+static uintptr_t self_lo, self_hi;     /* this library's code, skipped in traces */
+static _Atomic uint32_t next_thread = 1;
+static __thread uint32_t t_number __attribute__((tls_model("initial-exec")));
+
+extern void *__libc_stack_end;
+
+uint32_t mh_thread_number(void) {
+    if (!t_number) t_number = atomic_fetch_add(&next_thread, 1);
+    return t_number;
+}
+
+static int find_self(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    uintptr_t me = (uintptr_t)arg;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (me >= lo && me < hi) {
+            /* Only skip our frames when we are a library of our own; linked
+             * statically, the range would be the whole program. */
+            if (info->dlpi_name && strstr(info->dlpi_name, "miniheap")) {
+                self_lo = lo;
+                self_hi = hi;
+            }
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void stack_init(void) { dl_iterate_phdr(find_self, (void *)(uintptr_t)&stack_init); }
+
+/* The depot is mapped on first use (debug mode only); caller holds the lock. */
+static bool depot_map(void) {
+    if (buckets) return true;
+    uint32_t *b = os_map_noreserve(DEPOT_BUCKETS * sizeof(uint32_t));
+    entries = os_map_noreserve(DEPOT_MAX * sizeof(depot_entry_t *));
+    store = os_map_noreserve(DEPOT_BYTES);
+    if (!b || !entries || !store) return false;
+    store_cur = store;
+    store_end = store + DEPOT_BYTES;
+    buckets = b;
+    return true;
+}
+
+static uintptr_t stack_top(uintptr_t sp) {
+    /* glibc keeps a thread's descriptor at the top of the stack it made. */
+    uintptr_t self = (uintptr_t)pthread_self();
+    if (self > sp && self - sp < ((uintptr_t)256 << 20)) return self;
+    uintptr_t end = (uintptr_t)__libc_stack_end;
+    if (end > sp && end - sp < ((uintptr_t)1 << 30)) return end;
+    return sp;
+}
+
+static uint32_t walk(uintptr_t *frames, uint32_t max) {
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t top = stack_top(fp);
+    uint32_t n = 0;
+    while (n < max && fp && !(fp & 7) && fp + 16 <= top) {
+        uintptr_t next = ((uintptr_t *)fp)[0], ret = ((uintptr_t *)fp)[1];
+        if (ret < 4096 || ret >> MH_ADDR_BITS) break; /* not a code address: the chain is broken */
+        if (!(ret >= self_lo && ret < self_hi)) frames[n++] = ret;
+        if (next <= fp) break;
+        fp = next;
+    }
+    return n;
+}
+
+uint32_t stack_capture(void) {
+    uintptr_t frames[MAX_DEPTH];
+    uint32_t depth = mh_opt.stack_depth < MAX_DEPTH ? mh_opt.stack_depth : MAX_DEPTH;
+    uint32_t n = walk(frames, depth);
+    if (!n) return 0;
+    uint32_t h = 2166136261u;
+    for (uint32_t i = 0; i < n; i++) h = (h ^ (uint32_t)(frames[i] >> 2)) * 16777619u;
+    mh_lock(&depot_lock);
+    if (!depot_map()) {
+        mh_unlock(&depot_lock);
+        return 0;
+    }
+    uint32_t *head = &buckets[h & (DEPOT_BUCKETS - 1)];
+    for (uint32_t id = *head; id; id = entries[id]->next) {
+        depot_entry_t *e = entries[id];
+        if (e->hash == h && e->depth == n && memcmp(e->frames, frames, n * sizeof(uintptr_t)) == 0) {
+            mh_unlock(&depot_lock);
+            return id;
+        }
+    }
+    size_t need = sizeof(depot_entry_t) + n * sizeof(uintptr_t);
+    uint32_t id = 0;
+    if (n_entries < DEPOT_MAX && store_cur + need <= store_end) {
+        depot_entry_t *e = (depot_entry_t *)store_cur;
+        store_cur += need;
+        e->hash = h;
+        e->depth = n;
+        memcpy(e->frames, frames, n * sizeof(uintptr_t));
+        id = n_entries++;
+        entries[id] = e;
+        e->next = *head;
+        *head = id;
+    }
+    mh_unlock(&depot_lock);
+    return id;
+}
+
+static void print_frame(mh_buf_t *b, uint32_t i, uintptr_t pc) {
+    Dl_info info;
+    buf_str(b, "    #");
+    buf_dec(b, i);
+    buf_str(b, " ");
+    buf_hex(b, pc);
+    /* Look up pc - 1: a return address may already be in the next function. */
+    if (dladdr((void *)(pc - 1), &info)) {
+        if (info.dli_sname) {
+            buf_str(b, " in ");
+            buf_str(b, info.dli_sname);
+            buf_str(b, "+");
+            buf_hex(b, pc - (uintptr_t)info.dli_saddr);
+        }
+        if (info.dli_fname) {
+            buf_str(b, " (");
+            buf_str(b, info.dli_fname);
+            buf_str(b, "+");
+            buf_hex(b, pc - (uintptr_t)info.dli_fbase);
+            buf_str(b, ")");
+        }
+    }
+    buf_str(b, "\n");
+}
+
+void stack_print(mh_buf_t *b, uint32_t id) {
+    if (!id || !buckets || id >= n_entries) {
+        buf_str(b, "    (no stack recorded)\n");
+        return;
+    }
+    depot_entry_t *e = entries[id];
+    for (uint32_t i = 0; i < e->depth; i++) print_frame(b, i, e->frames[i]);
+}
+
+void stack_print_current(mh_buf_t *b) {
+    uintptr_t frames[MAX_DEPTH];
+    uint32_t n = walk(frames, MAX_DEPTH);
+    if (!n) buf_str(b, "    (no stack: frame pointers missing)\n");
+    for (uint32_t i = 0; i < n; i++) print_frame(b, i, frames[i]);
+}
