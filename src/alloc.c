@@ -145,19 +145,7 @@ static void maybe_check(tcache_t *t) {
     }
 }
 
-/* A (poisoned) block about to be reused or to leave quarantine: was it
- * written to after it was freed? */
-bool block_verify_poison(void *tagged, const char *where) {
-    if (!((uintptr_t)tagged & TAG_POISONED)) return true;
-    void *p = untag(tagged);
-    uint32_t idx;
-    slab_t *s = slab_of_block(p, &idx);
-    size_t len = s->bsize - s->front;
-    if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
-    track_open(p, len);
-    size_t bad = poison_find_bad(p, len);
-    track_noaccess(p, len);
-    if (bad == SIZE_MAX) return true;
+static MH_COLD void report_poison(slab_t *s, uint32_t idx, void *p, size_t bad, const char *where) {
     mh_fault_t f;
     fault_for(&f, s, idx, p);
     f.kind = "use-after-free";
@@ -165,7 +153,27 @@ bool block_verify_poison(void *tagged, const char *where) {
     f.where = where;
     f.detail = "the freed block was written to after it was freed (its poison changed)";
     mh_report_fault(&f);
+}
+
+/* Was this freed block (about to be reused, or leaving quarantine) written
+ * to after it was freed? */
+static inline bool verify_poison(slab_t *s, uint32_t idx, void *p, const char *where) {
+    size_t len = s->bsize - s->front;
+    if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
+    track_open(p, len);
+    size_t bad = poison_find_bad(p, len);
+    track_noaccess(p, len);
+    if (likely(bad == SIZE_MAX)) return true;
+    report_poison(s, idx, p, bad, where);
     return false;
+}
+
+bool block_verify_poison(void *tagged, const char *where) {
+    if (!((uintptr_t)tagged & TAG_POISONED)) return true;
+    void *p = untag(tagged);
+    uint32_t idx;
+    slab_t *s = slab_of_block(p, &idx);
+    return verify_poison(s, idx, p, where);
 }
 
 /* Take one block of class cls: thread cache first. Tagged, not yet live. */
@@ -183,31 +191,33 @@ static inline void *take_block(tcache_t *t, uint32_t cls) {
 }
 
 /* Hand a taken block to the program: checks and bookkeeping of the modes. */
-static MH_NOINLINE void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
-    if ((uintptr_t)tagged & TAG_POISONED) block_verify_poison(tagged, "malloc");
+static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
     void *p = untag(tagged);
     uint32_t idx;
     slab_t *s = slab_of_block(p, &idx);
+    if ((uintptr_t)tagged & TAG_POISONED) verify_poison(s, idx, p, "malloc");
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t room = s->bsize - s->front;
-    set_live(s, idx);
-    track_open(raw, s->bsize);
+    if (unlikely(track_active())) track_open(raw, s->bsize);
     if (s->info) s->info[idx] = INFO(n, kind);
     if (zero) memset(p, 0, n);
-    else if (mh_opt.fill_new) memset(p, FILL_NEW, n);
+    else if (unlikely(mh_opt.fill_new)) memset(p, FILL_NEW, n);
     if (s->front) canary_fill(raw, s->front);
     size_t slack = s->canary ? room - n : 0;
-    if (slack) canary_fill((uint8_t *)p + n, slack < CANARY_MAX ? slack : CANARY_MAX);
-    if (s->dbg) {
+    if (slack) canary_fill((uint8_t *)p + n, slack < s->canary_len ? slack : s->canary_len);
+    if (unlikely(s->dbg != NULL)) {
         s->dbg[idx].alloc_stack = stack_capture();
         s->dbg[idx].alloc_tid = mh_thread_number();
         s->dbg[idx].free_stack = 0;
         s->dbg[idx].free_tid = 0;
     }
-    if (track_active()) {
+    if (unlikely(track_active())) {
         track_noaccess(raw, s->bsize);
         track_alloc(p, s->canary ? n : room, s->front, zero);
     }
+    /* Live last: a heap check (or a forked child) never sees a live block
+     * whose size and canaries are not written yet. */
+    set_live(s, idx);
     return p;
 }
 
@@ -246,6 +256,7 @@ static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool
         }
     }
     mh_tick(false);
+    if (t) t->allocs++;
     return large_alloc(size ? size : 1, align, zero, kind, false);
 oom:
     errno = ENOMEM;
@@ -253,11 +264,9 @@ oom:
 }
 
 /* Back to the thread cache (or the slab when there is none). */
-void block_release(void *tagged) {
-    uint32_t idx;
-    slab_t *s = slab_of_block(untag(tagged), &idx);
+static inline void release_to_cache(slab_t *s, void *tagged) {
     tcache_t *t = mh_tcache;
-    if (!t) t = tcache_get_slow();
+    if (unlikely(!t)) t = tcache_get_slow();
     if (likely(t)) {
         tbin_t *bin = &t->bins[s->cls];
         if (unlikely(bin->count == bin->cap)) {
@@ -270,6 +279,11 @@ void block_release(void *tagged) {
         return;
     }
     slab_free_batch(s->cls, &tagged, 1);
+}
+
+void block_release(void *tagged) {
+    uint32_t idx;
+    release_to_cache(slab_of_block(untag(tagged), &idx), tagged);
 }
 
 static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char *where, const char *kind) {
@@ -311,73 +325,77 @@ static MH_COLD void report_bad_pointer(void *p, const char *where, const char *k
     mh_report_fault(&f);
 }
 
+static MH_COLD void report_kind(slab_t *s, uint32_t idx, void *p, const char *where, int had, int kind) {
+    static const char *names[] = {"?", "malloc", "operator new", "operator new[]"};
+    static const char *frees[] = {"?", "free", "operator delete", "operator delete[]"};
+    static char detail[128];
+    mh_buf_t b = {detail, 0, sizeof detail};
+    buf_str(&b, "allocated with ");
+    buf_str(&b, names[had]);
+    buf_str(&b, ", freed with ");
+    buf_str(&b, frees[kind]);
+    mh_fault_t f;
+    fault_for(&f, s, idx, p);
+    f.kind = "alloc-dealloc-mismatch";
+    f.addr = p;
+    f.where = where;
+    f.detail = detail;
+    mh_report_fault(&f);
+}
+
+static MH_COLD void report_block(slab_t *s, uint32_t idx, void *p, const char *where, const char *kind,
+                                 const void *addr, const char *detail) {
+    mh_fault_t f;
+    fault_for(&f, s, idx, p);
+    f.kind = kind;
+    f.addr = addr;
+    f.where = where;
+    f.detail = detail;
+    mh_report_fault(&f);
+}
+
 /* Checks on a live block being freed or resized: kinds, sizes, canaries.
  * Returns false (after a report) when the operation must not go on. */
-static bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
-                        bool has_size, size_t sized) {
+static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
+                               bool has_size, size_t sized) {
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t n = block_size(s, idx);
-    mh_fault_t f;
     if (s->info && kind) {
         int had = (int)(s->info[idx] >> INFO_KIND_SHIFT);
-        if (had && had != kind) {
-            fault_for(&f, s, idx, p);
-            f.kind = "alloc-dealloc-mismatch";
-            f.addr = p;
-            f.where = where;
-            static const char *names[] = {"?", "malloc", "operator new", "operator new[]"};
-            static const char *frees[] = {"?", "free", "operator delete", "operator delete[]"};
-            static char detail[128];
-            mh_buf_t b = {detail, 0, sizeof detail};
-            buf_str(&b, "allocated with ");
-            buf_str(&b, names[had]);
-            buf_str(&b, ", freed with ");
-            buf_str(&b, frees[kind]);
-            f.detail = detail;
-            mh_report_fault(&f);
+        if (unlikely(had && had != kind)) {
+            report_kind(s, idx, p, where, had, kind);
             return false;
         }
     }
-    if (has_size && (s->canary ? sized != n : sized > s->bsize - s->front)) {
-        fault_for(&f, s, idx, p);
-        f.kind = "size-mismatch";
-        f.addr = p;
-        f.where = where;
-        f.detail = "the size given to the sized free differs from the size allocated";
-        mh_report_fault(&f);
+    if (unlikely(has_size && (s->canary ? sized != n : sized > s->bsize - s->front))) {
+        report_block(s, idx, p, where, "size-mismatch", p,
+                     "the size given to the sized free differs from the size allocated");
         return false;
     }
     if (s->front || s->canary) {
-        track_open(raw, s->bsize);
-        size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
+        if (unlikely(track_active())) track_open(raw, s->bsize);
         size_t room = s->bsize - s->front, slack = s->canary ? room - n : 0;
-        size_t tbad = slack ? canary_find_bad((uint8_t *)p + n, slack < CANARY_MAX ? slack : CANARY_MAX) : SIZE_MAX;
-        if (track_active()) {
+        size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
+        size_t tbad = slack ? canary_find_bad((uint8_t *)p + n, slack < s->canary_len ? slack : s->canary_len)
+                            : SIZE_MAX;
+        if (unlikely(track_active())) {
             track_noaccess(raw, s->front);
             track_noaccess((uint8_t *)p + n, slack);
         }
-        if (bad != SIZE_MAX || tbad != SIZE_MAX) {
-            fault_for(&f, s, idx, p);
-            f.where = where;
-            if (bad != SIZE_MAX) {
-                f.kind = "heap-buffer-underflow";
-                f.addr = raw + bad;
-                f.detail = "a canary in front of the block was overwritten";
-            } else {
-                f.kind = "heap-buffer-overflow";
-                f.addr = (uint8_t *)p + n + tbad;
-                f.detail = "a canary after the block was overwritten";
-            }
-            mh_report_fault(&f);
-            return true; /* the block is still freed: its neighbours stay intact */
-        }
+        if (unlikely(bad != SIZE_MAX))
+            report_block(s, idx, p, where, "heap-buffer-underflow", raw + bad,
+                         "a canary in front of the block was overwritten");
+        else if (unlikely(tbad != SIZE_MAX))
+            report_block(s, idx, p, where, "heap-buffer-overflow", (uint8_t *)p + n + tbad,
+                         "a canary after the block was overwritten");
+        /* Either way the block is still freed: its neighbours stay intact. */
     }
     return true;
 }
 
 /* A live small block whose live bit was just cleared, in a hardened mode:
  * check it, poison it, quarantine or release it. */
-static MH_NOINLINE void retire_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
+static inline void retire_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
                                      bool has_size, size_t sized, bool direct) {
     if (!check_block(s, idx, p, where, kind, has_size, sized)) {
         set_live(s, idx); /* leave it allocated; the report returned (abort_on_error=0) */
@@ -392,11 +410,11 @@ static MH_NOINLINE void retire_block(slab_t *s, uint32_t idx, void *p, const cha
     if (s->poisoned) {
         size_t len = s->bsize - s->front;
         if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
-        track_open(p, len);
+        if (unlikely(track_active())) track_open(p, len);
         memset(p, POISON_FREE, len);
         tagged = (void *)((uintptr_t)p | TAG_POISONED);
     }
-    track_free(p, n, s->front);
+    if (unlikely(track_active())) track_free(p, n, s->front);
     if (direct) {
         slab_free_batch(s->cls, &tagged, 1);
         return;
@@ -406,7 +424,7 @@ static MH_NOINLINE void retire_block(slab_t *s, uint32_t idx, void *p, const cha
         quarantine_push(t, tagged, s->bsize);
         return;
     }
-    block_release(tagged);
+    release_to_cache(s, tagged);
 }
 
 static inline void free_impl(void *p, const char *where, int kind, bool has_size, size_t sized) {
@@ -426,33 +444,44 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
                 return;
             }
             if (unlikely(track_active())) track_free(p, s->bsize, 0);
-            block_release(p);
+            release_to_cache(s, p);
             return;
         }
         maybe_check(mh_tcache);
         retire_block(s, idx, p, where, kind, has_size, sized, false);
         return;
     }
-    if (interior || !large_free(p, has_size ? sized : 0, kind, where))
+    if (interior || !large_free(p, has_size ? sized : 0, kind, where)) {
         report_bad_pointer(p, where, "invalid-free", interior);
+        return;
+    }
+    if (mh_tcache) mh_tcache->frees++;
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
 
 MH_API void *mh_malloc(size_t size) {
     tcache_t *t = mh_tcache;
-    /* The fast path: fast mode, a thread cache with a block of the class. */
-    if (likely(t != NULL) && likely(!mh_cfg.hard) && likely(size <= MH_SMALL_MAX)) {
-        tbin_t *bin = &t->bins[size_to_class(size)];
+    /* The fast path: a thread cache holding a block of the class. */
+    if (likely(t != NULL) && likely(size <= MH_SMALL_MAX - 2 * MH_MIN_ALIGN)) {
+        tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
         if (likely(bin->count)) {
-            void *p = untag(bin->slots[--bin->count]);
-            t->allocs++;
-            count_op(t);
-            uint32_t idx;
-            slab_t *s = slab_of_block(p, &idx);
-            set_live(s, idx);
-            if (unlikely(track_active())) track_alloc(p, s->bsize, 0, false);
-            return p;
+            if (likely(!mh_cfg.hard)) {
+                void *p = untag(bin->slots[--bin->count]);
+                t->allocs++;
+                count_op(t);
+                uint32_t idx;
+                slab_t *s = slab_of_block(p, &idx);
+                set_live(s, idx);
+                if (unlikely(track_active())) track_alloc(p, s->bsize, 0, false);
+                return p;
+            }
+            if (likely(!mh_opt.sample_rate && !mh_opt.check_every)) {
+                void *tagged = bin->slots[--bin->count];
+                t->allocs++;
+                count_op(t);
+                return prepare_block(tagged, size, KIND_MALLOC, false);
+            }
         }
     }
     return alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
@@ -573,13 +602,16 @@ MH_API void *mh_realloc(void *p, size_t size) {
                 return q;
             }
             if (s->canary) {
-                if (size > old && mh_opt.fill_new) memset((uint8_t *)p + old, FILL_NEW, size - old);
-                s->info[idx] = INFO(size, s->info[idx] >> INFO_KIND_SHIFT);
+                /* Canaries depend only on their address, so writing the new
+                 * ones first leaves the old ones intact: whichever size a
+                 * concurrent heap check reads, its canaries are in place. */
                 size_t slack = room - size;
                 track_open((uint8_t *)p + size, slack);
-                canary_fill((uint8_t *)p + size, slack < CANARY_MAX ? slack : CANARY_MAX);
+                canary_fill((uint8_t *)p + size, slack < s->canary_len ? slack : s->canary_len);
+                __atomic_store_n(&s->info[idx], INFO(size, s->info[idx] >> INFO_KIND_SHIFT), __ATOMIC_RELEASE);
                 track_noaccess((uint8_t *)p + size, slack);
                 track_resize(p, old, size, s->front);
+                if (size > old && mh_opt.fill_new) memset((uint8_t *)p + old, FILL_NEW, size - old);
             }
             return p;
         }

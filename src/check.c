@@ -46,7 +46,7 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
         bool live = atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & bit;
         if (live && (s->front || s->canary)) {
             size_t n = s->canary ? (s->info[idx] & INFO_SIZE_MASK) : room, slack = room - n;
-            if (slack > CANARY_MAX) slack = CANARY_MAX;
+            if (slack > s->canary_len) slack = s->canary_len;
             track_open(raw, s->bsize);
             size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
             size_t tbad = s->canary ? canary_find_bad(p + n, slack) : SIZE_MAX;

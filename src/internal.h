@@ -98,6 +98,7 @@ typedef struct mh_config {
     uint32_t front;           /* bytes of front redzone */
     uint32_t tail;            /* bytes a request is grown by for its tail canary */
     uint32_t poison_len;      /* 0, 64 or ~0 (whole block) */
+    uint32_t canary_len;      /* tail canary bytes checked */
     size_t   quarantine;      /* bytes per thread */
 } mh_config_t;
 MH_INTERNAL extern mh_config_t mh_cfg;
@@ -188,6 +189,7 @@ typedef struct slab {
     uint8_t  front;                  /* front redzone of every block */
     uint8_t  guarded;                /* last page is a guard */
     uint8_t  canary;                 /* blocks carry a tail canary (info holds their size) */
+    uint16_t canary_len;             /* tail bytes covered (the slack, up to this) */
     uint16_t nwords;
     uint32_t hint;                   /* word to start looking for a free block */
     size_t   desc_bytes;
@@ -360,13 +362,75 @@ MH_INTERNAL void buf_str(mh_buf_t *b, const char *s);
 MH_INTERNAL void buf_dec(mh_buf_t *b, uint64_t v);
 MH_INTERNAL void buf_hex(mh_buf_t *b, uintptr_t v);
 
-/* ---- canaries and poison (canary.c) --------------------------------------- */
+/* ---- canaries and poison -------------------------------------------------- */
+/* A canary byte depends on a per-process secret and its own address, so an
+ * overflow cannot forge it without knowing both, and it always has its high
+ * bit set, so the most common overflow of all (a string's terminating NUL,
+ * or any ASCII byte) never matches it by chance. */
 #define POISON_FREE 0x6b   /* Linux SLUB's freed-object byte */
 #define FILL_NEW    0xbe
-MH_INTERNAL void   canary_fill(uint8_t *from, size_t len);
-MH_INTERNAL size_t canary_find_bad(const uint8_t *from, size_t len); /* SIZE_MAX: intact */
-MH_INTERNAL size_t poison_find_bad(const uint8_t *from, size_t len);
-#define CANARY_MAX 256     /* tail bytes covered in slabs (the whole slack up to this) */
+#define CANARY_HARDENED 16 /* tail bytes checked in hardened mode */
+#define CANARY_DEBUG   256 /* ... and in debug mode */
+
+static inline uint64_t canary_word(uintptr_t aligned) {
+    return (mh_secret ^ ((uint64_t)aligned * 0x9E3779B97F4A7C15ull)) | 0x8080808080808080ull;
+}
+/* The 8 canary bytes that belong at address a, whatever its alignment. */
+static inline uint64_t canary_at(uintptr_t a) {
+    uintptr_t base = a & ~(uintptr_t)7;
+    unsigned sh = (unsigned)(a & 7) * 8;
+    uint64_t w0 = canary_word(base);
+    return sh ? (w0 >> sh) | (canary_word(base + 8) << (64 - sh)) : w0;
+}
+/* Store the low len (< 8) bytes of v at p, with fixed-size stores. */
+static inline void store_partial(uint8_t *p, uint64_t v, size_t len) {
+    if (len & 4) { uint32_t x = (uint32_t)v; memcpy(p, &x, 4); p += 4; v >>= 32; }
+    if (len & 2) { uint16_t x = (uint16_t)v; memcpy(p, &x, 2); p += 2; v >>= 16; }
+    if (len & 1) *p = (uint8_t)v;
+}
+static inline uint64_t load_partial(const uint8_t *p, size_t len) {
+    uint64_t v = 0;
+    unsigned sh = 0;
+    if (len & 4) { uint32_t x; memcpy(&x, p, 4); v = x; p += 4; sh = 32; }
+    if (len & 2) { uint16_t x; memcpy(&x, p, 2); v |= (uint64_t)x << sh; p += 2; sh += 16; }
+    if (len & 1) v |= (uint64_t)*p << sh;
+    return v;
+}
+static inline void canary_fill(uint8_t *p, size_t len) {
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v = canary_at((uintptr_t)p);
+        memcpy(p, &v, 8);
+    }
+    if (len) store_partial(p, canary_at((uintptr_t)p), len);
+}
+/* Offset of the first byte that is not its canary, or SIZE_MAX. */
+static inline size_t canary_find_bad(const uint8_t *from, size_t len) {
+    const uint8_t *p = from;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        uint64_t x = v ^ canary_at((uintptr_t)p);
+        if (x) return (size_t)(p - from) + (size_t)(__builtin_ctzll(x) / 8);
+    }
+    if (len) {
+        uint64_t want = canary_at((uintptr_t)p) & (~(uint64_t)0 >> (64 - 8 * len));
+        uint64_t x = load_partial(p, len) ^ want;
+        if (x) return (size_t)(p - from) + (size_t)(__builtin_ctzll(x) / 8);
+    }
+    return SIZE_MAX;
+}
+static inline size_t poison_find_bad(const uint8_t *from, size_t len) {
+    const uint64_t pat = 0x0101010101010101ull * POISON_FREE;
+    const uint8_t *p = from;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        if (v != pat) return (size_t)(p - from) + (size_t)(__builtin_ctzll(v ^ pat) / 8);
+    }
+    for (; len; p++, len--)
+        if (*p != POISON_FREE) return (size_t)(p - from);
+    return SIZE_MAX;
+}
 
 /* ---- stacks (stack.c) ----------------------------------------------------- */
 MH_INTERNAL void     stack_init(void);

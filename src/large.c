@@ -408,7 +408,10 @@ void large_purge(uint64_t now, bool force) {
 void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) {
     mh_lock(&large_lock);
     *blocks = n_live;
-    *bytes = live_bytes;
+    size_t b = 0; /* what malloc_usable_size says of each */
+    for (size_t h = 0; h < HASH_SIZE && n_live; h++)
+        for (large_t *l = table[h]; l; l = l->next) b += l_size(l);
+    *bytes = b;
     *mapped = live_mapped;
     *cached = cached_bytes;
     mh_unlock(&large_lock);

@@ -108,6 +108,7 @@ static slab_t *slab_new(uint32_t cls) {
     s->start_m = MANGLE(start);
     s->front = (uint8_t)mh_cfg.front;
     s->canary = info && mh_cfg.tail;
+    s->canary_len = (uint16_t)mh_cfg.canary_len;
     s->ustart_m = MANGLE(start + s->front);
     s->bsize = c->size;
     s->capacity = capacity;

@@ -19,7 +19,18 @@ static void walk_miniheap(miniheap_t *mh, void *arg) {
         for (uint32_t w = 0; w < s->nwords; w++)
             live += (size_t)__builtin_popcountll(atomic_load_explicit(&s->live[w], memory_order_relaxed));
         st->small_blocks += live;
-        st->live_bytes += live * s->bsize;
+        if (s->canary) { /* the requested sizes: what malloc_usable_size says */
+            for (uint32_t w = 0; w < s->nwords; w++) {
+                uint64_t bits = atomic_load_explicit(&s->live[w], memory_order_relaxed);
+                while (bits) {
+                    uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(bits);
+                    bits &= bits - 1;
+                    st->live_bytes += s->info[idx] & INFO_SIZE_MASK;
+                }
+            }
+        } else {
+            st->live_bytes += live * (s->bsize - s->front);
+        }
         uint32_t pages = (uint32_t)s->units * MH_PAGES_PER_UNIT;
         uint32_t purged = (uint32_t)(__builtin_popcountll(s->purged[0]) + __builtin_popcountll(s->purged[1]));
         st->resident_bytes += (size_t)(pages - purged) * MH_PAGE;
