@@ -19,12 +19,12 @@ LDLIBS_LIB := -lpthread
 
 CORE_SRCS := src/os.c src/meta.c src/sizeclass.c src/miniheap.c src/slab.c src/large.c \
              src/tcache.c src/alloc.c src/options.c src/report.c src/check.c src/stats.c \
-             src/canary.c src/stack.c src/fault.c src/leak.c
+             src/stack.c src/fault.c src/leak.c
 CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/obj/%.o)
 OVERRIDE_OBJ := $(BUILD)/obj/override.o $(BUILD)/obj/new.o
 HEADERS := $(wildcard src/*.h) include/miniheap.h
 
-.PHONY: all lib clean test bench fuzz fuzz-smoke
+.PHONY: all lib clean test build-clang demo
 all: lib
 lib: $(BUILD)/libminiheap.so $(BUILD)/libminiheap.a $(BUILD)/libminiheap_prefixed.a
 
@@ -50,6 +50,27 @@ $(BUILD)/libminiheap_prefixed.a: $(CORE_OBJS)
 
 clean:
 	rm -rf $(BUILD)
+
+# The whole suite, as CI runs it. Each part is a target of its own
+# (tests/tests.mk, bench/bench.mk, fuzz/fuzz.mk, valgrind/valgrind.mk).
+TEST_PARTS := build-clang test-unit bench-smoke \
+              $(if $(wildcard fuzz/fuzz.mk),fuzz-smoke) \
+              $(if $(wildcard valgrind/valgrind.mk),valgrind-test sanitizer-test)
+test: lib
+	@set -e; for t in $(TEST_PARTS); do \
+	  echo "==== make $$t"; $(MAKE) --no-print-directory $$t; done; \
+	echo "==== all test parts passed: $(TEST_PARTS)"
+
+# Warning-free with clang too (gcc is the default CC).
+build-clang:
+	$(MAKE) --no-print-directory CC=clang CXX=clang++ BUILD=$(BUILD)/clang lib
+
+# Run a real program on miniheap and show what the allocator did.
+demo: lib
+	LD_PRELOAD=$(CURDIR)/$(BUILD)/libminiheap.so python3 -c \
+	  'import ctypes, json; d = {str(i): list(range(i % 40)) for i in range(50000)}; \
+	   print("python3 on miniheap: json of", len(json.dumps(d)), "bytes"); \
+	   ctypes.CDLL(None).malloc_stats()'
 
 -include tests/tests.mk
 -include bench/bench.mk

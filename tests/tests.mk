@@ -1,7 +1,7 @@
 # Test suite (included by the top-level Makefile).
 #
-#   make test               build lib + tests, run tests/run.sh
-#   make test CC=clang      the same with clang
+#   make test-unit          build lib + tests, run tests/run.sh (part of make test)
+#   make test-unit CC=clang the same with clang
 #   make test-bins          only build the test programs
 #   make test-bins-plain    only the plain-name ones (need no library)
 #
@@ -21,11 +21,11 @@ TEST_PLAIN    := $(TEST_DIR)/test_api_plain $(TEST_DIR)/test_threads_plain $(TES
                  $(TEST_DIR)/test_spike_plain
 TEST_BINS     := $(TEST_PREFIXED) $(TEST_PLAIN)
 
-.PHONY: test test-bins test-bins-plain
+.PHONY: test-unit test-bins test-bins-plain
 test-bins: $(TEST_BINS)
 test-bins-plain: $(TEST_PLAIN)
 
-test: lib $(TEST_BINS)
+test-unit: lib $(TEST_BINS)
 	BUILD=$(BUILD) bash tests/run.sh
 
 $(TEST_PREFIXED): $(TEST_DIR)/%: tests/%.c $(TEST_DEPS) $(BUILD)/libminiheap_prefixed.a
