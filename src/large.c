@@ -127,6 +127,43 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, bool fre
     return user;
 }
 
+/* Give an owned (unlisted) block `pages` of data: grow by moving its pages
+ * with mremap into a fresh guarded reservation (no copy, resident pages
+ * stay); shrink by unmapping the tail (its pages go back) when it is more
+ * than `keep` bytes too long. */
+static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
+    uint8_t *user = l_user(l), *map = l_map(l);
+    size_t g = l->guarded ? MH_PAGE : 0;
+    if (pages > l->usable) {
+        size_t ng = guard ? MH_PAGE : 0;
+        uint8_t *dst = os_reserve(pages + 2 * ng);
+        if (!dst) return false;
+        if (!os_remap(user, l->usable, pages, dst + ng)) {
+            os_unmap(dst, pages + 2 * ng);
+            return false;
+        }
+        /* The old pages moved; drop the old guards only (never the moved
+         * range, which another thread may map again meanwhile). */
+        if (user > map) os_unmap(map, (size_t)(user - map));
+        uint8_t *old_end = user + l->usable, *map_end = map + l->map_size;
+        if (map_end > old_end) os_unmap(old_end, (size_t)(map_end - old_end));
+        l->map_m = MANGLE(dst);
+        l->map_size = pages + 2 * ng;
+        l->user_m = MANGLE(dst + ng);
+        l->guarded = guard;
+    } else if (l->usable - pages > keep) {
+        uint8_t *end = user + pages, *map_end = map + l->map_size;
+        if (g) os_protect_none(end, g); /* the new guard */
+        os_unmap(end + g, (size_t)(map_end - end - g));
+        atomic_fetch_add(&os_unmapped_total, (size_t)(map_end - end - g));
+        l->map_size = (size_t)(end + g - map);
+    } else {
+        return true; /* a little too big: keep it, it is usable */
+    }
+    l->usable = pages;
+    return true;
+}
+
 void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) {
     if (size > MH_MAX_REQUEST) { errno = ENOMEM; return NULL; }
     size_t need = size + mh_cfg.tail;
@@ -134,31 +171,39 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
     if (align < MH_PAGE) align = MH_PAGE;
     large_t *l = NULL;
     mh_lock(&large_lock);
-    if (!sampled) {
-        /* Best fit from the cache, within half again the size asked. */
+    bool guard = sampled || n_live < GUARDED_MAX;
+    if (!sampled && align == MH_PAGE) {
+        /* Reuse the cached mapping closest in size, resized: its resident
+         * pages save faults whether it is larger or smaller. */
         large_t **best = NULL;
+        size_t best_d = SIZE_MAX;
         for (large_t **pp = &cache; *pp; pp = &(*pp)->next) {
-            large_t *c = *pp;
-            if (c->usable >= pages && c->usable - pages <= pages / 2 &&
-                ((uintptr_t)l_user(c) & (align - 1)) == 0 && (!best || c->usable < (*best)->usable))
-                best = pp;
+            size_t u = (*pp)->usable, d = u > pages ? u - pages : pages - u;
+            if (d < best_d) { best = pp; best_d = d; }
         }
         if (best) {
             l = *best;
             *best = l->next;
             cached_bytes -= l->usable;
             n_cached--;
-            if (mh_cfg.hard && !os_commit(l_map(l) + (l->guarded ? MH_PAGE : 0), l->map_size - (l->guarded ? 2 * MH_PAGE : 0))) {
-                unmap_block(l); /* could not make it accessible again: map anew */
-                l = NULL;
-            } else {
-                hash_insert(l);
-            }
         }
     }
-    bool guard = sampled || n_live < GUARDED_MAX;
     mh_unlock(&large_lock);
-    if (l) return finish_alloc(l, size, kind, zero, false);
+    if (l) {
+        size_t g = l->guarded ? MH_PAGE : 0;
+        /* A reused mapping keeps up to 8 times the size asked as slack: its
+         * pages are resident already, and the next request may be larger
+         * (glibc keeps its heap top for the same reason). */
+        if ((mh_cfg.hard && !os_commit(l_map(l) + g, l->map_size - 2 * g)) ||
+            !resize_pages(l, pages, guard, 7 * pages + ((size_t)1 << 20))) {
+            unmap_block(l); /* could not reuse it: map anew */
+        } else {
+            mh_lock(&large_lock);
+            hash_insert(l);
+            mh_unlock(&large_lock);
+            return finish_alloc(l, size, kind, zero, false);
+        }
+    }
     l = meta_alloc(sizeof *l);
     if (!l) { errno = ENOMEM; return NULL; }
     if (!map_block(l, pages, align, guard)) {
@@ -265,7 +310,7 @@ int large_free(void *p, size_t sized, int kind, const char *where) {
             evict = old;
         }
         l = NULL;
-    } else if (l->usable <= max / 4 && mh_opt.decay_ms > 0) {
+    } else if (l->usable <= max && mh_opt.decay_ms > 0) {
         /* Hardened: a cached block is inaccessible until reused, so a stale
          * access faults and is reported instead of reading recycled data. */
         if (mh_cfg.hard) os_protect_none(l_map(l), l->map_size);
@@ -336,29 +381,7 @@ void *large_realloc(void *p, size_t size, int *status) {
     size_t need = size + mh_cfg.tail;
     size_t pages = (need + MH_PAGE - 1) & ~(MH_PAGE - 1);
     if (size > MH_MAX_REQUEST || need < size) goto fail;
-    if (pages <= l->usable) {
-        if (l->usable - pages >= ((size_t)64 << 10))
-            os_purge(l_user(l) + pages, l->usable - pages); /* shrinking a lot: pages go back */
-    } else {
-        size_t g = guard ? MH_PAGE : 0;
-        uint8_t *dst = os_reserve(pages + 2 * g);
-        if (!dst) goto fail;
-        uint8_t *user = l_user(l), *map = l_map(l);
-        if (!os_remap(user, l->usable, pages, dst + g)) {
-            os_unmap(dst, pages + 2 * g);
-            goto fail;
-        }
-        /* The old pages moved; drop the old guards only (never the moved
-         * range, which another thread may map again meanwhile). */
-        if (user > map) os_unmap(map, (size_t)(user - map));
-        uint8_t *old_end = user + l->usable, *map_end = map + l->map_size;
-        if (map_end > old_end) os_unmap(old_end, (size_t)(map_end - old_end));
-        l->map_m = MANGLE(dst);
-        l->map_size = pages + 2 * g;
-        l->user_m = MANGLE(dst + g);
-        l->usable = pages;
-        l->guarded = guard;
-    }
+    if (!resize_pages(l, pages, guard, (size_t)64 << 10)) goto fail;
     uint8_t *user = l_user(l);
     track_resize(user, old_size, size, 0);
     if (mh_opt.fill_new && size > l->req) memset(user + l->req, FILL_NEW, size - l->req);
