@@ -4,6 +4,7 @@
  * pthread key destructor, which needs no allocation). A block freed by
  * another thread simply joins that thread's cache. */
 #include "internal.h"
+#include "track.h"
 
 __thread tcache_t *mh_tcache __attribute__((tls_model("initial-exec")));
 static __thread uint8_t t_exiting __attribute__((tls_model("initial-exec")));
@@ -35,6 +36,7 @@ tcache_t *tcache_get_slow(void) {
         t->bins[c].slots = store;
         store += mh_classes[c].tcache_cap;
     }
+    track_hide(t + 1, slots * sizeof(void *)); /* stale slots point at handed-out blocks */
     t->bytes = bytes;
     t->ops_left = MH_TICK_OPS;
     t->check_left = (int32_t)mh_opt.check_every;
@@ -84,6 +86,7 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
     if (!q->slots) {
         q->slots = os_map(QUARANTINE_SLOTS * sizeof(void *));
         if (!q->slots) { block_release(tagged); return; }
+        track_hide(q->slots, QUARANTINE_SLOTS * sizeof(void *));
         q->cap = QUARANTINE_SLOTS;
     }
     while (q->count && (q->count == q->cap || q->bytes + bytes > mh_cfg.quarantine)) {
@@ -120,13 +123,17 @@ static void tcache_destroy(void *arg) {
     t_exiting = 1;
     mh_tcache = NULL;
     tcache_flush_all(t);
-    if (t->q.slots) os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
+    if (t->q.slots) {
+        track_show(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
+        os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
+    }
     mh_lock(&list_lock);
     if (t->prev) t->prev->next = t->next; else all_caches = t->next;
     if (t->next) t->next->prev = t->prev;
     dead_allocs += t->allocs;
     dead_frees += t->frees;
     mh_unlock(&list_lock);
+    track_show(t + 1, t->bytes - sizeof *t);
     meta_free(t, t->bytes);
 }
 

@@ -145,6 +145,24 @@ static inline void track_unmap(void *p, size_t size) {
 #endif
 }
 
+/* Metadata that keeps raw pointers to blocks that may be live (thread-cache
+ * slot arrays and quarantine rings leave stale copies behind): memcheck's
+ * leak scan must not read it, or a leaked block turns "still reachable".
+ * The range is excluded from the scan (and from memcheck's address errors);
+ * track_show before the memory is freed or reused for something else. */
+static inline void track_hide(void *p, size_t size) {
+    (void)p; (void)size;
+#if MH_TRACK_VALGRIND
+    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_DISABLE_ADDR_ERROR_REPORTING_IN_RANGE(p, size);
+#endif
+}
+static inline void track_show(void *p, size_t size) {
+    (void)p; (void)size;
+#if MH_TRACK_VALGRIND
+    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_ENABLE_ADDR_ERROR_REPORTING_IN_RANGE(p, size);
+#endif
+}
+
 /* A miniheap was mapped / is about to be unmapped: LSan scans live blocks in
  * it for pointers (as roots) so objects referenced only from miniheap
  * blocks are not reported as leaks. */
