@@ -28,6 +28,11 @@ HEADERS := $(wildcard src/*.h) include/miniheap.h
 all: lib
 lib: $(BUILD)/libminiheap.so $(BUILD)/libminiheap.a $(BUILD)/libminiheap_prefixed.a
 
+# The entry points keep their stack frames (no sibling calls), so the stacks
+# that valgrind and the sanitizers print go through malloc, free, mh_*, new.
+$(BUILD)/obj/alloc.o $(BUILD)/obj/override.o: CFLAGS_LIB += -fno-optimize-sibling-calls
+$(BUILD)/obj/new.o: CXXFLAGS_LIB += -fno-optimize-sibling-calls
+
 $(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_LIB) -c $< -o $@
