@@ -79,6 +79,7 @@ static large_t *hash_find(const void *p) {
 }
 
 static void unmap_block(large_t *l) {
+    track_region_remove(l_map(l), l->map_size);
     track_unmap(l_map(l), l->map_size);
     os_unmap(l_map(l), l->map_size);
     atomic_fetch_add(&os_unmapped_total, l->map_size);
@@ -106,6 +107,7 @@ static bool map_block(large_t *l, size_t pages, size_t align, bool guard) {
     l->user_m = MANGLE(data);
     l->usable = pages;
     l->guarded = guard;
+    track_region_add(map, l->map_size);
     return true;
 }
 
@@ -118,11 +120,12 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, bool fre
         l->alloc_stack = stack_capture();
         l->alloc_tid = mh_thread_number();
     }
+    size_t slack = l->usable - size;
+    if (!fresh) track_open(user, l->usable); /* a cached block: inaccessible since its free */
     if (zero && !fresh) memset(user, 0, size);
     else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size);
-    size_t slack = l->usable - size;
     if (mh_cfg.tail && slack) canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
-    if (mh_cfg.tail && slack) track_noaccess(user + size, slack);
+    if (slack) track_noaccess(user + size, slack);
     track_alloc(user, size, 0, zero);
     return user;
 }
@@ -142,6 +145,8 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
             os_unmap(dst, pages + 2 * ng);
             return false;
         }
+        track_region_remove(map, l->map_size);
+        track_unmap(map, l->map_size); /* the pages moved away */
         /* The old pages moved; drop the old guards only (never the moved
          * range, which another thread may map again meanwhile). */
         if (user > map) os_unmap(map, (size_t)(user - map));
@@ -151,12 +156,16 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
         l->map_size = pages + 2 * ng;
         l->user_m = MANGLE(dst + ng);
         l->guarded = guard;
+        track_region_add(dst, l->map_size);
     } else if (l->usable - pages > keep) {
         uint8_t *end = user + pages, *map_end = map + l->map_size;
         if (g) os_protect_none(end, g); /* the new guard */
+        track_unmap(end + g, (size_t)(map_end - end - g));
         os_unmap(end + g, (size_t)(map_end - end - g));
         atomic_fetch_add(&os_unmapped_total, (size_t)(map_end - end - g));
+        track_region_remove(map, l->map_size);
         l->map_size = (size_t)(end + g - map);
+        track_region_add(map, l->map_size);
     } else {
         return true; /* a little too big: keep it, it is usable */
     }
@@ -381,9 +390,18 @@ void *large_realloc(void *p, size_t size, int *status) {
     size_t need = size + mh_cfg.tail;
     size_t pages = (need + MH_PAGE - 1) & ~(MH_PAGE - 1);
     if (size > MH_MAX_REQUEST || need < size) goto fail;
+    if (pages > l->usable && track_active()) {
+        /* memcheck and ASan do not follow a live block's pages that mremap
+         * moves: a new block and a copy instead. */
+        mh_lock(&large_lock);
+        hash_insert(l);
+        mh_unlock(&large_lock);
+        *status = LARGE_COPY;
+        return NULL;
+    }
+    track_resize(l_user(l), old_size, size, 0); /* before a shrink unmaps the tail */
     if (!resize_pages(l, pages, guard, (size_t)64 << 10)) goto fail;
     uint8_t *user = l_user(l);
-    track_resize(user, old_size, size, 0);
     if (mh_opt.fill_new && size > l->req) memset(user + l->req, FILL_NEW, size - l->req);
     l->req = size;
     size_t slack = l->usable - size;
