@@ -55,6 +55,13 @@ void mh_init_slow(void) {
             mh_opt.leak_report = 0;
             mh_config_update();
         }
+#ifdef MH_TRACK_ASAN
+        /* ASan too sees a use after free only while the block is not reused. */
+        if (!mh_opt.quarantine_mb) {
+            mh_opt.quarantine_mb = 16;
+            mh_config_update();
+        }
+#endif
         uint64_t keys[2];
         os_random(keys, sizeof keys);
         mh_secret = keys[0];
