@@ -418,7 +418,8 @@ static inline void retire_block(slab_t *s, uint32_t idx, void *p, const char *wh
         size_t len = s->bsize - s->front;
         if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
         if (unlikely(track_active())) track_open(p, len);
-        memset(p, POISON_FREE, len);
+        if (len <= 64) poison_fill(p, len); /* hardened: 32 bytes, inline */
+        else memset(p, POISON_FREE, len);
         tagged = (void *)((uintptr_t)p | TAG_POISONED);
     }
     if (unlikely(track_active())) track_free(p, n, s->front);

@@ -69,7 +69,7 @@ typedef struct mh_options {
     uint32_t mode;            /* preset: fast, hardened (default), debug */
     uint32_t canary;          /* canaries right after the requested size, exact to the byte */
     uint32_t underflow;       /* debug: a canary in front of each block */
-    uint32_t poison;          /* freed blocks: 0 no, 1 first 64 bytes, 2 whole block; checked on reuse */
+    uint32_t poison;          /* freed blocks: 0 no, 1 first 32 bytes, 2 whole block; checked on reuse */
     uint32_t fill_new;        /* fill new blocks with a pattern (uninitialised reads show up) */
     uint32_t quarantine_mb;   /* per thread: freed blocks wait this many MiB before reuse */
     uint32_t random;          /* randomised slot choice */
@@ -97,7 +97,7 @@ typedef struct mh_config {
     bool     info;            /* slabs keep per-block size and kind */
     uint32_t front;           /* bytes of front redzone */
     uint32_t tail;            /* bytes a request is grown by for its tail canary */
-    uint32_t poison_len;      /* 0, 64 or ~0 (whole block) */
+    uint32_t poison_len;      /* 0, 32 or ~0 (whole block) */
     uint32_t canary_len;      /* tail canary bytes checked */
     size_t   quarantine;      /* bytes per thread */
 } mh_config_t;
@@ -369,7 +369,7 @@ MH_INTERNAL void buf_hex(mh_buf_t *b, uintptr_t v);
  * or any ASCII byte) never matches it by chance. */
 #define POISON_FREE 0x6b   /* Linux SLUB's freed-object byte */
 #define FILL_NEW    0xbe
-#define CANARY_HARDENED 16 /* tail bytes checked in hardened mode */
+#define CANARY_HARDENED 8  /* tail bytes checked in hardened mode */
 #define CANARY_DEBUG   256 /* ... and in debug mode */
 
 static inline uint64_t canary_word(uintptr_t aligned) {
@@ -418,6 +418,14 @@ static inline size_t canary_find_bad(const uint8_t *from, size_t len) {
         if (x) return (size_t)(p - from) + (size_t)(__builtin_ctzll(x) / 8);
     }
     return SIZE_MAX;
+}
+/* len is a multiple of 16 (block sizes are). */
+static inline void poison_fill(uint8_t *p, size_t len) {
+    const uint64_t pat = 0x0101010101010101ull * POISON_FREE;
+    for (size_t i = 0; i < len; i += 16) {
+        memcpy(p + i, &pat, 8);
+        memcpy(p + i + 8, &pat, 8);
+    }
 }
 static inline size_t poison_find_bad(const uint8_t *from, size_t len) {
     const uint64_t pat = 0x0101010101010101ull * POISON_FREE;

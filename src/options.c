@@ -25,9 +25,9 @@ static const option_def_t options[] = {
     {"mode", O(mode), 0, 2, {0, 1, 2}, "fast | hardened | debug"},
     {"canary", O(canary), 0, 1, {0, 1, 1}, "canary right after the requested size"},
     {"underflow", O(underflow), 0, 1, {0, 0, 1}, "canary in front of each block"},
-    {"poison", O(poison), 0, 2, {0, 1, 2}, "poison freed blocks: 0 no, 1 first 64 bytes, 2 whole"},
+    {"poison", O(poison), 0, 2, {0, 1, 2}, "poison freed blocks: 0 no, 1 first 32 bytes, 2 whole"},
     {"fill_new", O(fill_new), 0, 1, {0, 0, 1}, "fill new blocks with 0xbe"},
-    {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 64}, "MiB of freed blocks held back per thread"},
+    {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 16}, "MiB of freed blocks held back per thread"},
     {"random", O(random), 0, 1, {0, 1, 1}, "randomised slot choice"},
     {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab"},
     {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 512}, "1 in N blocks between guard pages"},
@@ -54,7 +54,7 @@ void mh_config_update(void) {
     mh_cfg.front = mh_opt.underflow ? MH_MIN_ALIGN : 0;
     mh_cfg.tail = mh_opt.canary ? 1 : 0;
     mh_cfg.info = mh_opt.canary || mh_opt.mismatch;
-    mh_cfg.poison_len = mh_opt.poison == 2 ? ~0u : mh_opt.poison == 1 ? 64 : 0;
+    mh_cfg.poison_len = mh_opt.poison == 2 ? ~0u : mh_opt.poison == 1 ? 32 : 0;
     mh_cfg.canary_len = mh_opt.mode == MODE_DEBUG ? CANARY_DEBUG : CANARY_HARDENED;
     mh_cfg.quarantine = (size_t)mh_opt.quarantine_mb << 20;
     mh_cfg.hard = mh_cfg.info || mh_cfg.front || mh_cfg.poison_len || mh_opt.fill_new ||

@@ -70,7 +70,7 @@ static bool depot_map(void) {
     if (!b || !entries || !store) return false;
     store_cur = store;
     store_end = store + DEPOT_BYTES;
-    buckets = b;
+    __atomic_store_n(&buckets, b, __ATOMIC_RELEASE);
     return true;
 }
 
@@ -104,6 +104,16 @@ uint32_t stack_capture(void) {
     if (!n) return 0;
     uint32_t h = 2166136261u;
     for (uint32_t i = 0; i < n; i++) h = (h ^ (uint32_t)(frames[i] >> 2)) * 16777619u;
+    /* Most stacks are seen before: look them up without the lock (entries
+     * are published with a release store and never change). */
+    if (__atomic_load_n(&buckets, __ATOMIC_ACQUIRE)) {
+        uint32_t *head = &buckets[h & (DEPOT_BUCKETS - 1)];
+        for (uint32_t id = __atomic_load_n(head, __ATOMIC_ACQUIRE); id;) {
+            depot_entry_t *e = __atomic_load_n(&entries[id], __ATOMIC_ACQUIRE);
+            if (e->hash == h && e->depth == n && memcmp(e->frames, frames, n * sizeof(uintptr_t)) == 0) return id;
+            id = e->next;
+        }
+    }
     mh_lock(&depot_lock);
     if (!depot_map()) {
         mh_unlock(&depot_lock);
@@ -125,10 +135,11 @@ uint32_t stack_capture(void) {
         e->hash = h;
         e->depth = n;
         memcpy(e->frames, frames, n * sizeof(uintptr_t));
-        id = n_entries++;
-        entries[id] = e;
+        id = n_entries;
         e->next = *head;
-        *head = id;
+        __atomic_store_n(&entries[id], e, __ATOMIC_RELEASE);
+        __atomic_store_n(&n_entries, id + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(head, id, __ATOMIC_RELEASE);
     }
     mh_unlock(&depot_lock);
     return id;

@@ -97,8 +97,9 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
         bool interior = false;
         slab_t *s = slab_of(untag(old), &idx, &interior);
         q->bytes -= s ? s->bsize : 0;
+        /* Checked now: released untagged, so reuse does not check it again. */
         block_verify_poison(old, "free");
-        block_release(old);
+        block_release(untag(old));
     }
     q->slots[(q->head + q->count) % q->cap] = tagged;
     q->count++;
@@ -112,7 +113,7 @@ void quarantine_drain(tcache_t *t) {
         q->head = (q->head + 1) % q->cap;
         q->count--;
         block_verify_poison(old, "free");
-        block_release(old);
+        block_release(untag(old));
     }
     q->bytes = 0;
 }
