@@ -18,7 +18,7 @@ MH_INTERNAL void tcache_after_fork_child(void);
 /* ---- fork: hold every lock across fork() so the child finds them free ---- */
 static void fork_prepare(void) {
     mh_lock(&tick_lock);
-    for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(&mh_bins[c].lock);
+    bins_lock_all();
     mh_lock(&mh_heap_lock);
     large_lock_all();
     tcache_lock_all();
@@ -29,7 +29,7 @@ static void fork_parent(void) {
     tcache_unlock_all();
     large_unlock_all();
     mh_unlock(&mh_heap_lock);
-    for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(&mh_bins[c].lock);
+    bins_unlock_all();
     mh_unlock(&tick_lock);
 }
 static void fork_child(void) {
@@ -37,7 +37,7 @@ static void fork_child(void) {
     tcache_after_fork_child();
     large_unlock_all();
     mh_unlock(&mh_heap_lock);
-    for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(&mh_bins[c].lock);
+    bins_unlock_all();
     mh_unlock(&tick_lock);
 }
 
@@ -67,7 +67,9 @@ void mh_init_slow(void) {
         mh_secret = keys[0];
         mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
         sizeclass_init();
-        for (uint32_t c = 0; c < MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
+        for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
+        mh_narenas = os_cpu_count();
+        if (mh_narenas > MH_ARENAS) mh_narenas = MH_ARENAS;
         mh_radix = os_map_noreserve(MH_RADIX_ENTRIES * sizeof(*mh_radix));
         if (!mh_radix) mh_fatal("cannot map the miniheap radix table");
         large_init();
@@ -194,7 +196,7 @@ static inline void *take_block(tcache_t *t, uint32_t cls) {
         return tcache_refill(t, cls);
     }
     void *p;
-    return slab_alloc_batch(cls, &p, 1) == 1 ? p : NULL;
+    return slab_alloc_batch(0, cls, &p, 1) == 1 ? p : NULL;
 }
 
 /* Hand a taken block to the program: checks and bookkeeping of the modes. */

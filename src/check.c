@@ -117,19 +117,21 @@ MH_API int mh_check(void) {
     mh_ensure_init();
     check_ctx_t c;
     memset(&c, 0, sizeof c);
-    for (uint32_t k = 0; k < mh_nclasses; k++) mh_lock(&mh_bins[k].lock);
+    bins_lock_all();
     mh_lock(&mh_heap_lock);
     miniheap_foreach(check_miniheap, &c);
     mh_unlock(&mh_heap_lock);
-    for (uint32_t k = 0; k < mh_nclasses; k++) {
-        class_bins_t *b = &mh_bins[k];
+    for (uint32_t bi = 0; bi < mh_narenas * MH_MAX_CLASSES; bi++) {
+        class_bins_t *b = &mh_bins[bi];
+        uint32_t k = bi % MH_MAX_CLASSES;
         for (uint32_t q = 0; q < MH_BUCKETS; q++) {
             if (((b->nonempty >> q) & 1) != (b->bucket[q] != NULL)) fail(&c, "class bucket mask disagrees with its lists", NULL);
             for (slab_t *s = b->bucket[q]; s; s = s->next)
-                if (s->cls != k || s->bucket != q) fail(&c, "slab listed in the wrong class or bucket", slab_start(s));
+                if (s->cls != k || s->bucket != q || s->arena != bi / MH_MAX_CLASSES)
+                    fail(&c, "slab listed in the wrong arena, class or bucket", slab_start(s));
         }
     }
-    for (uint32_t k = mh_nclasses; k-- > 0;) mh_unlock(&mh_bins[k].lock);
+    bins_unlock_all();
     if (c.problem) {
         mh_report("metadata-corruption", c.where, NULL, 0, "mh_check", c.problem);
         return -1;

@@ -113,6 +113,7 @@ MH_INTERNAL extern uint64_t mh_secret;
 
 /* ---- OS layer (os.c): the only place that makes system calls ----------- */
 MH_INTERNAL void  *os_map(size_t size);                       /* RW, zeroed */
+MH_INTERNAL uint32_t os_cpu_count(void);
 MH_INTERNAL void  *os_map_aligned(size_t size, size_t align); /* RW, zeroed, aligned */
 MH_INTERNAL void  *os_reserve(size_t size);                   /* PROT_NONE, no memory */
 MH_INTERNAL void  *os_map_noreserve(size_t size);             /* RW, lazily backed tables */
@@ -183,6 +184,7 @@ typedef struct slab {
     uint32_t span;                   /* capacity * bsize */
     uint64_t magic;                  /* (off * magic) >> 40 == off / bsize */
     uint16_t cls;
+    uint8_t  arena;
     uint8_t  bucket;                 /* MH_BUCKETS when full (on no list) */
     uint8_t  units, first_unit;
     uint8_t  on_dirty;
@@ -214,13 +216,21 @@ typedef struct class_bins {
     uint64_t rng;                    /* slot randomisation */
     char pad[64];
 } class_bins_t;
-MH_INTERNAL extern class_bins_t mh_bins[MH_MAX_CLASSES];
+/* Slabs are grouped in arenas, one per CPU (up to MH_ARENAS), each with its
+ * own fullest-first bins; a thread takes new blocks from its own arena, so
+ * threads on different CPUs do not share slabs (nor their cache lines). */
+#define MH_ARENAS 8
+MH_INTERNAL extern class_bins_t mh_bins[MH_ARENAS * MH_MAX_CLASSES];
+MH_INTERNAL extern uint32_t mh_narenas;
+static inline class_bins_t *bins_of(uint32_t arena, uint32_t cls) { return &mh_bins[arena * MH_MAX_CLASSES + cls]; }
+MH_INTERNAL void bins_lock_all(void);
+MH_INTERNAL void bins_unlock_all(void);
 
 /* Batches carry tagged pointers: bit 0 set = the block is poisoned (check
  * the pattern before reuse). */
 #define TAG_POISONED ((uintptr_t)1)
 static inline void *untag(void *p) { return (void *)((uintptr_t)p & ~(uintptr_t)15); }
-MH_INTERNAL uint32_t slab_alloc_batch(uint32_t cls, void **out, uint32_t n);
+MH_INTERNAL uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n);
 MH_INTERNAL void     slab_free_batch(uint32_t cls, void **ptrs, uint32_t n);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
@@ -309,6 +319,7 @@ typedef struct tcache {
     tbin_t bins[MH_MAX_CLASSES];
     quarantine_t q;
     int32_t check_left;              /* ops until the next check_every heap check */
+    uint32_t arena;
     int32_t sample_left;             /* allocations until the next sampled one */
     struct tcache *next, *prev;      /* all caches, for stats, fork and reset */
     uint64_t allocs, frees;

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,6 +140,14 @@ void os_abort(void) {
     signal(SIGABRT, SIG_DFL);
     raise(SIGABRT);
     _exit(134);
+}
+
+uint32_t os_cpu_count(void) {
+    cpu_set_t set;
+    int saved = errno;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    errno = saved;
+    return n > 0 ? (uint32_t)n : 1;
 }
 
 long os_read_number(const char *path, long fallback) {

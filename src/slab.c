@@ -9,7 +9,17 @@
 #include "internal.h"
 #include "track.h"
 
-class_bins_t mh_bins[MH_MAX_CLASSES];
+class_bins_t mh_bins[MH_ARENAS * MH_MAX_CLASSES];
+uint32_t mh_narenas = 1;
+
+void bins_lock_all(void) {
+    for (uint32_t a = 0; a < mh_narenas; a++)
+        for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(&bins_of(a, c)->lock);
+}
+void bins_unlock_all(void) {
+    for (uint32_t a = mh_narenas; a-- > 0;)
+        for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(&bins_of(a, c)->lock);
+}
 
 /* Empty slabs a class keeps before giving them back to their miniheap. */
 #define KEEP_EMPTY 1
@@ -73,7 +83,7 @@ static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, bool in
     return b;
 }
 
-static slab_t *slab_new(uint32_t cls) {
+static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     const size_class_t *c = &mh_classes[cls];
     uint32_t nwords = (c->capacity + 63) / 64;
     bool poison = mh_cfg.poison_len != 0, info = mh_cfg.info, dbg = mh_opt.stacks;
@@ -115,6 +125,7 @@ static slab_t *slab_new(uint32_t cls) {
     s->span = capacity * c->size;
     s->magic = ((uint64_t)1 << 40) / c->size + 1;
     s->cls = (uint16_t)cls;
+    s->arena = (uint8_t)arena;
     s->units = (uint8_t)c->units;
     s->first_unit = (uint8_t)first;
     s->nwords = (uint16_t)nwords;
@@ -217,8 +228,8 @@ static slab_t *pick_slab(class_bins_t *b) {
     return b->bucket[0];
 }
 
-uint32_t slab_alloc_batch(uint32_t cls, void **out, uint32_t n) {
-    class_bins_t *b = &mh_bins[cls];
+uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n) {
+    class_bins_t *b = bins_of(arena, cls);
     uint32_t got = 0;
     mh_lock(&b->lock);
     uint64_t *rng = NULL;
@@ -230,7 +241,7 @@ uint32_t slab_alloc_batch(uint32_t cls, void **out, uint32_t n) {
     while (got < n) {
         slab_t *s = pick_slab(b);
         if (!s) {
-            s = slab_new(cls);
+            s = slab_new(arena, cls);
             if (!s) break;
         }
         got += slab_pop(s, out + got, n - got, rng);
@@ -274,23 +285,40 @@ static void release_list(class_bins_t *b, slab_t **rel, uint32_t nrel) {
     for (uint32_t i = 0; i < nrel; i++) slab_release(rel[i]);
 }
 
+/* The blocks may belong to slabs of different arenas (a thread frees what
+ * others allocated): hold one arena's lock at a time. */
 void slab_free_batch(uint32_t cls, void **ptrs, uint32_t n) {
-    class_bins_t *b = &mh_bins[cls];
+    class_bins_t *b = NULL;
     slab_t *rel[64];
     uint32_t nrel = 0;
     uint64_t now = os_now_ms();
-    mh_lock(&b->lock);
     for (uint32_t i = 0; i < n; i++) {
+        uint32_t idx;
+        bool interior = false;
+        slab_t *owner = slab_of(untag(ptrs[i]), &idx, &interior);
+        if (unlikely(!owner)) mh_fatal("metadata-corruption: a cached block has no slab");
+        class_bins_t *ob = bins_of(owner->arena, cls);
+        if (ob != b) {
+            if (b) {
+                release_list(b, rel, nrel);
+                nrel = 0;
+                mh_unlock(&b->lock);
+            }
+            b = ob;
+            mh_lock(&b->lock);
+        }
         slab_t *s = slab_put(b, ptrs[i], now);
+        b->frees++;
         if (s) {
             s->on_dirty = 2; /* marked for release */
             rel[nrel++] = s;
             if (nrel == 64) { release_list(b, rel, nrel); nrel = 0; }
         }
     }
-    b->frees += n;
-    release_list(b, rel, nrel);
-    mh_unlock(&b->lock);
+    if (b) {
+        release_list(b, rel, nrel);
+        mh_unlock(&b->lock);
+    }
 }
 
 /* Give back the pages of s that hold no block in use. */
@@ -330,8 +358,7 @@ static void purge_pages(slab_t *s) {
     }
 }
 
-void slab_purge_class(uint32_t cls, uint64_t now, bool force) {
-    class_bins_t *b = &mh_bins[cls];
+static void purge_bins(class_bins_t *b, uint64_t now, bool force) {
     if (!b->dirty) return;
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
@@ -358,11 +385,15 @@ void slab_purge_class(uint32_t cls, uint64_t now, bool force) {
     mh_unlock(&b->lock);
 }
 
+void slab_purge_class(uint32_t cls, uint64_t now, bool force) {
+    for (uint32_t a = 0; a < mh_narenas; a++) purge_bins(bins_of(a, cls), now, force);
+}
+
 /* realloc's floating: move p (live, of slab s) into a fuller slab of the same
  * class if s is sparse. Returns the new block (live, contents copied) or NULL
  * when p should stay. */
 void *slab_float(void *p, slab_t *s, size_t size) {
-    class_bins_t *b = &mh_bins[s->cls];
+    class_bins_t *b = bins_of(s->arena, s->cls);
     void *q = NULL;
     mh_lock(&b->lock);
     if ((uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity) {
@@ -398,18 +429,18 @@ static void drop_slabs(miniheap_t *mh, void *arg) {
 }
 
 void slab_reset_all(void) {
-    for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(&mh_bins[c].lock);
+    bins_lock_all();
     mh_lock(&mh_heap_lock);
     miniheap_foreach(drop_slabs, NULL);
     mh_unlock(&mh_heap_lock);
-    for (uint32_t c = 0; c < mh_nclasses; c++) {
-        class_bins_t *b = &mh_bins[c];
+    for (uint32_t i = 0; i < MH_ARENAS * MH_MAX_CLASSES; i++) {
+        class_bins_t *b = &mh_bins[i];
         memset(b->bucket, 0, sizeof b->bucket);
         b->nonempty = 0;
         b->empty_slabs = 0;
         b->dirty = NULL;
-        mh_unlock(&b->lock);
     }
+    bins_unlock_all();
 }
 
 /* Every slab, with every class lock and the miniheap lock held. */
@@ -423,9 +454,9 @@ static void foreach_mh(miniheap_t *mh, void *a) {
 }
 void slab_foreach(void (*fn)(slab_t *, void *), void *arg) {
     foreach_arg_t fa = {fn, arg};
-    for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(&mh_bins[c].lock);
+    bins_lock_all();
     mh_lock(&mh_heap_lock);
     miniheap_foreach(foreach_mh, &fa);
     mh_unlock(&mh_heap_lock);
-    for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(&mh_bins[c].lock);
+    bins_unlock_all();
 }

@@ -42,11 +42,11 @@ MH_API void mh_stats(mh_stats_t *st) {
     mh_ensure_init();
     memset(st, 0, sizeof *st);
     walk_t w = {st};
-    for (uint32_t k = 0; k < mh_nclasses; k++) mh_lock(&mh_bins[k].lock);
+    bins_lock_all();
     mh_lock(&mh_heap_lock);
     miniheap_foreach(walk_miniheap, &w);
     mh_unlock(&mh_heap_lock);
-    for (uint32_t k = mh_nclasses; k-- > 0;) mh_unlock(&mh_bins[k].lock);
+    bins_unlock_all();
     size_t lblocks, lbytes, lmapped, lcached, tcached;
     large_stats(&lblocks, &lbytes, &lmapped, &lcached);
     st->large_blocks = lblocks;

@@ -39,6 +39,8 @@ tcache_t *tcache_get_slow(void) {
     track_hide(t + 1, slots * sizeof(void *)); /* stale slots point at handed-out blocks */
     t->bytes = bytes;
     t->ops_left = MH_TICK_OPS;
+    static _Atomic uint32_t next_arena;
+    t->arena = atomic_fetch_add(&next_arena, 1) % mh_narenas;
     t->check_left = (int32_t)mh_opt.check_every;
     if (mh_opt.sample_rate) {
         uint32_t r;
@@ -57,7 +59,7 @@ tcache_t *tcache_get_slow(void) {
 
 void *tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
-    uint32_t n = slab_alloc_batch(cls, bin->slots, mh_classes[cls].batch);
+    uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, mh_classes[cls].batch);
     if (!n) return NULL;
     bin->count = n - 1;
     return bin->slots[n - 1];
