@@ -140,11 +140,21 @@ static void fault_for(mh_fault_t *f, slab_t *s, uint32_t idx, void *p) {
     }
 }
 
-static inline void count_op(tcache_t *t) {
-    if (unlikely(--t->ops_left <= 0)) {
-        t->ops_left = MH_TICK_OPS;
-        mh_tick(false);
+/* Every MH_TICK_OPS operations of a thread: when a give-back tick is due,
+ * the thread first empties its own cache, so blocks it holds do not pin
+ * pages (after a drop, the caches would otherwise keep ~1 MB resident). */
+static MH_NOINLINE void op_tick(tcache_t *t) {
+    t->ops_left = MH_TICK_OPS;
+    if (os_now_ms() < atomic_load_explicit(&next_tick_ms, memory_order_relaxed)) return;
+    if (t->last_flush_ms + mh_opt.decay_ms <= os_now_ms()) {
+        t->last_flush_ms = os_now_ms();
+        tcache_flush_all(t);
     }
+    mh_tick(false);
+}
+
+static inline void count_op(tcache_t *t) {
+    if (unlikely(--t->ops_left <= 0)) op_tick(t);
 }
 
 static void maybe_check(tcache_t *t) {

@@ -324,6 +324,7 @@ typedef struct tcache {
     struct tcache *next, *prev;      /* all caches, for stats, fork and reset */
     uint64_t allocs, frees;
     int32_t ops_left;                /* ops until the next give-back tick */
+    uint64_t last_flush_ms;          /* the cache was last emptied by a tick */
     size_t bytes;                    /* size of this struct and its slots */
 } tcache_t;
 MH_INTERNAL extern __thread tcache_t *mh_tcache;
