@@ -1,0 +1,21 @@
+/* Open allocator bug found by fuzz_ops: with canaries (mode=debug),
+ * mh_realloc(p, SIZE_MAX) of a slab block computes need = size + s->canary,
+ * which wraps to a small number, so the block "fits" in place: realloc
+ * returns p for a SIZE_MAX request, records SIZE_MAX as its size and writes
+ * the canary at p + SIZE_MAX = p - 1 (into the previous block, or, with
+ * slab_guards, onto a guard page: a spurious heap-buffer-overflow). It must
+ * return NULL with ENOMEM. Exit 0 when fixed. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "miniheap.h"
+
+int main(void) {
+    if (mh_set_options("mode=debug:slab_guards=0") != 0) return 0;
+    void *p = mh_malloc(13);
+    errno = 0;
+    void *q = mh_realloc(p, SIZE_MAX);
+    printf("realloc(13-byte block %p, SIZE_MAX) = %p, errno %d\n", p, q, errno);
+    return q != NULL || errno != ENOMEM;
+}
