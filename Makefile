@@ -11,10 +11,11 @@ BUILD   ?= build
 OPT     ?= -O2
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 CSTD    := -std=c17 -D_GNU_SOURCE
-CFLAGS_LIB := $(CSTD) $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -fno-omit-frame-pointer \
+# -gdwarf-4: valgrind 3.19 cannot read the DWARF 5 that clang 14 emits by default.
+CFLAGS_LIB := $(CSTD) $(OPT) -g -gdwarf-4 $(WARN) -fPIC -fvisibility=hidden -fno-omit-frame-pointer \
               -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
               -ftls-model=initial-exec -Iinclude -Isrc $(EXTRA_CFLAGS)
-CXXFLAGS_LIB := -std=c++17 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -fno-omit-frame-pointer -Isrc $(EXTRA_CXXFLAGS)
+CXXFLAGS_LIB := -std=c++17 $(OPT) -g -gdwarf-4 $(WARN) -fPIC -fvisibility=hidden -fno-omit-frame-pointer -Isrc $(EXTRA_CXXFLAGS)
 LDLIBS_LIB := -lpthread
 
 CORE_SRCS := src/os.c src/meta.c src/sizeclass.c src/miniheap.c src/slab.c src/large.c \
