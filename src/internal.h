@@ -249,6 +249,7 @@ typedef struct miniheap {
     struct miniheap *dirty_next;
     uint64_t free_units;             /* bit u: unit u holds no slab */
     uint64_t dirty_units;            /* free units not yet given back */
+    _Atomic uint64_t guard_units;    /* bit u: the last page of unit u is PROT_NONE */
     uint64_t dirty_ms, empty_ms;
     uint32_t used_units;
     uint8_t  on_dirty, listed;

@@ -84,6 +84,7 @@ static miniheap_t *miniheap_create(void) {
 
 static void miniheap_destroy(miniheap_t *mh) {
     list_remove(mh);
+    atomic_fetch_add(&slab_guard_budget, __builtin_popcountll(atomic_load(&mh->guard_units)));
     uint8_t *base = mh_base(mh);
     atomic_store_explicit(&mh_radix[(uintptr_t)base >> MH_SEG_SHIFT], NULL, memory_order_release);
     track_region_remove(base, MH_SEG_SIZE);

@@ -100,17 +100,31 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     uint8_t *start = mh_base(mh) + (size_t)first * MH_UNIT_SIZE;
     size_t room = (size_t)c->units * MH_UNIT_SIZE;
     /* Hardened: the slab's last page becomes a guard, while the kernel's
-     * mapping budget lasts (each guard splits a mapping in three). */
-    if (mh_opt.slab_guards && room - MH_PAGE >= c->size &&
-        atomic_fetch_sub(&slab_guard_budget, 1) > 0) {
-        if (os_protect_none(start + room - MH_PAGE, MH_PAGE)) {
+     * mapping budget lasts (each guard splits a mapping in three). Guards
+     * stay in place when a slab is released (mh->guard_units), so a new slab
+     * of the same shape over the same units costs no system call. */
+    uint32_t last = first + c->units - 1;
+    uint64_t mine = (((uint64_t)1 << c->units) - 1) << first, lastbit = (uint64_t)1 << last;
+    bool want = mh_opt.slab_guards && room - MH_PAGE >= c->size;
+    uint64_t stale = atomic_load(&mh->guard_units) & mine & ~(want ? lastbit : 0);
+    while (stale) { /* guards left inside this slab's room by an earlier slab */
+        uint32_t u = (uint32_t)__builtin_ctzll(stale);
+        stale &= stale - 1;
+        os_commit(mh_base(mh) + (size_t)(u + 1) * MH_UNIT_SIZE - MH_PAGE, MH_PAGE);
+        atomic_fetch_and(&mh->guard_units, ~((uint64_t)1 << u));
+        atomic_fetch_add(&slab_guard_budget, 1);
+    }
+    if (want) {
+        if (atomic_load(&mh->guard_units) & lastbit) {
             s->guarded = 1;
-            room -= MH_PAGE;
+        } else if (atomic_fetch_sub(&slab_guard_budget, 1) > 0 &&
+                   os_protect_none(start + room - MH_PAGE, MH_PAGE)) {
+            atomic_fetch_or(&mh->guard_units, lastbit);
+            s->guarded = 1;
         } else {
             atomic_fetch_add(&slab_guard_budget, 1);
         }
-    } else if (mh_opt.slab_guards) {
-        atomic_fetch_add(&slab_guard_budget, 1);
+        if (s->guarded) room -= MH_PAGE;
     }
     uint32_t capacity = (uint32_t)(room / c->size);
     if (capacity > c->capacity) capacity = c->capacity;
@@ -166,11 +180,7 @@ static void slab_release(slab_t *s) {
         uint64_t pages = (s->purged[u / 4] >> ((u % 4) * 16)) & 0xffff;
         if (pages != 0xffff) dirty |= (uint64_t)1 << (s->first_unit + u);
     }
-    if (s->guarded) {
-        size_t room = (size_t)s->units * MH_UNIT_SIZE;
-        os_commit(start + room - MH_PAGE, MH_PAGE);
-        atomic_fetch_add(&slab_guard_budget, 1);
-    }
+    (void)start; /* a guard page stays (see slab_new) */
     miniheap_release_units(s->mh, s->first_unit, s->units, dirty);
     meta_free(s, s->desc_bytes);
 }
@@ -417,13 +427,7 @@ static void drop_slabs(miniheap_t *mh, void *arg) {
     (void)arg;
     for (uint32_t u = 0; u < MH_UNITS; u++) {
         slab_t *s = mh->unit_slab[u];
-        if (s && s->first_unit == u) {
-            if (s->guarded) {
-                os_commit(slab_start(s) + (size_t)s->units * MH_UNIT_SIZE - MH_PAGE, MH_PAGE);
-                atomic_fetch_add(&slab_guard_budget, 1);
-            }
-            meta_free(s, s->desc_bytes);
-        }
+        if (s && s->first_unit == u) meta_free(s, s->desc_bytes);
         mh->unit_slab[u] = NULL;
     }
 }
