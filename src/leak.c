@@ -8,6 +8,7 @@
  * turn. What stays unmarked is reported. Stacks of other threads still
  * running at exit are not scanned. */
 #include "internal.h"
+#include "track.h"
 
 #include <link.h>
 
@@ -85,7 +86,7 @@ static void mark_word(leak_state_t *st, uintptr_t v) {
     st->work[st->nwork++] = lo;
 }
 
-static void scan_range(leak_state_t *st, uintptr_t lo, uintptr_t hi) {
+static MH_TRACK_NO_SANITIZE void scan_range(leak_state_t *st, uintptr_t lo, uintptr_t hi) {
     lo = (lo + 7) & ~(uintptr_t)7;
     for (uintptr_t a = lo; a + 8 <= hi; a += 8) mark_word(st, *(const uintptr_t *)a);
 }

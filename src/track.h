@@ -163,6 +163,20 @@ static inline void track_show(void *p, size_t size) {
 #endif
 }
 
+/* For code that reads memory it does not own as plain words (the leak
+ * report's scan of stacks, globals and blocks): the sanitizers must neither
+ * check those reads (stack and global redzones, poisoned blocks) nor treat
+ * the words as uninitialised. */
+#if defined(MH_TRACK_ASAN) && defined(MH_TRACK_MSAN)
+#define MH_TRACK_NO_SANITIZE __attribute__((no_sanitize_address, no_sanitize("memory")))
+#elif defined(MH_TRACK_ASAN)
+#define MH_TRACK_NO_SANITIZE __attribute__((no_sanitize_address))
+#elif defined(MH_TRACK_MSAN)
+#define MH_TRACK_NO_SANITIZE __attribute__((no_sanitize("memory")))
+#else
+#define MH_TRACK_NO_SANITIZE
+#endif
+
 /* A miniheap was mapped / is about to be unmapped: LSan scans live blocks in
  * it for pointers (as roots) so objects referenced only from miniheap
  * blocks are not reported as leaks. */
