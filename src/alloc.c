@@ -323,6 +323,12 @@ static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char
 
 static MH_COLD void report_bad_pointer(void *p, const char *where, const char *kind, bool interior) {
     mh_fault_t f = {kind, p, NULL, 0, where, NULL, 0, 0, 0, 0};
+    if (!interior && large_was_freed(p, &f)) { /* a large block freed before */
+        f.where = where;
+        if (strcmp(kind, "invalid-free") != 0) f.kind = kind;
+        mh_report_fault(&f);
+        return;
+    }
     if (interior) {
         /* Name the block the address is inside of, if any. */
         miniheap_t *mh = miniheap_of(p);
@@ -580,10 +586,8 @@ MH_API size_t mh_malloc_usable_size(const void *cp) {
         if (mh_cfg.hard) check_block(s, idx, p, "malloc_usable_size", 0, false, 0);
         return block_size(s, idx);
     }
-    if (!interior) {
-        size_t u = large_usable(p);
-        if (u) return u;
-    }
+    size_t u;
+    if (!interior && large_usable(p, &u)) return u;
     report_bad_pointer(p, "malloc_usable_size", "invalid-usable-size", interior);
     return 0;
 }
@@ -645,8 +649,8 @@ MH_API void *mh_realloc(void *p, size_t size) {
         report_bad_pointer(p, "realloc", "invalid-realloc", true);
         return NULL;
     }
-    size_t old = large_usable(p);
-    if (!old) {
+    size_t old;
+    if (!large_usable(p, &old)) {
         report_bad_pointer(p, "realloc", "invalid-realloc", false);
         return NULL;
     }

@@ -292,7 +292,7 @@ static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
 MH_INTERNAL void  *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled);
 /* 0: not a large block; 1: freed (or reported) */
 MH_INTERNAL int    large_free(void *p, size_t sized, int kind, const char *where);
-MH_INTERNAL size_t large_usable(const void *p);             /* 0: not ours */
+MH_INTERNAL bool   large_usable(const void *p, size_t *size); /* false: not ours */
 enum { LARGE_DONE, LARGE_NOT_OURS, LARGE_COPY, LARGE_FAILED };
 MH_INTERNAL void  *large_realloc(void *p, size_t size, int *status);
 MH_INTERNAL void   large_purge(uint64_t now, bool force);
@@ -303,6 +303,7 @@ MH_INTERNAL void   large_unlock_all(void);
 MH_INTERNAL int    large_check(void);
 struct mh_fault;
 MH_INTERNAL bool   large_explain(uintptr_t addr, struct mh_fault *f);
+MH_INTERNAL bool   large_was_freed(const void *p, struct mh_fault *f);
 typedef void (*large_visit_fn)(void *user, size_t size, uint32_t alloc_stack, void *arg);
 MH_INTERNAL void   large_foreach_live(large_visit_fn fn, void *arg); /* lock held inside */
 
@@ -458,6 +459,7 @@ MH_INTERNAL void     stack_init(void);
 MH_INTERNAL uint32_t stack_capture(void);            /* depot id, 0 when none */
 MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
 MH_INTERNAL void     stack_print_current(mh_buf_t *b);
+MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
 MH_INTERNAL uint32_t mh_thread_number(void);
 
 /* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */

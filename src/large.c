@@ -37,7 +37,9 @@ static size_t n_live, live_bytes, live_mapped, cached_bytes, n_cached, quar_byte
 
 static inline uint8_t *l_user(const large_t *l) { return UNMANGLE(l->user_m); }
 static inline uint8_t *l_map(const large_t *l) { return UNMANGLE(l->map_m); }
-static inline size_t l_size(const large_t *l) { return mh_cfg.info && l->req ? l->req : l->usable; }
+/* What malloc_usable_size says: the requested size when canaries guard the
+ * rest (a sampled malloc(0) has size 0), else everything up to the guard. */
+static inline size_t l_size(const large_t *l) { return mh_cfg.tail || l->sampled ? l->req : l->usable; }
 
 MH_INTERNAL void large_init(void);
 void large_init(void) {
@@ -351,12 +353,31 @@ int large_free(void *p, size_t sized, int kind, const char *where) {
     return 1;
 }
 
-size_t large_usable(const void *p) {
+bool large_usable(const void *p, size_t *size) {
     mh_lock(&large_lock);
     large_t *l = hash_find(p);
-    size_t u = l ? l_size(l) : 0;
+    if (l) *size = l_size(l);
     mh_unlock(&large_lock);
-    return u;
+    return l != NULL;
+}
+
+/* p is not a live large block: was it one, freed and still cached or in
+ * quarantine? Fills a double-free report if so. */
+bool large_was_freed(const void *p, mh_fault_t *f) {
+    bool found = false;
+    mh_lock(&large_lock);
+    large_t *lists[2] = {cache, quar_head};
+    for (int i = 0; i < 2 && !found; i++) {
+        for (large_t *l = lists[i]; l; l = l->next) {
+            if (l_user(l) != p) continue;
+            *f = (mh_fault_t){"double-free", p, p, l_size(l), NULL, "the block was already freed",
+                              l->alloc_stack, l->free_stack, l->alloc_tid, l->free_tid};
+            found = true;
+            break;
+        }
+    }
+    mh_unlock(&large_lock);
+    return found;
 }
 
 /* Resize in place when it fits, else move the pages with mremap (no copy)

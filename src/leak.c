@@ -117,6 +117,11 @@ typedef struct group { uint32_t stack; size_t blocks, bytes; } group_t;
 
 static void report(leak_state_t *st) {
     size_t total = 0, nblocks = 0;
+    /* The dynamic loader's own blocks (a thread's DTV, say) are referenced
+     * from places the scan does not see, such as glibc's cache of the stacks
+     * of exited threads: count them as reachable, as LSan does. */
+    for (size_t i = 0; i < st->n; i++)
+        if (!st->spans[i].marked && stack_top_in_module(st->spans[i].stack, "/ld-linux")) st->spans[i].marked = 1;
     for (size_t i = 0; i < st->n; i++)
         if (!st->spans[i].marked) { total += st->spans[i].hi - st->spans[i].lo; nblocks++; }
     if (!nblocks) return;

@@ -185,3 +185,12 @@ void stack_print_current(mh_buf_t *b) {
     if (!n) buf_str(b, "    (no stack: frame pointers missing)\n");
     for (uint32_t i = 0; i < n; i++) print_frame(b, i, frames[i]);
 }
+
+/* Was the stack's innermost frame in a module whose path contains needle? */
+bool stack_top_in_module(uint32_t id, const char *needle) {
+    if (!id || !buckets || id >= n_entries) return false;
+    depot_entry_t *e = entries[id];
+    Dl_info info;
+    return e->depth && dladdr((void *)(e->frames[0] - 1), &info) && info.dli_fname &&
+           strstr(info.dli_fname, needle);
+}
