@@ -175,6 +175,16 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
     return true;
 }
 
+/* Size, canary and stacks first, then the table: a heap check (or a forked
+ * child) never finds a listed block whose canary is not written yet. */
+static void *publish(large_t *l, size_t size, int kind, bool zero, bool fresh) {
+    void *p = finish_alloc(l, size, kind, zero, fresh);
+    mh_lock(&large_lock);
+    hash_insert(l);
+    mh_unlock(&large_lock);
+    return p;
+}
+
 void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) {
     if (size > MH_MAX_REQUEST) { errno = ENOMEM; return NULL; }
     size_t need = size + mh_cfg.tail;
@@ -209,10 +219,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
             !resize_pages(l, pages, guard, 7 * pages + ((size_t)1 << 20))) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
-            mh_lock(&large_lock);
-            hash_insert(l);
-            mh_unlock(&large_lock);
-            return finish_alloc(l, size, kind, zero, false);
+            return publish(l, size, kind, zero, false);
         }
     }
     l = meta_alloc(sizeof *l);
@@ -230,10 +237,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
         l->usable = used;
         l->sampled = 1;
     }
-    mh_lock(&large_lock);
-    hash_insert(l);
-    mh_unlock(&large_lock);
-    return finish_alloc(l, size, kind, zero, true); /* fresh pages are zero */
+    return publish(l, size, kind, zero, true); /* fresh pages are zero */
 }
 
 static large_t *quarantine_take_oldest(void) {

@@ -369,7 +369,7 @@ static void purge_pages(slab_t *s) {
 }
 
 static void purge_bins(class_bins_t *b, uint64_t now, bool force) {
-    if (!b->dirty) return;
+    if (!__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return; /* a hint; checked again under the lock */
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
