@@ -21,11 +21,13 @@ TEST_PLAIN    := $(TEST_DIR)/test_api_plain $(TEST_DIR)/test_threads_plain $(TES
                  $(TEST_DIR)/test_spike_plain
 TEST_BINS     := $(TEST_PREFIXED) $(TEST_PLAIN)
 
+include tests/bugs/bugs.mk
+
 .PHONY: test-unit test-bins test-bins-plain
 test-bins: $(TEST_BINS)
 test-bins-plain: $(TEST_PLAIN)
 
-test-unit: lib $(TEST_BINS)
+test-unit: lib $(TEST_BINS) $(BUGS_BINS)
 	BUILD=$(BUILD) bash tests/run.sh
 
 $(TEST_PREFIXED): $(TEST_DIR)/%: tests/%.c $(TEST_DEPS) $(BUILD)/libminiheap_prefixed.a

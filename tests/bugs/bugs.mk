@@ -1,0 +1,23 @@
+# Heap-bug programs of issue #3 (included by tests/tests.mk). They link with
+# nothing of ours: tests/t_bugs.sh runs them under LD_PRELOAD=$(BUILD)/libminiheap.so.
+# -rdynamic and frame pointers let debug-mode reports name their functions;
+# -fsized-deallocation makes clang call sized delete as g++ does (C++14 default).
+#
+#   make bugs-bins      build $(BUILD)/tests/bugs/bugs and bugs_cxx
+
+BUGS_DIR      := $(BUILD)/tests/bugs
+BUGS_FLAGS    := -O1 -g -fno-omit-frame-pointer -rdynamic -pthread $(WARN)
+BUGS_CFLAGS   := $(CSTD) -fno-builtin -Iinclude $(BUGS_FLAGS) $(EXTRA_TEST_CFLAGS)
+BUGS_CXXFLAGS := -std=c++17 -fsized-deallocation $(BUGS_FLAGS) $(EXTRA_TEST_CXXFLAGS)
+BUGS_BINS     := $(BUGS_DIR)/bugs $(BUGS_DIR)/bugs_cxx
+
+.PHONY: bugs-bins
+bugs-bins: $(BUGS_BINS)
+
+$(BUGS_DIR)/bugs: tests/bugs/bugs.c tests/bugs/bugs.mk include/miniheap.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BUGS_CFLAGS) $< -o $@ -ldl
+
+$(BUGS_DIR)/bugs_cxx: tests/bugs/bugs_cxx.cpp tests/bugs/bugs.mk
+	@mkdir -p $(dir $@)
+	$(CXX) $(BUGS_CXXFLAGS) $< -o $@
