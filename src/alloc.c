@@ -276,7 +276,7 @@ static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool
     }
     mh_tick(false);
     if (t) t->allocs++;
-    return large_alloc(size ? size : 1, align, zero, kind, false);
+    return large_alloc(size, align, zero, kind, false);
 oom:
     errno = ENOMEM;
     return NULL;
@@ -477,7 +477,7 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
         retire_block(s, idx, p, where, kind, has_size, sized, false);
         return;
     }
-    if (interior || !large_free(p, has_size ? sized : 0, kind, where)) {
+    if (interior || !large_free(p, has_size, sized, kind, where)) {
         report_bad_pointer(p, where, "invalid-free", interior);
         return;
     }

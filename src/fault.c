@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <signal.h>
+#include <ucontext.h>
 
 /* Guard pages inside miniheaps: the guard unit at the end of a miniheap and
  * the guard page at the end of a hardened slab sit right after a slab's
@@ -32,19 +33,24 @@ static bool slab_explain(uintptr_t addr, mh_fault_t *f) {
 }
 
 static void on_fault(int sig, void *info, void *uctx) {
-    (void)uctx;
     uintptr_t addr = (uintptr_t)((siginfo_t *)info)->si_addr;
     mh_fault_t f;
     if (large_explain(addr, &f) || slab_explain(addr, &f)) {
         mh_opt.abort_on_error = 1; /* the access cannot be resumed */
+#if defined(__x86_64__)
+        /* The report's stack starts at the faulting instruction. */
+        const mcontext_t *mc = &((ucontext_t *)uctx)->uc_mcontext;
+        stack_set_fault_context((uintptr_t)mc->gregs[REG_RIP], (uintptr_t)mc->gregs[REG_RBP]);
+#endif
         mh_report_fault(&f);
     }
     os_restore_fault_handler(sig);
 }
 
 void fault_init(void) {
-    if (mh_opt.sample_rate || mh_cfg.quarantine || mh_opt.slab_guards || mh_cfg.hard)
-        os_install_fault_handler(on_fault);
+    /* Always: guard pages exist in every mode, and the handler costs
+     * nothing until a fault. */
+    os_install_fault_handler(on_fault);
     /* Each slab guard splits a mapping in up to three; keep a quarter of the
      * kernel's budget for them. */
     long maps = os_read_number("/proc/sys/vm/max_map_count", 65530);

@@ -291,7 +291,7 @@ static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
 /* ---- large blocks (large.c) -------------------------------------------- */
 MH_INTERNAL void  *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled);
 /* 0: not a large block; 1: freed (or reported) */
-MH_INTERNAL int    large_free(void *p, size_t sized, int kind, const char *where);
+MH_INTERNAL int    large_free(void *p, bool has_size, size_t sized, int kind, const char *where);
 MH_INTERNAL bool   large_usable(const void *p, size_t *size); /* false: not ours */
 enum { LARGE_DONE, LARGE_NOT_OURS, LARGE_COPY, LARGE_FAILED };
 MH_INTERNAL void  *large_realloc(void *p, size_t size, int *status);
@@ -370,6 +370,7 @@ MH_INTERNAL void mh_report_fault(const mh_fault_t *f);
 MH_INTERNAL void mh_report(const char *kind, const void *addr, const void *block,
                            size_t bsize, const char *where, const char *detail);
 MH_INTERNAL void mh_fatal(const char *msg) __attribute__((noreturn));
+MH_INTERNAL void mh_report_exit(const char *kind, const char *summary);
 /* Tiny formatter used by reports and stats: appends to buf, never allocates. */
 typedef struct mh_buf { char *p; size_t len, cap; } mh_buf_t;
 MH_INTERNAL void buf_str(mh_buf_t *b, const char *s);
@@ -460,6 +461,7 @@ MH_INTERNAL uint32_t stack_capture(void);            /* depot id, 0 when none */
 MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
 MH_INTERNAL void     stack_print_current(mh_buf_t *b);
 MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
+MH_INTERNAL void     stack_set_fault_context(uintptr_t pc, uintptr_t fp);
 MH_INTERNAL uint32_t mh_thread_number(void);
 
 /* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */

@@ -188,7 +188,7 @@ static void *publish(large_t *l, size_t size, int kind, bool zero, bool fresh) {
 void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) {
     if (size > MH_MAX_REQUEST) { errno = ENOMEM; return NULL; }
     size_t need = size + mh_cfg.tail;
-    size_t pages = (need + MH_PAGE - 1) & ~(MH_PAGE - 1);
+    size_t pages = ((need ? need : 1) + MH_PAGE - 1) & ~(MH_PAGE - 1); /* size 0: one page */
     if (align < MH_PAGE) align = MH_PAGE;
     large_t *l = NULL;
     mh_lock(&large_lock);
@@ -250,7 +250,7 @@ static large_t *quarantine_take_oldest(void) {
 }
 
 /* Checks on free of a large block; false when the free must not go on. */
-static bool check_on_free(large_t *l, size_t sized, int kind, const char *where) {
+static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, const char *where) {
     uint8_t *user = l_user(l);
     mh_fault_t f = {NULL, user, user, l->req, where, NULL, l->alloc_stack, 0, l->alloc_tid, 0};
     if (mh_cfg.info && kind && l->kind && kind != l->kind) {
@@ -264,7 +264,7 @@ static bool check_on_free(large_t *l, size_t sized, int kind, const char *where)
         mh_report_fault(&f);
         return false;
     }
-    if (sized && mh_cfg.info && sized != l->req) {
+    if (has_size && mh_cfg.info && sized != l->req) {
         f.kind = "size-mismatch";
         f.detail = "the size given to the sized free differs from the size allocated";
         mh_report_fault(&f);
@@ -287,7 +287,7 @@ static bool check_on_free(large_t *l, size_t sized, int kind, const char *where)
     return true;
 }
 
-int large_free(void *p, size_t sized, int kind, const char *where) {
+int large_free(void *p, bool has_size, size_t sized, int kind, const char *where) {
     uint64_t now = os_now_ms();
     size_t max = (size_t)mh_opt.large_cache_mb << 20;
     large_t *evict = NULL;
@@ -298,7 +298,7 @@ int large_free(void *p, size_t sized, int kind, const char *where) {
         return 0;
     }
     mh_unlock(&large_lock);
-    if (mh_cfg.hard && !check_on_free(l, sized, kind, where)) {
+    if (mh_cfg.hard && !check_on_free(l, has_size, sized, kind, where)) {
         mh_lock(&large_lock);
         hash_insert(l); /* leave it allocated: the report may not abort */
         mh_unlock(&large_lock);
@@ -362,6 +362,8 @@ bool large_usable(const void *p, size_t *size) {
     large_t *l = hash_find(p);
     if (l) *size = l_size(l);
     mh_unlock(&large_lock);
+    /* Its canary is checked here too (the owner may not free it concurrently). */
+    if (l && mh_cfg.hard) check_on_free(l, false, 0, 0, "malloc_usable_size");
     return l != NULL;
 }
 
@@ -404,7 +406,7 @@ void *large_realloc(void *p, size_t size, int *status) {
     hash_remove(p);
     bool guard = n_live < GUARDED_MAX;
     mh_unlock(&large_lock);
-    if (mh_cfg.hard && !check_on_free(l, 0, 0, "realloc")) {
+    if (mh_cfg.hard && !check_on_free(l, false, 0, 0, "realloc")) {
         mh_lock(&large_lock);
         hash_insert(l);
         mh_unlock(&large_lock);

@@ -168,6 +168,7 @@ static void report(leak_state_t *st) {
     buf_str(&b, " allocations.\n");
     os_write_stderr(text, b.len);
     os_unmap(groups, nblocks * sizeof(group_t));
+    mh_report_exit("memory-leak", text);
 }
 
 static void leak_check_at_exit(void) {
@@ -188,7 +189,14 @@ static void leak_check_at_exit(void) {
     if (st.work) os_unmap(st.work, st.capwork * sizeof(uintptr_t));
 }
 
-/* Runs after main's atexit handlers and the program's destructors. */
-__attribute__((destructor(101))) static void leak_destructor(void) { leak_check_at_exit(); }
+/* Runs after main's atexit handlers and the program's destructors. The
+ * exiting thread's quarantine is checked first: a write after free to a
+ * block still waiting there would otherwise never be seen. */
+__attribute__((destructor(101))) static void leak_destructor(void) {
+    if (!atomic_load(&mh_ready)) return;
+    tcache_t *t = mh_tcache;
+    if (t && t->q.count) quarantine_drain(t);
+    leak_check_at_exit();
+}
 
 void leak_init(void) {}

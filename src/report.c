@@ -3,6 +3,9 @@
  * abort_on_error=0). Nothing here allocates. */
 #include "internal.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
 static mh_error_handler_t handler;
 static void *handler_arg;
 static mh_lock_t report_lock = MH_LOCK_INIT;
@@ -115,6 +118,20 @@ void mh_report(const char *kind, const void *addr, const void *block, size_t bsi
                const char *where, const char *detail) {
     mh_fault_t f = {kind, addr, block, bsize, where, detail, 0, 0, 0, 0};
     mh_report_fault(&f);
+}
+
+/* A report that is not about one block (the leak report at exit): the
+ * handler hears of it, or the program ends with LeakSanitizer's exit status
+ * 23. We are in exit(), before stdio is flushed: flush it first, so ending
+ * here loses none of the program's output. */
+void mh_report_exit(const char *kind, const char *summary) {
+    mh_error_t err = {kind, NULL, NULL, 0, summary};
+    if (!mh_opt.abort_on_error) {
+        if (handler) handler(&err, handler_arg);
+        return;
+    }
+    fflush(NULL);
+    _exit(23);
 }
 
 void mh_fatal(const char *msg) {

@@ -83,10 +83,8 @@ static uintptr_t stack_top(uintptr_t sp) {
     return sp;
 }
 
-static uint32_t walk(uintptr_t *frames, uint32_t max) {
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+static uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n, uint32_t max) {
     uintptr_t top = stack_top(fp);
-    uint32_t n = 0;
     while (n < max && fp && !(fp & 7) && fp + 16 <= top) {
         uintptr_t next = ((uintptr_t *)fp)[0], ret = ((uintptr_t *)fp)[1];
         if (ret < 4096 || ret >> MH_ADDR_BITS) break; /* not a code address: the chain is broken */
@@ -95,6 +93,17 @@ static uint32_t walk(uintptr_t *frames, uint32_t max) {
         fp = next;
     }
     return n;
+}
+
+static uint32_t walk(uintptr_t *frames, uint32_t max) {
+    return walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, max);
+}
+
+/* Where a fault interrupted the program: its pc first, then its frames. */
+static uintptr_t fault_pc, fault_fp;
+void stack_set_fault_context(uintptr_t pc, uintptr_t fp) {
+    fault_pc = pc;
+    fault_fp = fp;
 }
 
 uint32_t stack_capture(void) {
@@ -181,7 +190,13 @@ void stack_print(mh_buf_t *b, uint32_t id) {
 
 void stack_print_current(mh_buf_t *b) {
     uintptr_t frames[MAX_DEPTH];
-    uint32_t n = walk(frames, MAX_DEPTH);
+    uint32_t n;
+    if (fault_pc) { /* +1: print_frame looks up pc - 1, right for return addresses */
+        frames[0] = fault_pc + 1;
+        n = walk_from(fault_fp, frames, 1, MAX_DEPTH);
+    } else {
+        n = walk(frames, MAX_DEPTH);
+    }
     if (!n) buf_str(b, "    (no stack: frame pointers missing)\n");
     for (uint32_t i = 0; i < n; i++) print_frame(b, i, frames[i]);
 }
