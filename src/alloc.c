@@ -124,6 +124,11 @@ static inline bool claim(slab_t *s, uint32_t idx) {
     return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_relaxed) & bit;
 }
 
+/* Less than float_pct full: realloc floats blocks out of it. */
+static inline bool sparse(const slab_t *s) {
+    return (uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity;
+}
+
 static inline size_t block_size(slab_t *s, uint32_t idx) {
     return s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
 }
@@ -642,7 +647,19 @@ MH_API void *mh_realloc(void *p, size_t size) {
         void *q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
         if (!q) return NULL;
         memcpy(q, p, size < old ? size : old);
-        free_impl(p, "realloc", 0, false, 0);
+        if (sparse(s)) {
+            /* Floating, when the block moves anyway: a slot of a sparse slab
+             * goes straight back to it, not to the thread cache, where the
+             * next allocation would put a survivor right back there. */
+            claim(s, idx);
+            if (mh_cfg.hard) retire_block(s, idx, p, "realloc", 0, false, 0, true);
+            else {
+                if (unlikely(track_active())) track_free(p, s->bsize, 0);
+                slab_free_batch(s->cls, &p, 1);
+            }
+        } else {
+            free_impl(p, "realloc", 0, false, 0);
+        }
         return q;
     }
     if (interior) {
