@@ -43,6 +43,10 @@ PLANT_IDS := 1 2
 LF_BINS  := $(FUZZ_HARNESSES:%=$(LF_DIR)/fuzz_%)
 AFL_BINS := $(FUZZ_HARNESSES:%=$(AFL_DIR)/fuzz_%)
 PLANT_BINS := $(foreach n,$(PLANT_IDS),$(FUZZ_OUT)/planted$(n)/fuzz_ops)
+# Programs reproducing allocator bugs (fuzz/regressions/): open ones fail
+# while their bug is open, fixed ones must pass (fuzz-regress).
+FUZZ_OPEN_BINS := $(patsubst fuzz/regressions/open/%.c,$(FUZZ_OUT)/open/%,$(wildcard fuzz/regressions/open/*.c))
+FUZZ_FIXED_BINS := $(patsubst fuzz/regressions/fixed/%.c,$(FUZZ_OUT)/fixed/%,$(wildcard fuzz/regressions/fixed/*.c))
 
 .PHONY: fuzz fuzz-libfuzzer fuzz-afl fuzz-smoke fuzz-regress fuzz-planted fuzz-campaign fuzz-open fuzz-clean fuzz-deps
 fuzz: fuzz-libfuzzer fuzz-afl
@@ -93,10 +97,10 @@ $(AFL_DIR)/fuzz_%: $(AFL_DIR)/obj/fuzz/fuzz_%.o $(AFL_DIR)/obj/fuzz/afl_driver.o
 # ---- runs ------------------------------------------------------------------------
 FUZZ_RUN_ENV = FUZZ_OUT=$(FUZZ_OUT) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_HARNESSES="$(FUZZ_HARNESSES)"
 
-fuzz-regress: $(LF_BINS) $(AFL_BINS)
+fuzz-regress: $(LF_BINS) $(AFL_BINS) $(FUZZ_FIXED_BINS)
 	$(FUZZ_RUN_ENV) fuzz/run.sh replay
 
-fuzz-smoke: $(LF_BINS) $(AFL_BINS)
+fuzz-smoke: $(LF_BINS) $(AFL_BINS) $(FUZZ_FIXED_BINS)
 	$(FUZZ_RUN_ENV) fuzz/run.sh smoke
 
 fuzz-planted: $(PLANT_BINS)
@@ -107,9 +111,12 @@ FUZZ_ENGINE  ?= libfuzzer
 fuzz-campaign: $(LF_BINS) $(if $(filter afl,$(FUZZ_ENGINE)),$(AFL_BINS))
 	$(FUZZ_RUN_ENV) fuzz/run.sh campaign $(FUZZ_HARNESS) $(FUZZ_ENGINE)
 
-# Reproducers of open allocator bugs (fuzz/regressions/README.md).
-FUZZ_OPEN_BINS := $(patsubst fuzz/regressions/open/%.c,$(FUZZ_OUT)/open/%,$(wildcard fuzz/regressions/open/*.c))
+# Reproducers of allocator bugs as programs (fuzz/regressions/README.md):
+# open/ ones fail while their bug is open, fixed/ ones must pass (fuzz-regress).
 $(FUZZ_OUT)/open/%: fuzz/regressions/open/%.c $(BUILD)/libminiheap_prefixed.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O1 -g -Iinclude $< -o $@ $(BUILD)/libminiheap_prefixed.a -pthread
+$(FUZZ_OUT)/fixed/%: fuzz/regressions/fixed/%.c $(BUILD)/libminiheap_prefixed.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) -O1 -g -Iinclude $< -o $@ $(BUILD)/libminiheap_prefixed.a -pthread
 

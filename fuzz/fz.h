@@ -111,23 +111,21 @@ static inline uint8_t fz_pat(uint32_t seed, size_t i) {
  * When a bug is fixed, delete its workaround (grep the enum name). */
 enum fz_known {
     FZ_KNOWN_TRIM_KEEPS_EMPTY_SLABS,   /* mh_trim skips empty slabs of a class with no dirty slab */
-    FZ_KNOWN_DOUBLE_FREE_AS_INVALID,   /* double free after the memory went back: invalid-free */
     FZ_KNOWN_ASAN_ZERO_BEFORE_UNPOISON,/* ASan builds: blocks are written before being unpoisoned */
-    FZ_KNOWN_SAMPLED_ZERO_SIZE,        /* sample_rate: a sampled malloc(0) is not a valid block */
     FZ_KNOWN_REALLOC_WRAP,             /* realloc(small, ~SIZE_MAX) with canaries "fits" in place */
-    FZ_KNOWN_CHECK_RACES_LARGE_ALLOC,  /* a concurrent mh_check sees a large block before its canary */
+    FZ_KNOWN_SIZED_FREE_ZERO,          /* free_sized(large, 0) is taken as "no size": not checked */
+    FZ_KNOWN_LARGE_DOUBLE_FREE_UNMAPPED, /* double free of a large block unmapped at once: invalid-free */
     FZ_NKNOWN
 };
 bool fz_tolerate(enum fz_known k);
-/* Whether to leave out a request of n bytes from the allocation calls that
- * may be sampled, because of FZ_KNOWN_SAMPLED_ZERO_SIZE. */
-struct fz_config;
-bool fz_skip_sampled_zero(const struct fz_config *cfg, size_t n);
 
 /* Whether the allocator's ASan hooks (src/track.h) poison memory in this
  * build. Then huge blocks are not fuzzed: poisoning them writes size/8
  * bytes of shadow memory. */
 extern bool fz_asan_poisoning;
+
+/* FUZZ_VERBOSE: 1 prints the set-up, 2 also every bug committed. */
+extern int fz_verbose;
 
 /* ---- reports ----------------------------------------------------------------- */
 /* By default any report is a failure (a false alarm). fz_expect_report() arms

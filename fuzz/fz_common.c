@@ -304,10 +304,6 @@ bool fz_tolerate(enum fz_known k) {
     return !strict;
 }
 
-bool fz_skip_sampled_zero(const fz_config_t *cfg, size_t n) {
-    return n == 0 && cfg->sample_rate && fz_tolerate(FZ_KNOWN_SAMPLED_ZERO_SIZE);
-}
-
 /* ---- heap checks ---------------------------------------------------------------------- */
 void fz_check_heap(long live) {
     int rc = mh_check();
@@ -334,10 +330,13 @@ void fz_check_empty_after_trim(void) {
 }
 
 /* ---- set-up ------------------------------------------------------------------------------ */
+int fz_verbose;
+
 void fz_init(void) {
     static int done;
     if (done) return;
     done = 1;
+    fz_verbose = getenv("FUZZ_VERBOSE") ? atoi(getenv("FUZZ_VERBOSE")) : 0;
     mh_set_error_handler(on_report, NULL);
     strict = getenv("FUZZ_STRICT") && atoi(getenv("FUZZ_STRICT")) > 0;
     detect_poisoning();
@@ -349,9 +348,9 @@ void fz_init(void) {
     if (key_ok[0]) (void)mh_set_options("mode=fast");
     learn_classes();
     mh_reset();
-    if (getenv("FUZZ_VERBOSE"))
+    if (fz_verbose)
         for (size_t i = 0; i < NPROBE; i++) fprintf(stderr, "fuzz: option %s: %s\n", probe_keys[i], key_ok[i] ? "accepted" : "not known");
-    if (getenv("FUZZ_VERBOSE"))
+    if (fz_verbose)
         fprintf(stderr, "fuzz: %u class sizes; ASan poisoning by the allocator: %s\n", fz_nclass_sizes,
                 fz_asan_poisoning ? "on" : "off");
 }

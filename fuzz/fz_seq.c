@@ -161,7 +161,7 @@ static void release(seq_t *q, int i, int variant) {
 static void op_malloc(seq_t *q, int i, size_t n) {
     enum fz_expect e = fz_expect_size(n);
     if (q->s[i].p) release(q, i, 0);
-    if (over_budget(q, n, 0) || fz_skip_sampled_zero(&q->cfg, n)) return;
+    if (over_budget(q, n, 0)) return;
     errno = 0;
     void *p = mh_malloc(n);
     int err = errno;
@@ -187,7 +187,7 @@ static void op_calloc(seq_t *q, int i, fz_reader_t *r) {
     bool ovf = __builtin_mul_overflow(count, size, &total);
     enum fz_expect e = ovf ? FZ_FAILS : fz_expect_size(total);
     if (q->s[i].p) release(q, i, 0);
-    if (!ovf && (over_budget(q, total, 0) || fz_skip_sampled_zero(&q->cfg, total))) return;
+    if (!ovf && over_budget(q, total, 0)) return;
     errno = 0;
     void *p = mh_calloc(count, size);
     int err = errno;
@@ -208,7 +208,7 @@ static void op_realloc(seq_t *q, int i, size_t n, bool array, uint8_t m) {
     bool ovf = array && count > 1 && size && n / count != size;
     enum fz_expect e = ovf ? FZ_FAILS : fz_expect_size(n);
     if (!s->p) { /* realloc(NULL, n) is malloc(n) */
-        if (over_budget(q, n, 0) || fz_skip_sampled_zero(&q->cfg, n)) return;
+        if (over_budget(q, n, 0)) return;
         errno = 0;
         void *p = array ? mh_reallocarray(NULL, count, size) : mh_realloc(NULL, n);
         int err = errno;
@@ -296,7 +296,7 @@ static void op_aligned(seq_t *q, int i, int which, size_t align, size_t n) {
     if (!bad_err && want >= FZ_MUST_FAIL) e = FZ_FAILS;
     else if (!bad_err && want > ((size_t)1 << 30) && e == FZ_OK) e = FZ_MAYFAIL;
     size_t charge = how == H_PVALLOC && n <= FZ_MUST_SUCCEED ? ((n + 4095) & ~(size_t)4095) : n;
-    if (!bad_err && (over_budget(q, charge, 0) || fz_skip_sampled_zero(&q->cfg, n))) return;
+    if (!bad_err && over_budget(q, charge, 0)) return;
     void *p = (void *)0x1;
     errno = 0;
     int rc = 0;
@@ -334,7 +334,9 @@ typedef struct bug_ctx {
     bool maybe_freed;   /* size-mismatch: whether the block was freed is the allocator's choice */
 } bug_ctx_t;
 
-typedef enum { NEED_ANY, NEED_SMALL, NEED_LARGE } need_t;
+/* What block a bug needs (bits). */
+enum { NEED_ANY = 0, NEED_SMALL = 1, NEED_LARGE = 2, NEED_UNSAMPLED = 4 /* only when sample_rate=0 */ };
+typedef unsigned need_t;
 
 typedef struct bug {
     const char *name;
@@ -471,7 +473,9 @@ static bool bug_size_under(seq_t *q, int i, uint8_t v, bug_ctx_t *c) {
     c->bad = s->p;
     c->maybe_freed = true;
     fz_expect_reports(true);
-    mh_free_sized(s->p, (size_t)v % s->req);
+    size_t wrong = (size_t)v % s->req;
+    if (!wrong && fz_tolerate(FZ_KNOWN_SIZED_FREE_ZERO)) wrong = 1;
+    mh_free_sized(s->p, wrong);
     return true;
 }
 
@@ -533,45 +537,47 @@ static bool bug_uaf(seq_t *q, int i, uint8_t v, bug_ctx_t *c) {
     return true;
 }
 
-/* Defaults: what the allocator catches today (issue 4's note). Enable more
- * with -DFZ_BUG_<NAME>=1 or FUZZ_BUGS=+name; modes say where each must be
- * caught once issue 3 lands (FZ_MODE_NONE = before the mode key exists). */
+/* Defaults: every entry the allocator catches in the modes listed. An entry
+ * that it does not catch yet starts at 0 here (one-line change to turn on);
+ * -DFZ_BUG_<NAME>=0|1 or FUZZ_BUGS=+name,-name override. Modes say where
+ * each must be caught (FZ_MODE_NONE = an allocator without the mode key). */
 #ifndef FZ_BUG_DOUBLE_FREE_LARGE
-#define FZ_BUG_DOUBLE_FREE_LARGE 1   /* today reported as invalid-free: see .alias */
+#define FZ_BUG_DOUBLE_FREE_LARGE 1   /* mode=fast forgets freed large blocks: invalid-free */
 #endif
 #ifndef FZ_BUG_SIZE_MISMATCH_LARGE
-#define FZ_BUG_SIZE_MISMATCH_LARGE 0 /* large_free ignores the size today */
+#define FZ_BUG_SIZE_MISMATCH_LARGE 1
 #endif
 #ifndef FZ_BUG_SIZE_MISMATCH_UNDER
-#define FZ_BUG_SIZE_MISMATCH_UNDER 0 /* only sizes above the block are caught today */
+#define FZ_BUG_SIZE_MISMATCH_UNDER 1
 #endif
 #ifndef FZ_BUG_OVERFLOW
-#define FZ_BUG_OVERFLOW 0            /* canaries: issue 3 */
+#define FZ_BUG_OVERFLOW 1            /* canaries (issue 3) */
 #endif
 #ifndef FZ_BUG_UNDERFLOW
-#define FZ_BUG_UNDERFLOW 0
+#define FZ_BUG_UNDERFLOW 1           /* front canaries, debug mode; not before sampled blocks */
 #endif
 #ifndef FZ_BUG_USE_AFTER_FREE
-#define FZ_BUG_USE_AFTER_FREE 0      /* poisoning + quarantine: issue 3 */
+#define FZ_BUG_USE_AFTER_FREE 1      /* poisoning, checked by mh_check */
 #endif
 
 #define ALL FZ_ALL_MODES
 #define HARDENED_UP (FZ_MODE_BIT(FZ_MODE_HARDENED) | FZ_MODE_BIT(FZ_MODE_DEBUG))
 #define DEBUG_ONLY FZ_MODE_BIT(FZ_MODE_DEBUG)
+#define NOT_FAST (FZ_MODE_BIT(FZ_MODE_NONE) | HARDENED_UP) /* mode=fast: mismatch=0 */
 
 static bug_t bug_table[] = {
     /* name                    kind                   enabled                      modes        need        write  exact  commit, [alias, known bug] */
-    {"double-free",            "double-free",         1,                           ALL,         NEED_SMALL, false, true,  bug_double_free, "invalid-free", FZ_KNOWN_DOUBLE_FREE_AS_INVALID},
-    {"double-free-large",      "double-free",         FZ_BUG_DOUBLE_FREE_LARGE,    ALL,         NEED_LARGE, false, true,  bug_double_free, "invalid-free", FZ_KNOWN_DOUBLE_FREE_AS_INVALID},
+    {"double-free",            "double-free",         1,                           ALL,         NEED_SMALL, false, true,  bug_double_free, NULL, -1},
+    {"double-free-large",      "double-free",         FZ_BUG_DOUBLE_FREE_LARGE,    HARDENED_UP,         NEED_LARGE, false, true,  bug_double_free, "invalid-free", FZ_KNOWN_LARGE_DOUBLE_FREE_UNMAPPED},
     {"invalid-free-interior",  "invalid-free",        1,                           ALL,         NEED_ANY,   false, true,  bug_free_interior, NULL, -1},
     {"invalid-free-foreign",   "invalid-free",        1,                           ALL,         NEED_ANY,   false, true,  bug_free_foreign, NULL, -1},
     {"invalid-realloc",        "invalid-realloc",     1,                           ALL,         NEED_ANY,   false, true,  bug_realloc_bad, NULL, -1},
     {"invalid-usable-size",    "invalid-usable-size", 1,                           ALL,         NEED_ANY,   false, true,  bug_usable_bad, NULL, -1},
-    {"size-mismatch",          "size-mismatch",       1,                           ALL,         NEED_SMALL, false, true,  bug_size_over, NULL, -1},
-    {"size-mismatch-large",    "size-mismatch",       FZ_BUG_SIZE_MISMATCH_LARGE,  ALL,         NEED_LARGE, false, true,  bug_size_over, NULL, -1},
-    {"size-mismatch-under",    "size-mismatch",       FZ_BUG_SIZE_MISMATCH_UNDER,  ALL,         NEED_ANY,   false, true,  bug_size_under, NULL, -1},
+    {"size-mismatch",          "size-mismatch",       1,                           NOT_FAST,         NEED_SMALL, false, true,  bug_size_over, NULL, -1},
+    {"size-mismatch-large",    "size-mismatch",       FZ_BUG_SIZE_MISMATCH_LARGE,  NOT_FAST,         NEED_LARGE, false, true,  bug_size_over, NULL, -1},
+    {"size-mismatch-under",    "size-mismatch",       FZ_BUG_SIZE_MISMATCH_UNDER,  NOT_FAST,         NEED_ANY,   false, true,  bug_size_under, NULL, -1},
     {"heap-buffer-overflow",   "heap-buffer-overflow",FZ_BUG_OVERFLOW,             HARDENED_UP, NEED_ANY,   true,  false, bug_overflow, NULL, -1},
-    {"heap-buffer-underflow",  "heap-buffer-underflow",FZ_BUG_UNDERFLOW,           DEBUG_ONLY,  NEED_ANY,   true,  false, bug_underflow, NULL, -1},
+    {"heap-buffer-underflow",  "heap-buffer-underflow",FZ_BUG_UNDERFLOW,           DEBUG_ONLY,  NEED_UNSAMPLED, true, false, bug_underflow, NULL, -1},
     {"use-after-free",         "use-after-free",      FZ_BUG_USE_AFTER_FREE,       HARDENED_UP, NEED_SMALL, true,  false, bug_uaf, NULL, -1},
 };
 #define NBUGS (sizeof bug_table / sizeof bug_table[0])
@@ -596,7 +602,7 @@ void fz_bugs_configure(const char *spec) {
         if (!any) fprintf(stderr, "fuzz: FUZZ_BUGS: no bug named '%.*s'\n", (int)n, w);
         spec = end ? end + 1 : NULL;
     }
-    if (getenv("FUZZ_VERBOSE"))
+    if (fz_verbose)
         for (size_t b = 0; b < NBUGS; b++)
             fprintf(stderr, "fuzz: bug %-24s %s\n", bug_table[b].name, bug_table[b].enabled ? "on" : "off");
 }
@@ -609,7 +615,8 @@ static void op_bug(seq_t *q, int i, uint8_t id, uint8_t v, fz_reader_t *r) {
     slot_t *s = &q->s[i];
     if (!s->p) return;
     bool small = in_slab(s);
-    if ((b->need == NEED_SMALL && !small) || (b->need == NEED_LARGE && small)) return;
+    if (((b->need & NEED_SMALL) && !small) || ((b->need & NEED_LARGE) && small)) return;
+    if ((b->need & NEED_UNSAMPLED) && q->cfg.sample_rate) return;
     long live_before = q->live;
     const slot_t before = *s;
     bug_ctx_t c = {0};
@@ -628,6 +635,9 @@ static void op_bug(seq_t *q, int i, uint8_t id, uint8_t v, fz_reader_t *r) {
               q->op_index, b->name, rep[0].address, c.bad, rep[0].message);
     FZ_ASSERT(b->write || n == 1, "op %u: bug %s reported %u times", q->op_index, b->name, n);
     FZ_ASSERT(rep[0].message[0], "op %u: report without a message", q->op_index);
+    if (fz_verbose >= 2)
+        fprintf(stderr, "fuzz: op %u: bug %s committed on a %zu-byte block from %s, reported as %s\n", q->op_index,
+                b->name, before.req, how_name[before.how], rep[0].kind);
     if (b->write) { q->stop = true; return; }
     /* Rejected bugs leave the heap as it was: the checks go on. */
     if (c.maybe_freed) {

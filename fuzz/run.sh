@@ -64,6 +64,15 @@ replay() {
             fi
         fi
     done
+    # Programs reproducing allocator bugs that were fixed: each must exit 0.
+    for b in "$FUZZ_OUT"/fixed/*; do
+        [ -x "$b" ] || continue
+        if out=$(timeout 60 "$b" 2>&1); then
+            note "regression $(basename "$b"): ok"
+        else
+            fail "regression $(basename "$b") is back: $(echo "$out" | tr '\n' ' ' | cut -c1-300)"
+        fi
+    done
 }
 
 # 2. libFuzzer for SECS seconds; new inputs go to a work corpus, never into fuzz/.
@@ -172,7 +181,7 @@ open)
                 "$LF/fuzz_$h" "${LF_FLAGS[@]}" "$f" >"$WORK/open.log" 2>&1; then
                 note "FIXED (move it to fuzz/regressions/$h/): $f"
             else
-                note "still open: $f: $(grep -m1 -E 'fuzz: FAILED|ERROR: AddressSanitizer' "$WORK/open.log")"
+                note "still open: $f: $(grep -m1 -E 'fuzz: FAILED|ERROR: AddressSanitizer|runtime error' "$WORK/open.log")"
             fi
         done
     done

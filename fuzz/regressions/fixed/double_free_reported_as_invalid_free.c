@@ -1,4 +1,4 @@
-/* Open allocator bug found by fuzz_bugs: a double free (immediately after
+/* Allocator bug (fixed; kept as a regression test) found by fuzz_bugs: a double free (immediately after
  * the first free, no allocation in between) is reported as "invalid-free"
  * instead of "double-free" when the first free gave the block's memory back:
  *   - small block, thread cache off (or flushed): the slab emptied and was
@@ -6,7 +6,7 @@
  *   - large block: its mapping left the hash table (unmapped or cached).
  * Issue 3 asks for exact double-free reports "also after other allocations",
  * which needs the allocator to remember recently freed blocks.
- * Exit 0 when fixed, 1 while the bug is there. */
+ * Exit 0 when fixed, 1 if the bug is back. */
 #include <stdio.h>
 #include <string.h>
 

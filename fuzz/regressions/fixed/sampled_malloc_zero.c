@@ -1,10 +1,10 @@
-/* Open allocator bug found by fuzz_threads: with sample_rate set, a sampled
+/* Allocator bug (fixed; kept as a regression test) found by fuzz_threads: with sample_rate set, a sampled
  * malloc(0) (alloc_generic passes size 0 to large_alloc(..., sampled=true),
  * where the non-sampled path passes `size ? size : 1`) maps a block of zero
  * pages and returns the address of its trailing guard page: the pointer is
  * not a block of miniheap, so malloc_usable_size reports invalid-usable-size
  * (and free reports invalid-free); writing to it would fault.
- * Exit 0 when fixed, 1 while the bug is there. */
+ * Exit 0 when fixed, 1 if the bug is back. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
