@@ -49,7 +49,7 @@
  * the mmap call is then small next to faulting in 32 pages. */
 #define MH_SMALL_MAX     ((size_t)128 << 10)
 #define MH_MIN_ALIGN     16
-#define MH_MAX_CLASSES   64
+#define MH_MAX_CLASSES   80
 #define MH_MAX_BLOCKS    (MH_UNIT_SIZE / MH_MIN_ALIGN)          /* 4096 per slab */
 #define MH_BUCKETS       8   /* fullness buckets per class: 0 = empty, 1..7 partial */
 

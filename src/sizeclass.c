@@ -1,5 +1,5 @@
 /* Size classes: 16-byte steps up to 128 B, then four per doubling up to
- * MH_SMALL_MAX. Each class's slab spans the fewest 64 KiB units that waste
+ * MH_SMALL_MAX (eight between 512 B and 16 KiB). Each class's slab spans the fewest 64 KiB units that waste
  * less than 1/16 of the slab, and the class size is then raised to the
  * largest 16-byte multiple that still fits the same number of blocks, so
  * slabs have (almost) no tail. Powers of two stay exact, so a block of a
@@ -32,8 +32,13 @@ static void pick_slab(uint32_t want, uint32_t *size, uint32_t *units, uint32_t *
 void sizeclass_init(void) {
     uint32_t sizes[MH_MAX_CLASSES], n = 0;
     for (uint32_t s = 16; s <= 128; s += 16) sizes[n++] = s;
-    for (uint32_t p = 128; p < MH_SMALL_MAX; p *= 2)
-        for (uint32_t k = 5; k <= 8; k++) sizes[n++] = p * k / 4;
+    /* Eight classes per doubling from 512 B to 16 KiB, where most of a
+     * typical heap's bytes are (and rounding up costs whole pages), four
+     * elsewhere. */
+    for (uint32_t p = 128; p < MH_SMALL_MAX; p *= 2) {
+        uint32_t steps = p >= 512 && p < 16384 ? 8 : 4;
+        for (uint32_t k = steps + 1; k <= 2 * steps; k++) sizes[n++] = p * k / steps;
+    }
     uint32_t prev = 0;
     mh_nclasses = 0;
     for (uint32_t i = 0; i < n; i++) {
