@@ -115,6 +115,7 @@ enum fz_known {
     FZ_KNOWN_REALLOC_WRAP,             /* realloc(small, ~SIZE_MAX) with canaries "fits" in place */
     FZ_KNOWN_SIZED_FREE_ZERO,          /* free_sized(large, 0) is taken as "no size": not checked */
     FZ_KNOWN_LARGE_DOUBLE_FREE_UNMAPPED, /* double free of a large block unmapped at once: invalid-free */
+    FZ_KNOWN_CALLOC_HUGE_MEMSET,       /* calloc grows a cached mapping and zeroes all of it */
     FZ_NKNOWN
 };
 bool fz_tolerate(enum fz_known k);

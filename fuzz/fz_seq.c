@@ -188,6 +188,7 @@ static void op_calloc(seq_t *q, int i, fz_reader_t *r) {
     enum fz_expect e = ovf ? FZ_FAILS : fz_expect_size(total);
     if (q->s[i].p) release(q, i, 0);
     if (!ovf && over_budget(q, total, 0)) return;
+    if (!ovf && is_huge(total) && fz_tolerate(FZ_KNOWN_CALLOC_HUGE_MEMSET)) return;
     errno = 0;
     void *p = mh_calloc(count, size);
     int err = errno;
