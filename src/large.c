@@ -113,7 +113,9 @@ static bool map_block(large_t *l, size_t pages, size_t align, bool guard) {
     return true;
 }
 
-static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, bool fresh) {
+/* `dirty`: how many bytes from the start may hold old data (0 for a fresh
+ * mapping; a reused one grown with mremap is fresh, so zero, past it). */
+static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t dirty) {
     uint8_t *user = l_user(l);
     l->req = size;
     l->kind = (uint8_t)kind;
@@ -123,8 +125,8 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, bool fre
         l->alloc_tid = mh_thread_number();
     }
     size_t slack = l->usable - size;
-    if (!fresh) track_open(user, l->usable); /* a cached block: inaccessible since its free */
-    if (zero && !fresh) memset(user, 0, size);
+    if (dirty) track_open(user, l->usable); /* a cached block: inaccessible since its free */
+    if (zero && dirty) memset(user, 0, size < dirty ? size : dirty);
     else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size);
     if (mh_cfg.tail && slack) canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
     if (slack) track_noaccess(user + size, slack);
@@ -177,8 +179,8 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
 
 /* Size, canary and stacks first, then the table: a heap check (or a forked
  * child) never finds a listed block whose canary is not written yet. */
-static void *publish(large_t *l, size_t size, int kind, bool zero, bool fresh) {
-    void *p = finish_alloc(l, size, kind, zero, fresh);
+static void *publish(large_t *l, size_t size, int kind, bool zero, size_t dirty) {
+    void *p = finish_alloc(l, size, kind, zero, dirty);
     mh_lock(&large_lock);
     hash_insert(l);
     mh_unlock(&large_lock);
@@ -211,7 +213,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
     }
     mh_unlock(&large_lock);
     if (l) {
-        size_t g = l->guarded ? MH_PAGE : 0;
+        size_t g = l->guarded ? MH_PAGE : 0, dirty = l->usable;
         /* A reused mapping keeps up to 8 times the size asked as slack: its
          * pages are resident already, and the next request may be larger
          * (glibc keeps its heap top for the same reason). */
@@ -219,7 +221,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
             !resize_pages(l, pages, guard, 7 * pages + ((size_t)1 << 20))) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
-            return publish(l, size, kind, zero, false);
+            return publish(l, size, kind, zero, dirty);
         }
     }
     l = meta_alloc(sizeof *l);
@@ -237,7 +239,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
         l->usable = used;
         l->sampled = 1;
     }
-    return publish(l, size, kind, zero, true); /* fresh pages are zero */
+    return publish(l, size, kind, zero, 0); /* fresh pages are zero */
 }
 
 static large_t *quarantine_take_oldest(void) {
