@@ -250,9 +250,9 @@ static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
         void *p = untag(tagged);
         uint32_t idx;
         slab_t *s = slab_of_block(p, &idx);
-        set_live(s, idx);
+        if (unlikely(track_active())) track_alloc(p, s->bsize, 0, zero); /* before writing to it */
         if (zero) memset(p, 0, n);
-        if (unlikely(track_active())) track_alloc(p, s->bsize, 0, zero);
+        set_live(s, idx);
         return p;
     }
     return prepare_block(tagged, n, kind, zero);
@@ -614,6 +614,10 @@ MH_API void *mh_realloc(void *p, size_t size) {
         }
         if (mh_cfg.hard && !check_block(s, idx, p, "realloc", KIND_MALLOC, false, 0)) return NULL;
         size_t old = block_size(s, idx), room = s->bsize - s->front;
+        if (unlikely(size > MH_MAX_REQUEST)) { /* before size + canary can wrap */
+            errno = ENOMEM;
+            return NULL;
+        }
         size_t need = size + s->canary;
         if (need <= room && (need > room / 2 || s->bsize <= 2 * MH_MIN_ALIGN)) {
             /* Fits: stay, unless floating moves it to a fuller slab. */

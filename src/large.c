@@ -51,7 +51,20 @@ static size_t hash_of(const void *p) {
     return (size_t)((((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
 }
 
+/* The last large blocks given back to the kernel at their free, so that a
+ * second free of one is still reported as a double free. */
+#define GONE_SLOTS 64
+typedef struct gone { uintptr_t user_m; size_t size; uint32_t alloc_stack, free_stack, alloc_tid, free_tid; } gone_t;
+static gone_t gone[GONE_SLOTS];
+static uint32_t gone_next;
+
+static void forget_gone(uintptr_t user_m) {
+    for (uint32_t i = 0; i < GONE_SLOTS; i++)
+        if (gone[i].user_m == user_m) gone[i].user_m = 0;
+}
+
 static void hash_insert(large_t *l) {
+    forget_gone(l->user_m);
     size_t h = hash_of(l_user(l));
     l->next = table[h];
     table[h] = l;
@@ -78,6 +91,12 @@ static large_t *hash_find(const void *p) {
     for (large_t *l = table[hash_of(p)]; l; l = l->next)
         if (l_user(l) == p) return l;
     return NULL;
+}
+
+
+static void remember_gone(const large_t *l) {
+    gone_t *g = &gone[gone_next++ % GONE_SLOTS];
+    *g = (gone_t){l->user_m, l_size(l), l->alloc_stack, l->free_stack, l->alloc_tid, l->free_tid};
 }
 
 static void unmap_block(large_t *l) {
@@ -349,6 +368,7 @@ int large_free(void *p, bool has_size, size_t sized, int kind, const char *where
         }
         l = NULL;
     }
+    if (l) remember_gone(l);
     mh_unlock(&large_lock);
     if (l) unmap_block(l);
     while (evict) {
@@ -374,6 +394,13 @@ bool large_usable(const void *p, size_t *size) {
 bool large_was_freed(const void *p, mh_fault_t *f) {
     bool found = false;
     mh_lock(&large_lock);
+    for (uint32_t i = 0; i < GONE_SLOTS && !found; i++) {
+        const gone_t *g = &gone[i];
+        if (!g->user_m || UNMANGLE(g->user_m) != p) continue;
+        *f = (mh_fault_t){"double-free", p, p, g->size, NULL, "the block was already freed (and unmapped)",
+                          g->alloc_stack, g->free_stack, g->alloc_tid, g->free_tid};
+        found = true;
+    }
     large_t *lists[2] = {cache, quar_head};
     for (int i = 0; i < 2 && !found; i++) {
         for (large_t *l = lists[i]; l; l = l->next) {
@@ -576,6 +603,7 @@ void large_reset_all(void) {
     }
     while (quar_head) unmap_block(quarantine_take_oldest());
     n_live = live_bytes = live_mapped = cached_bytes = n_cached = quar_bytes = n_quar = 0;
+    memset(gone, 0, sizeof gone);
     mh_unlock(&large_lock);
 }
 

@@ -369,7 +369,9 @@ static void purge_pages(slab_t *s) {
 }
 
 static void purge_bins(class_bins_t *b, uint64_t now, bool force) {
-    if (!__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return; /* a hint; checked again under the lock */
+    /* A hint, checked again under the lock; a forced trim always looks, for
+     * empty slabs that were purged already. */
+    if (!force && !__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return;
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
