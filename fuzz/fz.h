@@ -55,7 +55,7 @@ typedef struct fz_config {
     uint32_t tcache;
     uint32_t quarantine_mb;   /* 0 unless the key exists */
     uint32_t sample_rate;     /* 0 unless the key exists */
-    bool fills_new;           /* debug mode, fill_new=1 or ASan poisoning: whole blocks get written */
+    bool fills_new;           /* debug mode, fill_new=1 or an ASan build: whole blocks get written */
     char text[256];           /* the string given to mh_set_options */
 } fz_config_t;
 
@@ -110,20 +110,18 @@ static inline uint8_t fz_pat(uint32_t seed, size_t i) {
  * which turns every workaround off. Reproducers: fuzz/regressions/open/.
  * When a bug is fixed, delete its workaround (grep the enum name). */
 enum fz_known {
-    FZ_KNOWN_TRIM_KEEPS_EMPTY_SLABS,   /* mh_trim skips empty slabs of a class with no dirty slab */
-    FZ_KNOWN_ASAN_ZERO_BEFORE_UNPOISON,/* ASan builds: blocks are written before being unpoisoned */
-    FZ_KNOWN_REALLOC_WRAP,             /* realloc(small, ~SIZE_MAX) with canaries "fits" in place */
-    FZ_KNOWN_SIZED_FREE_ZERO,          /* free_sized(large, 0) is taken as "no size": not checked */
-    FZ_KNOWN_LARGE_DOUBLE_FREE_UNMAPPED, /* double free of a large block unmapped at once: invalid-free */
-    FZ_KNOWN_CALLOC_HUGE_MEMSET,       /* calloc grows a cached mapping and zeroes all of it */
+    FZ_KNOWN_CHECK_RACES_REALLOC,      /* a concurrent mh_check misreads a block grown in place */
+    FZ_KNOWN_ASAN_STALE_POISON,        /* ASan builds: a new block can still be poisoned */
     FZ_NKNOWN
 };
 bool fz_tolerate(enum fz_known k);
 
 /* Whether the allocator's ASan hooks (src/track.h) poison memory in this
- * build. Then huge blocks are not fuzzed: poisoning them writes size/8
- * bytes of shadow memory. */
+ * run, and whether this is an ASan build at all. ASan builds fuzz no huge
+ * (may-fail) blocks: poisoning them writes size/8 bytes of shadow, and the
+ * allocator grows large blocks by copying under ASan. AFL++ builds do. */
 extern bool fz_asan_poisoning;
+extern const bool fz_asan_build;
 
 /* FUZZ_VERBOSE: 1 prints the set-up, 2 also every bug committed. */
 extern int fz_verbose;

@@ -74,7 +74,7 @@ void fz_apply_options(fz_reader_t *r, fz_config_t *cfg) {
     if (key_ok[4] && (x & 2)) appendf(cfg, ":slab_guards=1");
     if (key_ok[5] && (x & 4)) appendf(cfg, ":poison=2");
     if (key_ok[6] && (x & 8)) appendf(cfg, ":fill_new=1");
-    cfg->fills_new = cfg->mode == FZ_MODE_DEBUG || (key_ok[6] && (x & 8)) || fz_asan_poisoning;
+    cfg->fills_new = cfg->mode == FZ_MODE_DEBUG || (key_ok[6] && (x & 8)) || fz_asan_build;
     if (key_ok[7] && (x & 0x30)) appendf(cfg, ":check_every=%u", (x & 0x30) == 0x10 ? 1u : (x & 0x30) == 0x20 ? 7u : 64u);
     int rc = mh_set_options(cfg->text);
     FZ_ASSERT(rc == 0, "mh_set_options(\"%s\") = %d", cfg->text, rc);
@@ -278,14 +278,19 @@ bool fz_accessible(const void *p, size_t n) {
 #ifdef FZ_ASAN
 #include <sanitizer/asan_interface.h>
 /* Defaults for every run of an ASan harness (ASAN_OPTIONS adds to them and
- * wins). While FZ_KNOWN_ASAN_ZERO_BEFORE_UNPOISON is open, the allocator's
- * own ASan poisoning (src/track.h) is off: calloc would trip over it.
+ * wins). While FZ_KNOWN_ASAN_STALE_POISON is open, the allocator's own ASan
+ * poisoning (src/track.h) is off: a fresh block may still be poisoned.
  * ASAN_OPTIONS=allow_user_poisoning=1 (fuzz/run.sh sets it under
  * FUZZ_STRICT=1) turns it back on. */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "detect_leaks=0:allow_user_poisoning=0"; }
 #endif
 bool fz_asan_poisoning;
+#ifdef FZ_ASAN
+const bool fz_asan_build = true;
+#else
+const bool fz_asan_build = false;
+#endif
 
 static void detect_poisoning(void) {
 #ifdef FZ_ASAN
@@ -323,7 +328,6 @@ void fz_check_empty_after_trim(void) {
     mh_stats(&st);
     FZ_ASSERT(st.live_blocks == 0 && st.live_bytes == 0, "after freeing all: %zu live blocks, %zu bytes",
               st.live_blocks, st.live_bytes);
-    if (fz_tolerate(FZ_KNOWN_TRIM_KEEPS_EMPTY_SLABS)) return;
     FZ_ASSERT(st.miniheaps == 0 && st.slabs == 0 && st.mapped_bytes == 0,
               "after freeing all and mh_trim: %zu miniheaps, %zu slabs, %zu bytes still mapped",
               st.miniheaps, st.slabs, st.mapped_bytes);

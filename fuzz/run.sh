@@ -65,7 +65,8 @@ replay() {
         fi
     done
     # Programs reproducing allocator bugs that were fixed: each must exit 0.
-    for b in "$FUZZ_OUT"/fixed/*; do
+    for c in fuzz/regressions/fixed/*.c; do
+        b=$FUZZ_OUT/fixed/$(basename "$c" .c)
         [ -x "$b" ] || continue
         if out=$(timeout 60 "$b" 2>&1); then
             note "regression $(basename "$b"): ok"
@@ -177,7 +178,7 @@ open)
     for h in $FUZZ_HARNESSES; do
         for f in fuzz/regressions/open/"$h"/*; do
             [ -f "$f" ] || continue
-            if FUZZ_STRICT=1 ASAN_OPTIONS=$ASAN_OPTIONS:allow_user_poisoning=1 \
+            if FUZZ_STRICT=1 FUZZ_BUGS=all ASAN_OPTIONS=$ASAN_OPTIONS:allow_user_poisoning=1 \
                 "$LF/fuzz_$h" "${LF_FLAGS[@]}" "$f" >"$WORK/open.log" 2>&1; then
                 note "FIXED (move it to fuzz/regressions/$h/): $f"
             else
@@ -185,7 +186,8 @@ open)
             fi
         done
     done
-    for b in "$FUZZ_OUT"/open/*; do
+    for c in fuzz/regressions/open/*.c; do
+        b=$FUZZ_OUT/open/$(basename "$c" .c)
         [ -x "$b" ] || continue
         if out=$("$b" 2>&1); then note "FIXED: $b: $out"; else note "still open: $b: $(echo "$out" | tr '\n' ' ')"; fi
     done

@@ -1,4 +1,4 @@
-/* Open allocator bug found by fuzz_ops and fuzz_bugs (ASan CHECK failure in
+/* Allocator bug (fixed; kept as a regression test) found by fuzz_ops and fuzz_bugs (ASan CHECK failure in
  * memset, out-of-memory, AFL++ hangs): large_alloc reuses the cached mapping
  * closest in size and grows it with mremap to any size, then finish_alloc
  * zeroes the whole request for calloc because the block is not "fresh":

@@ -1,4 +1,4 @@
-/* Open allocator bug found by fuzz_threads (and fuzz_ops with decay_ms=0/1):
+/* Allocator bug (fixed; kept as a regression test) found by fuzz_threads (and fuzz_ops with decay_ms=0/1):
  * mh_trim(0) must give every empty slab and miniheap back, but
  * slab_purge_class() returns early when the class has no dirty slab
  * (`if (!b->dirty) return;`), before the `force` branch that releases the

@@ -1,4 +1,4 @@
-/* Open allocator bug found by fuzz_bugs: free_sized(p, 0) of a large (or
+/* Allocator bug (fixed; kept as a regression test) found by fuzz_bugs: free_sized(p, 0) of a large (or
  * sampled) block is not checked: free_impl passes `has_size ? sized : 0` to
  * large_free, which takes 0 as "no size given". A slab block in the same
  * mode is checked exactly (size-mismatch). Exit 0 when fixed. */

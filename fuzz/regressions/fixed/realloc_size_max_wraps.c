@@ -1,4 +1,4 @@
-/* Open allocator bug found by fuzz_ops: with canaries (mode=debug),
+/* Allocator bug (fixed; kept as a regression test) found by fuzz_ops: with canaries (mode=debug),
  * mh_realloc(p, SIZE_MAX) of a slab block computes need = size + s->canary,
  * which wraps to a small number, so the block "fits" in place: realloc
  * returns p for a SIZE_MAX request, records SIZE_MAX as its size and writes

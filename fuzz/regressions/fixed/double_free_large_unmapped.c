@@ -1,4 +1,4 @@
-/* Open allocator bug found by fuzz_bugs: in hardened mode a double free of a
+/* Allocator bug (fixed; kept as a regression test) found by fuzz_bugs: in hardened mode a double free of a
  * large block is reported as "double-free" while the freed mapping waits in
  * the large cache, but as "invalid-free" when the first free unmapped it at
  * once (decay_ms=0, large_cache_mb=0, or a block too big for the cache):
