@@ -522,8 +522,8 @@ static bool bug_uaf(seq_t *q, int i, uint8_t v, bug_ctx_t *c) {
     slot_t *s = &q->s[i];
     if (s->req == 0) return false;
     uint8_t *p = s->p;
-    /* Within the first 64 bytes: what hardened mode poisons (debug: all). */
-    size_t off = ((size_t)v * 131) % (s->req < 64 ? s->req : 64);
+    /* Within the first 32 bytes: what hardened mode poisons (debug: all). */
+    size_t off = ((size_t)v * 131) % (s->req < 32 ? s->req : 32);
     release(q, i, 0);
     c->freed_slot = true;
     if (!fz_accessible(p + off, 1)) return true; /* made inaccessible: a write would fault */
@@ -554,8 +554,8 @@ static bool bug_uaf(seq_t *q, int i, uint8_t v, bug_ctx_t *c) {
 #define FZ_BUG_UNDERFLOW 1           /* front canaries, debug mode; not before sampled blocks */
 #endif
 #ifndef FZ_BUG_USE_AFTER_FREE
-#define FZ_BUG_USE_AFTER_FREE 0      /* poisoning, checked by mh_check: missed again since the arenas */
-#endif                               /* (fuzz/regressions/open/bugs/use-after-free-not-reported-hardened) */
+#define FZ_BUG_USE_AFTER_FREE 1      /* poisoning (hardened: the first 32 bytes), checked by mh_check */
+#endif
 
 #define ALL FZ_ALL_MODES
 #define HARDENED_UP (FZ_MODE_BIT(FZ_MODE_HARDENED) | FZ_MODE_BIT(FZ_MODE_DEBUG))
