@@ -639,9 +639,11 @@ MH_API void *mh_realloc(void *p, size_t size) {
                  * ones first leaves the old ones intact: whichever size a
                  * concurrent heap check reads, its canaries are in place. */
                 size_t slack = room - size;
+                atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
                 track_open((uint8_t *)p + size, slack);
                 canary_fill((uint8_t *)p + size, slack < s->canary_len ? slack : s->canary_len);
                 __atomic_store_n(&s->info[idx], INFO(size, s->info[idx] >> INFO_KIND_SHIFT), __ATOMIC_RELEASE);
+                atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
                 track_noaccess((uint8_t *)p + size, slack);
                 track_resize(p, old, size, s->front);
                 if (size > old && mh_opt.fill_new) memset((uint8_t *)p + old, FILL_NEW, size - old);

@@ -45,11 +45,19 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
         uint64_t bit = (uint64_t)1 << (idx & 63);
         bool live = atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & bit;
         if (live && (s->front || s->canary)) {
-            size_t n = s->canary ? (s->info[idx] & INFO_SIZE_MASK) : room, slack = room - n;
+            uint32_t seq = atomic_load_explicit(&s->resize_seq, memory_order_acquire);
+            size_t n = s->canary ? (__atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) : room;
+            size_t slack = room - n;
             if (slack > s->canary_len) slack = s->canary_len;
             track_open(raw, s->bsize);
             size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
             size_t tbad = s->canary ? canary_find_bad(p + n, slack) : SIZE_MAX;
+            /* The owner may be resizing a block of this slab in place right
+             * now (and then writing over the old canary, legally): a bad
+             * tail canary counts only if no resize ran meanwhile. */
+            if (tbad != SIZE_MAX && ((seq & 1) || atomic_load_explicit(&s->resize_seq, memory_order_acquire) != seq ||
+                                     !(atomic_load(&s->live[idx >> 6]) & bit)))
+                tbad = SIZE_MAX;
             if (track_active()) {
                 track_noaccess(raw, s->front);
                 track_noaccess(p + n, room - n);

@@ -192,6 +192,7 @@ typedef struct slab {
     uint8_t  guarded;                /* last page is a guard */
     uint8_t  canary;                 /* blocks carry a tail canary (info holds their size) */
     uint16_t canary_len;             /* tail bytes covered (the slack, up to this) */
+    _Atomic uint32_t resize_seq;     /* odd while a block is resized in place (mh_check skips it) */
     uint16_t nwords;
     uint32_t hint;                   /* word to start looking for a free block */
     size_t   desc_bytes;
