@@ -85,11 +85,8 @@ static void slot_free(tslot_t *s, int i, bool sized) {
     s->p = NULL;
 }
 
-static bool concurrent; /* the free-running schedule is on */
-
 static void exec_op(const top_t *op) {
     if (op->code == T_CHECK) {
-        if (concurrent && fz_tolerate(FZ_KNOWN_CHECK_RACES_REALLOC)) return;
         int rc = mh_check();
         FZ_ASSERT(rc == 0, "threads: mh_check() = %d", rc);
         return;
@@ -279,10 +276,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     fz_reader_t r = {data, size};
     fz_apply_options(&r, &cfg);
-    concurrent = rd_u8(&r) & 1;
-    if (concurrent && fz_key_supported("check_every") && fz_tolerate(FZ_KNOWN_CHECK_RACES_REALLOC))
-        FZ_ASSERT(mh_set_options("check_every=0") == 0, "check_every=0 rejected"); /* the race: see fz.h */
-    if (concurrent) run_free(&r);
+    if (rd_u8(&r) & 1) run_free(&r);
     else run_lockstep(&r);
     quiescent_checks(true);
     for (int i = 0; i < TSLOTS; i++) slot_free(&slots[i], i, i & 1); /* mostly cross-thread frees */

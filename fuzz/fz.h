@@ -110,7 +110,6 @@ static inline uint8_t fz_pat(uint32_t seed, size_t i) {
  * which turns every workaround off. Reproducers: fuzz/regressions/open/.
  * When a bug is fixed, delete its workaround (grep the enum name). */
 enum fz_known {
-    FZ_KNOWN_CHECK_RACES_REALLOC,      /* a concurrent mh_check misreads a block grown in place */
     FZ_KNOWN_ASAN_STALE_POISON,        /* ASan builds: a new block can still be poisoned */
     FZ_NKNOWN
 };

@@ -17,6 +17,13 @@ void fz_fail(const char *file, int line, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "fuzz: FAILED: %s (%s:%d)\n", buf, file, line);
     fflush(stderr);
+    /* AFL++ drops the target's stderr: FUZZ_FAIL_LOG keeps the message. */
+    const char *log = getenv("FUZZ_FAIL_LOG");
+    FILE *f = log ? fopen(log, "a") : NULL;
+    if (f) {
+        fprintf(f, "fuzz: FAILED: %s (%s:%d)\n", buf, file, line);
+        fclose(f);
+    }
     abort();
 }
 

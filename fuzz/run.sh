@@ -100,7 +100,7 @@ run_afl() { # harness secs workdir
     local h=$1 secs=$2 dir=$3
     rm -rf "$dir" && mkdir -p "$dir"
     local in=$(corpus_of "$h")
-    env "${AFL_SAN_ENV[@]}" nice afl-fuzz -i "$in" -o "$dir/out" -V "$secs" -x "$DICT" -m none -t 5000 -- "$AFL/fuzz_$h" \
+    env "${AFL_SAN_ENV[@]}" FUZZ_FAIL_LOG="$PWD/$dir/failures.log" nice afl-fuzz -i "$in" -o "$dir/out" -V "$secs" -x "$DICT" -m none -t 5000 -- "$AFL/fuzz_$h" \
         >"$dir/log" 2>&1
     local rc=$? st="$dir/out/default/fuzzer_stats"
     if [ ! -f "$st" ]; then
@@ -115,6 +115,7 @@ run_afl() { # harness secs workdir
     edges=$(awk -F: '/^bitmap_cvg/ {gsub(/ /,"",$2); print $2}' "$st")
     if [ "${crashes:-1}" != 0 ] || [ $rc -ne 0 ]; then
         fail "afl/$h: $crashes saved crashes (rc $rc) in $dir/out/default/crashes/"
+        [ -s "$dir/failures.log" ] && head -5 "$dir/failures.log" >&2
         for c in "$dir"/out/default/crashes/id*; do
             [ -f "$c" ] || continue
             note "reproduce: $LF/fuzz_$h $c"
