@@ -60,7 +60,7 @@ clean:
 # The whole suite, as CI runs it. Each part is a target of its own
 # (tests/tests.mk, bench/bench.mk, fuzz/fuzz.mk, valgrind/valgrind.mk).
 TEST_PARTS := build-clang test-unit bench-smoke \
-              $(if $(wildcard fuzz/fuzz.mk),fuzz-smoke) \
+              $(if $(wildcard fuzz/fuzz.mk),fuzz-smoke fuzz-planted) \
               $(if $(wildcard valgrind/valgrind.mk),valgrind-test sanitizer-test)
 test: lib
 	@set -e; for t in $(TEST_PARTS); do \
