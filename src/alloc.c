@@ -740,6 +740,7 @@ MH_API void mh_reset(void) {
     mh_ensure_init();
     mh_lock(&tick_lock);
     tcache_reset_all();
+    tcache_drop_current();
     slab_reset_all();
     miniheap_reset_all();
     large_reset_all();

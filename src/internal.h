@@ -337,6 +337,7 @@ MH_INTERNAL void  tcache_flush_bin(tcache_t *t, uint32_t cls, uint32_t keep);
 MH_INTERNAL void  tcache_flush_all(tcache_t *t);
 MH_INTERNAL void  tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees);
 MH_INTERNAL void  tcache_reset_all(void);
+MH_INTERNAL void  tcache_drop_current(void);
 MH_INTERNAL void  tcache_lock_all(void);
 MH_INTERNAL void  tcache_unlock_all(void);
 /* Put a freed (poisoned) block in the thread's quarantine; returns a block

@@ -120,12 +120,8 @@ void quarantine_drain(tcache_t *t) {
     q->bytes = 0;
 }
 
-static void tcache_destroy(void *arg) {
-    tcache_t *t = arg;
-    quarantine_drain(t);
-    t_exiting = 1;
-    mh_tcache = NULL;
-    tcache_flush_all(t);
+/* Unlist a cache and free it (its blocks are gone already). */
+static void tcache_release(tcache_t *t) {
     if (t->q.slots) {
         track_show(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
         os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
@@ -138,6 +134,15 @@ static void tcache_destroy(void *arg) {
     mh_unlock(&list_lock);
     track_show(t + 1, t->bytes - sizeof *t);
     meta_free(t, t->bytes);
+}
+
+static void tcache_destroy(void *arg) {
+    tcache_t *t = arg;
+    quarantine_drain(t);
+    t_exiting = 1;
+    mh_tcache = NULL;
+    tcache_flush_all(t);
+    tcache_release(t);
 }
 
 void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees) {
@@ -179,4 +184,14 @@ void tcache_after_fork_child(void) {
     all_caches = me;
     if (me) me->next = me->prev = NULL;
     mh_unlock(&list_lock);
+}
+
+/* mh_reset: the calling thread starts again without a cache, so the options
+ * set next (tcache=0, say) apply to it too. */
+void tcache_drop_current(void) {
+    tcache_t *t = mh_tcache;
+    if (!t) return;
+    mh_tcache = NULL;
+    pthread_setspecific(tkey, NULL);
+    tcache_release(t);
 }
