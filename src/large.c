@@ -12,6 +12,7 @@
 
 typedef struct large {
     struct large *next;      /* hash chain, cache list or quarantine list */
+    struct large *lnext, *lprev; /* all live blocks (walks need not scan the table) */
     uintptr_t map_m;         /* whole mapping, guards included (mangled) */
     size_t map_size;
     uintptr_t user_m;        /* mangled */
@@ -32,6 +33,7 @@ typedef struct large {
 static mh_lock_t large_lock = MH_LOCK_INIT;
 static large_t **table;
 static large_t *cache;
+static large_t *live_list;
 static large_t *quar_head, *quar_tail;
 static size_t n_live, live_bytes, live_mapped, cached_bytes, n_cached, quar_bytes, n_quar;
 
@@ -68,6 +70,10 @@ static void hash_insert(large_t *l) {
     size_t h = hash_of(l_user(l));
     l->next = table[h];
     table[h] = l;
+    l->lprev = NULL;
+    l->lnext = live_list;
+    if (live_list) live_list->lprev = l;
+    live_list = l;
     n_live++;
     live_bytes += l->usable;
     live_mapped += l->map_size;
@@ -78,6 +84,8 @@ static large_t *hash_remove(const void *p) {
         if (l_user(*pp) == p) {
             large_t *l = *pp;
             *pp = l->next;
+            if (l->lprev) l->lprev->lnext = l->lnext; else live_list = l->lnext;
+            if (l->lnext) l->lnext->lprev = l->lprev;
             n_live--;
             live_bytes -= l->usable;
             live_mapped -= l->map_size;
@@ -506,8 +514,7 @@ void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) 
     mh_lock(&large_lock);
     *blocks = n_live;
     size_t b = 0; /* what malloc_usable_size says of each */
-    for (size_t h = 0; h < HASH_SIZE && n_live; h++)
-        for (large_t *l = table[h]; l; l = l->next) b += l_size(l);
+    for (large_t *l = live_list; l; l = l->lnext) b += l_size(l);
     *bytes = b;
     *mapped = live_mapped;
     *cached = cached_bytes;
@@ -518,8 +525,8 @@ void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) 
 int large_check(void) {
     if (!mh_cfg.tail) return 0;
     mh_lock(&large_lock);
-    for (size_t h = 0; h < HASH_SIZE && n_live; h++) {
-        for (large_t *l = table[h]; l; l = l->next) {
+    {
+        for (large_t *l = live_list; l; l = l->lnext) {
             size_t slack = l->usable - l->req;
             if (!slack) continue;
             uint8_t *user = l_user(l);
@@ -542,8 +549,7 @@ int large_check(void) {
 
 void large_foreach_live(large_visit_fn fn, void *arg) {
     mh_lock(&large_lock);
-    for (size_t h = 0; h < HASH_SIZE && n_live; h++)
-        for (large_t *l = table[h]; l; l = l->next) fn(l_user(l), l_size(l), l->alloc_stack, arg);
+    for (large_t *l = live_list; l; l = l->lnext) fn(l_user(l), l_size(l), l->alloc_stack, arg);
     mh_unlock(&large_lock);
 }
 
@@ -571,8 +577,8 @@ bool large_explain(uintptr_t addr, mh_fault_t *f) {
             found = true;
         }
     }
-    for (size_t h = 0; h < HASH_SIZE && !found && table && n_live; h++) {
-        for (large_t *l = table[h]; l && !found; l = l->next) {
+    {
+        for (large_t *l = live_list; l && !found; l = l->lnext) {
             uintptr_t map = (uintptr_t)l_map(l), user = (uintptr_t)l_user(l);
             if (addr < map || addr >= map + l->map_size) continue;
             bool before = addr < user;
@@ -588,13 +594,12 @@ bool large_explain(uintptr_t addr, mh_fault_t *f) {
 
 void large_reset_all(void) {
     mh_lock(&large_lock);
-    for (size_t h = 0; h < HASH_SIZE && n_live; h++) {
-        while (table[h]) {
-            large_t *l = table[h];
-            table[h] = l->next;
-            n_live--;
-            unmap_block(l);
-        }
+    while (live_list) {
+        large_t *l = live_list;
+        live_list = l->lnext;
+        table[hash_of(l_user(l))] = NULL; /* every chain empties with its blocks */
+        n_live--;
+        unmap_block(l);
     }
     while (cache) {
         large_t *l = cache;
