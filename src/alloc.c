@@ -129,21 +129,6 @@ static inline bool sparse(const slab_t *s) {
     return (uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity;
 }
 
-static inline size_t block_size(slab_t *s, uint32_t idx) {
-    return s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
-}
-
-static void fault_for(mh_fault_t *f, slab_t *s, uint32_t idx, void *p) {
-    memset(f, 0, sizeof *f);
-    f->block = p;
-    f->size = block_size(s, idx);
-    if (s->dbg) {
-        f->alloc_stack = s->dbg[idx].alloc_stack;
-        f->alloc_tid = s->dbg[idx].alloc_tid;
-        f->free_stack = s->dbg[idx].free_stack;
-        f->free_tid = s->dbg[idx].free_tid;
-    }
-}
 
 /* Every MH_TICK_OPS operations of a thread: when a give-back tick is due,
  * the thread first empties its own cache, so blocks it holds do not pin
@@ -171,7 +156,7 @@ static void maybe_check(tcache_t *t) {
 
 static MH_COLD void report_poison(slab_t *s, uint32_t idx, void *p, size_t bad, const char *where) {
     mh_fault_t f;
-    fault_for(&f, s, idx, p);
+    slab_block_fault(&f, s, idx, p);
     f.kind = "use-after-free";
     f.addr = (uint8_t *)p + bad;
     f.where = where;
@@ -312,7 +297,7 @@ void block_release(void *tagged) {
 
 static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char *where, const char *kind) {
     mh_fault_t f;
-    fault_for(&f, s, idx, p);
+    slab_block_fault(&f, s, idx, p);
     f.addr = p;
     f.where = where;
     if (s->info && s->info[idx] == 0) {
@@ -342,7 +327,7 @@ static MH_COLD void report_bad_pointer(void *p, const char *where, const char *k
         if (off < s->span) {
             uint32_t idx = slab_index(s, off);
             void *blk = slab_ustart(s) + (size_t)idx * s->bsize;
-            if (is_live(s, idx)) fault_for(&f, s, idx, blk);
+            if (is_live(s, idx)) slab_block_fault(&f, s, idx, blk);
             f.kind = kind;
             f.addr = p;
             f.where = where;
@@ -365,7 +350,7 @@ static MH_COLD void report_kind(slab_t *s, uint32_t idx, void *p, const char *wh
     buf_str(&b, ", freed with ");
     buf_str(&b, frees[kind]);
     mh_fault_t f;
-    fault_for(&f, s, idx, p);
+    slab_block_fault(&f, s, idx, p);
     f.kind = "alloc-dealloc-mismatch";
     f.addr = p;
     f.where = where;
@@ -376,7 +361,7 @@ static MH_COLD void report_kind(slab_t *s, uint32_t idx, void *p, const char *wh
 static MH_COLD void report_block(slab_t *s, uint32_t idx, void *p, const char *where, const char *kind,
                                  const void *addr, const char *detail) {
     mh_fault_t f;
-    fault_for(&f, s, idx, p);
+    slab_block_fault(&f, s, idx, p);
     f.kind = kind;
     f.addr = addr;
     f.where = where;
@@ -389,7 +374,7 @@ static MH_COLD void report_block(slab_t *s, uint32_t idx, void *p, const char *w
 static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
                                bool has_size, size_t sized) {
     uint8_t *raw = (uint8_t *)p - s->front;
-    size_t n = block_size(s, idx);
+    size_t n = slab_block_size(s, idx);
     if (s->info && kind) {
         int had = (int)(s->info[idx] >> INFO_KIND_SHIFT);
         if (unlikely(had && had != kind)) {
@@ -435,7 +420,7 @@ static inline void retire_block(slab_t *s, uint32_t idx, void *p, const char *wh
         s->dbg[idx].free_stack = stack_capture();
         s->dbg[idx].free_tid = mh_thread_number();
     }
-    size_t n = block_size(s, idx);
+    size_t n = slab_block_size(s, idx);
     void *tagged = p;
     if (s->poisoned) {
         size_t len = s->bsize - s->front;
@@ -589,7 +574,7 @@ MH_API size_t mh_malloc_usable_size(const void *cp) {
             return 0;
         }
         if (mh_cfg.hard) check_block(s, idx, p, "malloc_usable_size", 0, false, 0);
-        return block_size(s, idx);
+        return slab_block_size(s, idx);
     }
     size_t u;
     if (!interior && large_usable(p, &u)) return u;
@@ -613,7 +598,7 @@ MH_API void *mh_realloc(void *p, size_t size) {
             return NULL;
         }
         if (mh_cfg.hard && !check_block(s, idx, p, "realloc", KIND_MALLOC, false, 0)) return NULL;
-        size_t old = block_size(s, idx), room = s->bsize - s->front;
+        size_t old = slab_block_size(s, idx), room = s->bsize - s->front;
         if (unlikely(size > MH_MAX_REQUEST)) { /* before size + canary can wrap */
             errno = ENOMEM;
             return NULL;

@@ -22,18 +22,11 @@ static void fail(check_ctx_t *c, const char *problem, const void *where) {
 static void block_fault(check_ctx_t *c, slab_t *s, uint32_t idx, const char *kind, const void *addr,
                         const char *detail) {
     mh_fault_t *f = &c->block_fault;
+    slab_block_fault(f, s, idx, slab_ustart(s) + (size_t)idx * s->bsize);
     f->kind = kind;
     f->addr = addr;
-    f->block = slab_ustart(s) + (size_t)idx * s->bsize;
-    f->size = s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
     f->where = "mh_check";
     f->detail = detail;
-    if (s->dbg) {
-        f->alloc_stack = s->dbg[idx].alloc_stack;
-        f->alloc_tid = s->dbg[idx].alloc_tid;
-        f->free_stack = s->dbg[idx].free_stack;
-        f->free_tid = s->dbg[idx].free_tid;
-    }
 }
 
 /* Canaries of live blocks, poison of free poisoned ones. */

@@ -206,6 +206,10 @@ typedef struct slab {
 } slab_t;
 static inline uint8_t *slab_start(const slab_t *s) { return UNMANGLE(s->start_m); }
 static inline uint8_t *slab_ustart(const slab_t *s) { return UNMANGLE(s->ustart_m); }
+/* Size the program asked for (or the whole slot without canaries). */
+static inline size_t slab_block_size(const slab_t *s, uint32_t idx) {
+    return s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
+}
 
 typedef struct class_bins {
     mh_lock_t lock;
@@ -369,6 +373,7 @@ typedef struct mh_fault {
     uint32_t alloc_stack, free_stack, alloc_tid, free_tid;
 } mh_fault_t;
 MH_INTERNAL void mh_report_fault(const mh_fault_t *f);
+MH_INTERNAL void slab_block_fault(mh_fault_t *f, slab_t *s, uint32_t idx, void *p);
 MH_INTERNAL void mh_report(const char *kind, const void *addr, const void *block,
                            size_t bsize, const char *where, const char *detail);
 MH_INTERNAL void mh_fatal(const char *msg) __attribute__((noreturn));

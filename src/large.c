@@ -115,6 +115,27 @@ static void unmap_block(large_t *l) {
     meta_free(l, sizeof *l);
 }
 
+static void unmap_list(large_t *l) {
+    while (l) {
+        large_t *n = l->next;
+        unmap_block(l);
+        l = n;
+    }
+}
+
+/* Offset past the requested size of the first bad tail-canary byte, or
+ * SIZE_MAX (also when the block has no canary). */
+static size_t tail_canary_bad(const large_t *l) {
+    size_t slack = l->usable - l->req;
+    if (!mh_cfg.tail || !slack) return SIZE_MAX;
+    uint8_t *tail = l_user(l) + l->req;
+    size_t len = slack < MH_PAGE ? slack : MH_PAGE;
+    track_open(tail, len);
+    size_t bad = canary_find_bad(tail, len);
+    track_noaccess(tail, len);
+    return bad;
+}
+
 /* Map `pages` bytes of data aligned to `align`, with guard pages. */
 static bool map_block(large_t *l, size_t pages, size_t align, bool guard) {
     size_t g = guard ? MH_PAGE : 0;
@@ -299,19 +320,13 @@ static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, con
         mh_report_fault(&f);
         return false;
     }
-    size_t slack = l->usable - l->req;
-    if (mh_cfg.tail && slack) {
-        size_t len = slack < MH_PAGE ? slack : MH_PAGE;
-        track_open(user + l->req, len);
-        size_t bad = canary_find_bad(user + l->req, len);
-        track_noaccess(user + l->req, len);
-        if (bad != SIZE_MAX) {
-            f.kind = "heap-buffer-overflow";
-            f.addr = user + l->req + bad;
-            f.detail = "a canary after the block was overwritten";
-            mh_report_fault(&f);
-            return false;
-        }
+    size_t bad = tail_canary_bad(l);
+    if (bad != SIZE_MAX) {
+        f.kind = "heap-buffer-overflow";
+        f.addr = user + l->req + bad;
+        f.detail = "a canary after the block was overwritten";
+        mh_report_fault(&f);
+        return false;
     }
     return true;
 }
@@ -379,11 +394,7 @@ int large_free(void *p, bool has_size, size_t sized, int kind, const char *where
     if (l) remember_gone(l);
     mh_unlock(&large_lock);
     if (l) unmap_block(l);
-    while (evict) {
-        large_t *n = evict->next;
-        unmap_block(evict);
-        evict = n;
-    }
+    unmap_list(evict);
     return 1;
 }
 
@@ -503,11 +514,7 @@ void large_purge(uint64_t now, bool force) {
         }
     }
     mh_unlock(&large_lock);
-    while (evict) {
-        large_t *n = evict->next;
-        unmap_block(evict);
-        evict = n;
-    }
+    unmap_list(evict);
 }
 
 void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) {
@@ -525,23 +532,15 @@ void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) 
 int large_check(void) {
     if (!mh_cfg.tail) return 0;
     mh_lock(&large_lock);
-    {
-        for (large_t *l = live_list; l; l = l->lnext) {
-            size_t slack = l->usable - l->req;
-            if (!slack) continue;
-            uint8_t *user = l_user(l);
-            size_t len = slack < MH_PAGE ? slack : MH_PAGE;
-            track_open(user + l->req, len);
-            size_t bad = canary_find_bad(user + l->req, len);
-            track_noaccess(user + l->req, len);
-            if (bad != SIZE_MAX) {
-                mh_fault_t f = {"heap-buffer-overflow", user + l->req + bad, user, l->req, "mh_check",
-                                "a canary after the block was overwritten", l->alloc_stack, 0, l->alloc_tid, 0};
-                mh_unlock(&large_lock);
-                mh_report_fault(&f);
-                return -1;
-            }
-        }
+    for (large_t *l = live_list; l; l = l->lnext) {
+        size_t bad = tail_canary_bad(l);
+        if (bad == SIZE_MAX) continue;
+        uint8_t *user = l_user(l);
+        mh_fault_t f = {"heap-buffer-overflow", user + l->req + bad, user, l->req, "mh_check",
+                        "a canary after the block was overwritten", l->alloc_stack, 0, l->alloc_tid, 0};
+        mh_unlock(&large_lock);
+        mh_report_fault(&f);
+        return -1;
     }
     mh_unlock(&large_lock);
     return 0;

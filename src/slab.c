@@ -466,3 +466,16 @@ void slab_foreach(void (*fn)(slab_t *, void *), void *arg) {
     mh_unlock(&mh_heap_lock);
     bins_unlock_all();
 }
+
+/* The block's part of a report: its start, size and stacks. */
+void slab_block_fault(mh_fault_t *f, slab_t *s, uint32_t idx, void *p) {
+    memset(f, 0, sizeof *f);
+    f->block = p;
+    f->size = slab_block_size(s, idx);
+    if (s->dbg) {
+        f->alloc_stack = s->dbg[idx].alloc_stack;
+        f->alloc_tid = s->dbg[idx].alloc_tid;
+        f->free_stack = s->dbg[idx].free_stack;
+        f->free_tid = s->dbg[idx].free_tid;
+    }
+}

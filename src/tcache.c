@@ -81,6 +81,20 @@ void tcache_flush_all(tcache_t *t) {
 
 #define QUARANTINE_SLOTS 16384
 
+/* The oldest block leaves: checked for writes after free, then released
+ * untagged, so its reuse does not check it again. */
+static void quarantine_pop(quarantine_t *q) {
+    void *old = q->slots[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->count--;
+    uint32_t idx;
+    bool interior = false;
+    slab_t *s = slab_of(untag(old), &idx, &interior);
+    q->bytes -= s ? s->bsize : 0;
+    block_verify_poison(old, "free");
+    block_release(untag(old));
+}
+
 /* Freed blocks wait here, first in first out, bounded in bytes and count;
  * leaving, each is checked for writes after free. */
 void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
@@ -91,18 +105,7 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
         track_hide(q->slots, QUARANTINE_SLOTS * sizeof(void *));
         q->cap = QUARANTINE_SLOTS;
     }
-    while (q->count && (q->count == q->cap || q->bytes + bytes > mh_cfg.quarantine)) {
-        void *old = q->slots[q->head];
-        q->head = (q->head + 1) % q->cap;
-        q->count--;
-        uint32_t idx;
-        bool interior = false;
-        slab_t *s = slab_of(untag(old), &idx, &interior);
-        q->bytes -= s ? s->bsize : 0;
-        /* Checked now: released untagged, so reuse does not check it again. */
-        block_verify_poison(old, "free");
-        block_release(untag(old));
-    }
+    while (q->count && (q->count == q->cap || q->bytes + bytes > mh_cfg.quarantine)) quarantine_pop(q);
     q->slots[(q->head + q->count) % q->cap] = tagged;
     q->count++;
     q->bytes += bytes;
@@ -110,13 +113,7 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
 
 void quarantine_drain(tcache_t *t) {
     quarantine_t *q = &t->q;
-    while (q->count) {
-        void *old = q->slots[q->head];
-        q->head = (q->head + 1) % q->cap;
-        q->count--;
-        block_verify_poison(old, "free");
-        block_release(untag(old));
-    }
+    while (q->count) quarantine_pop(q);
     q->bytes = 0;
 }
 
