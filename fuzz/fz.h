@@ -110,7 +110,7 @@ static inline uint8_t fz_pat(uint32_t seed, size_t i) {
  * which turns every workaround off. Reproducers: fuzz/regressions/open/.
  * When a bug is fixed, delete its workaround (grep the enum name). */
 enum fz_known {
-    FZ_KNOWN_ASAN_STALE_POISON,        /* ASan builds: a new block can still be poisoned */
+    /* none open now */
     FZ_NKNOWN
 };
 bool fz_tolerate(enum fz_known k);

@@ -285,12 +285,9 @@ bool fz_accessible(const void *p, size_t n) {
 #ifdef FZ_ASAN
 #include <sanitizer/asan_interface.h>
 /* Defaults for every run of an ASan harness (ASAN_OPTIONS adds to them and
- * wins). While FZ_KNOWN_ASAN_STALE_POISON is open, the allocator's own ASan
- * poisoning (src/track.h) is off: a fresh block may still be poisoned.
- * ASAN_OPTIONS=allow_user_poisoning=1 (fuzz/run.sh sets it under
- * FUZZ_STRICT=1) turns it back on. */
+ * wins): the allocator's own poisoning (src/track.h) stays on. */
 const char *__asan_default_options(void);
-const char *__asan_default_options(void) { return "detect_leaks=0:allow_user_poisoning=0"; }
+const char *__asan_default_options(void) { return "detect_leaks=0"; }
 #endif
 bool fz_asan_poisoning;
 #ifdef FZ_ASAN

@@ -25,9 +25,7 @@ AFL=$FUZZ_OUT/afl
 WORK=$FUZZ_OUT/work
 DICT=fuzz/miniheap.dict
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=0:symbolize=1}
-# FUZZ_STRICT=1: no workarounds for open allocator bugs (fuzz/fz.h), which
-# includes letting the allocator poison memory for ASan (fz_common.c).
-[ "${FUZZ_STRICT:-0}" != 0 ] && ASAN_OPTIONS=$ASAN_OPTIONS:allow_user_poisoning=1
+# FUZZ_STRICT=1: no workarounds for open allocator bugs (fuzz/fz.h).
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # AFL++ as root, without a TTY, on a shared machine.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 \
@@ -179,7 +177,7 @@ open)
     for h in $FUZZ_HARNESSES; do
         for f in fuzz/regressions/open/"$h"/*; do
             [ -f "$f" ] || continue
-            if FUZZ_STRICT=1 FUZZ_BUGS=all ASAN_OPTIONS=$ASAN_OPTIONS:allow_user_poisoning=1 \
+            if FUZZ_STRICT=1 FUZZ_BUGS=all \
                 "$LF/fuzz_$h" "${LF_FLAGS[@]}" "$f" >"$WORK/open.log" 2>&1; then
                 note "FIXED (move it to fuzz/regressions/$h/): $f"
             else

@@ -177,8 +177,11 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
     if (zero && dirty) memset(user, 0, size < dirty ? size : dirty);
     else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size);
     if (mh_cfg.tail && slack) canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
-    if (slack) track_noaccess(user + size, slack);
-    track_alloc(user, size, 0, zero);
+    /* The tools see what malloc_usable_size promises: the request when a
+     * canary follows it, else every data page. */
+    size_t open = l_size(l);
+    if (l->usable > open) track_noaccess(user + open, l->usable - open);
+    track_alloc(user, open, 0, zero);
     return user;
 }
 
@@ -186,9 +189,14 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
  * with mremap into a fresh guarded reservation (no copy, resident pages
  * stay); shrink by unmapping the tail (its pages go back) when it is more
  * than `keep` bytes too long. */
+static size_t pages_after_resize(const large_t *l, size_t pages, size_t keep) {
+    return pages > l->usable || l->usable - pages > keep ? pages : l->usable;
+}
+
 static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
     uint8_t *user = l_user(l), *map = l_map(l);
     size_t g = l->guarded ? MH_PAGE : 0;
+    if (pages_after_resize(l, pages, keep) == l->usable) return true; /* a little too big: keep it */
     if (pages > l->usable) {
         size_t ng = guard ? MH_PAGE : 0;
         uint8_t *dst = os_reserve(pages + 2 * ng);
@@ -209,7 +217,7 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
         l->user_m = MANGLE(dst + ng);
         l->guarded = guard;
         track_region_add(dst, l->map_size);
-    } else if (l->usable - pages > keep) {
+    } else {
         uint8_t *end = user + pages, *map_end = map + l->map_size;
         if (g) os_protect_none(end, g); /* the new guard */
         track_unmap(end + g, (size_t)(map_end - end - g));
@@ -218,8 +226,6 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
         track_region_remove(map, l->map_size);
         l->map_size = (size_t)(end + g - map);
         track_region_add(map, l->map_size);
-    } else {
-        return true; /* a little too big: keep it, it is usable */
     }
     l->usable = pages;
     return true;
@@ -474,8 +480,11 @@ void *large_realloc(void *p, size_t size, int *status) {
         *status = LARGE_COPY;
         return NULL;
     }
-    track_resize(l_user(l), old_size, size, 0); /* before a shrink unmaps the tail */
-    if (!resize_pages(l, pages, guard, (size_t)64 << 10)) goto fail;
+    /* Before a shrink unmaps the tail; to what malloc_usable_size will say. */
+    const size_t keep = (size_t)64 << 10;
+    size_t new_open = mh_cfg.tail ? size : pages_after_resize(l, pages, keep);
+    track_resize(l_user(l), old_size, new_open, 0);
+    if (!resize_pages(l, pages, guard, keep)) goto fail;
     uint8_t *user = l_user(l);
     if (mh_opt.fill_new && size > l->req) memset(user + l->req, FILL_NEW, size - l->req);
     l->req = size;

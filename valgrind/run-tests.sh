@@ -382,6 +382,9 @@ m_uninit() {
 case $MODE in
 miniheap|glibc)
     run clean_api check_clean vg_clean_api
+    [ "$MODE" = miniheap ] && RUNENV=(MINIHEAP_OPTIONS=mode=fast)
+    run clean_api_fast check_clean vg_clean_api
+    RUNENV=()
     run clean_realloc check_clean_realloc vg_clean_realloc
     run clean_threads check_clean vg_clean_threads
     run leak check_leak vg_leak
@@ -409,6 +412,10 @@ miniheap|glibc)
     ;;
 asan)
     run clean_api san_clean vg_clean_api
+    # mode=fast: no tail canary, so every byte up to malloc_usable_size is open
+    RUNENV=(MINIHEAP_OPTIONS=mode=fast)
+    run clean_api_fast san_clean vg_clean_api
+    RUNENV=()
     run clean_realloc san_clean vg_clean_realloc
     run clean_threads san_clean vg_clean_threads
     run uaf_small a_read vg_bugs uaf_small
@@ -437,6 +444,10 @@ asan)
     ;;
 msan)
     run clean_api san_clean vg_clean_api
+    # mode=fast: no tail canary, so every byte up to malloc_usable_size is open
+    RUNENV=(MINIHEAP_OPTIONS=mode=fast)
+    run clean_api_fast san_clean vg_clean_api
+    RUNENV=()
     run clean_realloc san_clean vg_clean_realloc
     run clean_threads san_clean vg_clean_threads
     run uninit_small m_uninit vg_bugs uninit_small
