@@ -83,6 +83,9 @@ void fz_apply_options(fz_reader_t *r, fz_config_t *cfg) {
     if (key_ok[6] && (x & 8)) appendf(cfg, ":fill_new=1");
     cfg->fills_new = cfg->mode == FZ_MODE_DEBUG || (key_ok[6] && (x & 8)) || fz_asan_build;
     if (key_ok[7] && (x & 0x30)) appendf(cfg, ":check_every=%u", (x & 0x30) == 0x10 ? 1u : (x & 0x30) == 0x20 ? 7u : 64u);
+    /* Randomised slot choice and sampling from a fixed sequence, restarted
+     * by every input: a crash replays the same way. */
+    appendf(cfg, ":seed=%u", 1u + (x >> 6));
     int rc = mh_set_options(cfg->text);
     FZ_ASSERT(rc == 0, "mh_set_options(\"%s\") = %d", cfg->text, rc);
 }

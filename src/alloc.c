@@ -729,5 +729,6 @@ MH_API void mh_reset(void) {
     slab_reset_all();
     miniheap_reset_all();
     large_reset_all();
+    mh_random_restart();
     mh_unlock(&tick_lock);
 }

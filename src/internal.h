@@ -86,6 +86,7 @@ typedef struct mh_options {
     uint32_t float_pct;       /* realloc moves a block out of a slab less than this % full */
     uint32_t tcache;          /* per-thread caches on/off */
     uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
+    uint32_t seed;            /* 0: randomness from the kernel; N: a fixed sequence (src/random.c) */
 } mh_options_t;
 MH_INTERNAL extern mh_options_t mh_opt;
 MH_INTERNAL void mh_options_init(void);
@@ -123,6 +124,9 @@ MH_INTERNAL bool   os_protect_none(void *p, size_t size);
 MH_INTERNAL void   os_purge(void *p, size_t size);            /* give pages back; they read as 0 */
 MH_INTERNAL void  *os_remap(void *old, size_t old_size, size_t new_size, void *fixed);
 MH_INTERNAL void   os_random(void *buf, size_t n);
+/* random.c: the randomness of slot choice and sampling (option seed). */
+MH_INTERNAL void   mh_random(void *buf, size_t n);
+MH_INTERNAL void   mh_random_restart(void);
 MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
 MH_INTERNAL void   os_abort(void) __attribute__((noreturn));

@@ -42,6 +42,7 @@ static const option_def_t options[] = {
     {"float_pct", O(float_pct), 0, 100, {25, 25, 25}, "realloc moves blocks out of slabs less full than this %"},
     {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches"},
     {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)"},
+    {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence"},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -113,6 +114,7 @@ int mh_options_parse(const char *str, bool report) {
                 if (o && eq < end && parse_value(o, eq + 1, end, &v)) {
                     if (pass == 0 && is_mode) apply_preset(v);
                     if (pass == 1 && !is_mode) *o->value = v;
+                    if (pass == 1 && o->value == &mh_opt.seed) mh_random_restart();
                 } else if (pass == 1) {
                     rc = -1;
                     if (report) complain(o ? "bad value" : "unknown option", s, (size_t)(end - s));

@@ -244,7 +244,7 @@ uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n) 
     mh_lock(&b->lock);
     uint64_t *rng = NULL;
     if (mh_opt.random) {
-        if (!b->rng) os_random(&b->rng, sizeof b->rng);
+        if (!b->rng) mh_random(&b->rng, sizeof b->rng);
         b->rng |= 1;
         rng = &b->rng;
     }
@@ -445,6 +445,7 @@ void slab_reset_all(void) {
         b->nonempty = 0;
         b->empty_slabs = 0;
         b->dirty = NULL;
+        b->rng = 0; /* drawn again: with seed=N a reset run repeats its choices */
     }
     bins_unlock_all();
 }

@@ -44,7 +44,7 @@ tcache_t *tcache_get_slow(void) {
     t->check_left = (int32_t)mh_opt.check_every;
     if (mh_opt.sample_rate) {
         uint32_t r;
-        os_random(&r, sizeof r);
+        mh_random(&r, sizeof r);
         t->sample_left = (int32_t)(1 + r % (2 * mh_opt.sample_rate));
     }
     mh_lock(&list_lock);

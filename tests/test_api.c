@@ -968,6 +968,37 @@ static void test_reset(void)
     mh_stats(&s);
     CHECK(s.live_blocks == 0, "live_blocks %zu at the end", s.live_blocks);
 }
+
+/* Where 64 blocks of one class land inside their 64 KiB units, after a
+ * reset, with randomised slot choice and the given seed. */
+static void slot_offsets(const char *opts, uintptr_t *off)
+{
+    REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
+    mh_reset();
+    void *p[64];
+    for (int i = 0; i < 64; i++) {
+        p[i] = mh_malloc(48);
+        REQUIRE(p[i] != NULL, "mh_malloc(48) failed");
+        off[i] = (uintptr_t)p[i] & 0xffff;
+    }
+    for (int i = 0; i < 64; i++) mh_free(p[i]);
+}
+
+/* seed=N: the same choices after every reset; another seed, other choices. */
+static void test_seed(void)
+{
+    uintptr_t a[64], b[64], c[64];
+    slot_offsets("mode=hardened:abort_on_error=0:seed=7", a);
+    slot_offsets("mode=hardened:abort_on_error=0:seed=7", b);
+    slot_offsets("mode=hardened:abort_on_error=0:seed=8", c);
+    CHECK(memcmp(a, b, sizeof a) == 0, "seed=7 twice: different slot choices");
+    CHECK(memcmp(a, c, sizeof a) != 0, "seed=7 and seed=8: the same slot choices");
+    int in_order = 1;
+    for (int i = 1; i < 64; i++) in_order &= a[i] > a[i - 1];
+    CHECK(!in_order, "random=1 with a seed: slots handed out in address order");
+    CHECK(mh_set_options("mode=hardened:abort_on_error=0:seed=0") == 0, "seed=0 rejected");
+    mh_reset();
+}
 #endif
 
 int main(void)
@@ -994,6 +1025,7 @@ int main(void)
         {"trim", test_trim},
         {"errors", test_errors},
         {"reset", test_reset},
+        {"seed", test_seed},
 #endif
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
