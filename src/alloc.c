@@ -13,7 +13,6 @@ static _Atomic uint64_t next_tick_ms;
 
 MH_INTERNAL void tcache_init(void);
 MH_INTERNAL void large_init(void);
-MH_INTERNAL void tcache_after_fork_child(void);
 
 /* ---- fork: hold every lock across fork() so the child finds them free ---- */
 static void fork_prepare(void) {
@@ -94,6 +93,7 @@ void mh_tick(bool force) {
     else if (!mh_trylock(&tick_lock)) return;
     uint32_t step = mh_opt.decay_ms / 4;
     atomic_store_explicit(&next_tick_ms, now + (step < 10 ? 10 : step), memory_order_relaxed);
+    tcache_adopt_orphans();
     for (uint32_t c = 0; c < mh_nclasses; c++) slab_purge_class(c, now, force);
     miniheap_purge(now, force);
     large_purge(now, force);

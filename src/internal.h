@@ -348,6 +348,8 @@ MH_INTERNAL void  tcache_reset_all(void);
 MH_INTERNAL void  tcache_drop_current(void);
 MH_INTERNAL void  tcache_lock_all(void);
 MH_INTERNAL void  tcache_unlock_all(void);
+MH_INTERNAL void  tcache_after_fork_child(void);  /* the other threads' caches become orphans */
+MH_INTERNAL void  tcache_adopt_orphans(void);     /* from mh_tick: their blocks go back */
 /* Put a freed (poisoned) block in the thread's quarantine; returns a block
  * that leaves it (tagged), or NULL. */
 MH_INTERNAL void  quarantine_push(tcache_t *t, void *tagged, size_t bytes);

@@ -117,20 +117,25 @@ void quarantine_drain(tcache_t *t) {
     q->bytes = 0;
 }
 
-/* Unlist a cache and free it (its blocks are gone already). */
-static void tcache_release(tcache_t *t) {
+/* Free an unlisted cache (its blocks are gone already); list_lock held. */
+static void free_cache_locked(tcache_t *t) {
     if (t->q.slots) {
         track_show(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
         os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
     }
+    dead_allocs += t->allocs;
+    dead_frees += t->frees;
+    track_show(t + 1, t->bytes - sizeof *t);
+    meta_free(t, t->bytes);
+}
+
+/* Unlist a cache and free it (its blocks are gone already). */
+static void tcache_release(tcache_t *t) {
     mh_lock(&list_lock);
     if (t->prev) t->prev->next = t->next; else all_caches = t->next;
     if (t->next) t->next->prev = t->prev;
-    dead_allocs += t->allocs;
-    dead_frees += t->frees;
+    free_cache_locked(t);
     mh_unlock(&list_lock);
-    track_show(t + 1, t->bytes - sizeof *t);
-    meta_free(t, t->bytes);
 }
 
 static void tcache_destroy(void *arg) {
@@ -159,6 +164,12 @@ void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees) {
     *frees = f;
 }
 
+/* In a forked child only the forking thread survives. The caches of the
+ * others become orphans, handed back at the next give-back tick
+ * (tcache_adopt_orphans) rather than here, so a child that calls exec at
+ * once does not pay for it. Singly linked through next. */
+static tcache_t *orphans;
+
 /* mh_reset: the blocks the caches hold are about to be unmapped. */
 void tcache_reset_all(void) {
     mh_lock(&list_lock);
@@ -167,20 +178,46 @@ void tcache_reset_all(void) {
         t->q.count = t->q.head = 0;
         t->q.bytes = 0;
     }
+    while (orphans) {
+        tcache_t *t = orphans;
+        orphans = t->next;
+        free_cache_locked(t);
+    }
     mh_unlock(&list_lock);
 }
 
 void tcache_lock_all(void) { mh_lock(&list_lock); }
 void tcache_unlock_all(void) { mh_unlock(&list_lock); }
 
-/* In a forked child only the forking thread survives: forget the others'
- * caches (their blocks stay allocated; a bounded leak). */
-MH_INTERNAL void tcache_after_fork_child(void);
 void tcache_after_fork_child(void) {
     tcache_t *me = mh_tcache;
+    for (tcache_t *t = all_caches, *next; t; t = next) {
+        next = t->next;
+        if (t == me) continue;
+        t->next = orphans;
+        orphans = t;
+    }
     all_caches = me;
     if (me) me->next = me->prev = NULL;
     mh_unlock(&list_lock);
+}
+
+/* From mh_tick (tick_lock held): the orphans' quarantined and cached blocks
+ * go back to their slabs, so they pin no pages. */
+void tcache_adopt_orphans(void) {
+    mh_lock(&list_lock);
+    tcache_t *o = orphans;
+    orphans = NULL;
+    mh_unlock(&list_lock);
+    while (o) {
+        tcache_t *next = o->next;
+        quarantine_drain(o);
+        tcache_flush_all(o);
+        mh_lock(&list_lock);
+        free_cache_locked(o);
+        mh_unlock(&list_lock);
+        o = next;
+    }
 }
 
 /* mh_reset: the calling thread starts again without a cache, so the options

@@ -13,6 +13,9 @@
  *    allocates too, with SIGUSR1 blocked around its own calls (the usual safe
  *    pattern), so handler and thread interleave on the same thread cache.
  *    A deadlock trips alarm(), whose handler fails the test.
+ * 3. orphans (prefixed build): threads hold freed blocks in their caches
+ *    when the main thread forks; in the child those caches have no thread,
+ *    and mh_trim() must still give their slabs back.
  *
  * Built prefixed (mh_*) and plain (-DUSE_PLAIN, run under LD_PRELOAD).
  */
@@ -407,6 +410,60 @@ static void test_signals(void)
         CHECK(heap_check() == 0, "mh_check() failed after the signal test");
 }
 
+#ifndef USE_PLAIN
+#define ORPHAN_THREADS 4
+#define ORPHAN_BLOCKS 2000
+static pthread_barrier_t orphans_cached, orphans_done;
+
+static void *orphan_worker(void *arg)
+{
+    (void)arg;
+    static __thread void *p[ORPHAN_BLOCKS];
+    for (int i = 0; i < ORPHAN_BLOCKS; i++) p[i] = mh_malloc(100 + (size_t)(i % 4) * 300);
+    for (int i = 0; i < ORPHAN_BLOCKS; i++) mh_free(p[i]);
+    pthread_barrier_wait(&orphans_cached);
+    pthread_barrier_wait(&orphans_done); /* alive, its cache full, across the fork */
+    return NULL;
+}
+
+static void test_fork_orphans(void)
+{
+    mh_trim(0);
+    mh_stats_t base;
+    mh_stats(&base);
+    pthread_t t[ORPHAN_THREADS];
+    pthread_barrier_init(&orphans_cached, NULL, ORPHAN_THREADS + 1);
+    pthread_barrier_init(&orphans_done, NULL, ORPHAN_THREADS + 1);
+    for (int i = 0; i < ORPHAN_THREADS; i++) REQUIRE(pthread_create(&t[i], NULL, orphan_worker, NULL) == 0, "pthread_create");
+    pthread_barrier_wait(&orphans_cached);
+    mh_stats_t held;
+    mh_stats(&held);
+    CHECK(held.slabs > base.slabs, "the workers' caches hold no slab (%zu, %zu before): the test proves nothing",
+          held.slabs, base.slabs);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork failed");
+    if (pid == 0) {
+        alarm(20);
+        mh_trim(0);
+        mh_stats_t st;
+        mh_stats(&st);
+        if (st.slabs > base.slabs) {
+            printf("FAIL child: %zu slabs after mh_trim, %zu before the threads ran (%zu with their caches)\n",
+                   st.slabs, base.slabs, held.slabs);
+            _exit(1);
+        }
+        _exit(heap_check && heap_check() != 0 ? 2 : 0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status 0x%x", status);
+    pthread_barrier_wait(&orphans_done);
+    for (int i = 0; i < ORPHAN_THREADS; i++) pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&orphans_cached);
+    pthread_barrier_destroy(&orphans_done);
+}
+#endif
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -414,5 +471,8 @@ int main(void)
     heap_check = mh_find_check();
     test_fork_while_allocating();
     test_signals();
+#ifndef USE_PLAIN
+    test_fork_orphans();
+#endif
     return mh_test_exit("test_fork");
 }
