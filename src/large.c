@@ -123,17 +123,53 @@ static void unmap_list(large_t *l) {
     }
 }
 
-/* Offset past the requested size of the first bad tail-canary byte, or
- * SIZE_MAX (also when the block has no canary). */
-static size_t tail_canary_bad(const large_t *l) {
+/* Canaries: after the request when the mode has them (mh_cfg.tail), and
+ * always in the few bytes a sampled block leaves before its guard page
+ * (16-byte alignment keeps it from ending at the page end); with underflow=1
+ * a sampled block, which starts mid-page, also has one in front. */
+static inline bool has_tail_canary(const large_t *l) { return mh_cfg.tail || l->sampled; }
+static inline size_t tail_canary_len(const large_t *l) {
     size_t slack = l->usable - l->req;
-    if (!mh_cfg.tail || !slack) return SIZE_MAX;
-    uint8_t *tail = l_user(l) + l->req;
-    size_t len = slack < MH_PAGE ? slack : MH_PAGE;
-    track_open(tail, len);
-    size_t bad = canary_find_bad(tail, len);
-    track_noaccess(tail, len);
+    return !has_tail_canary(l) ? 0 : slack < MH_PAGE ? slack : MH_PAGE;
+}
+static inline size_t front_canary_len(const large_t *l) {
+    size_t room = (uintptr_t)l_user(l) & (MH_PAGE - 1);
+    return !l->sampled || !mh_cfg.front ? 0 : room < mh_cfg.canary_len ? room : mh_cfg.canary_len;
+}
+
+static void canaries_fill(const large_t *l) {
+    size_t t = tail_canary_len(l), f = front_canary_len(l);
+    uint8_t *user = l_user(l);
+    if (t) canary_fill(user + l->req, t);
+    if (f) canary_fill(user - f, f);
+    if (f) track_noaccess(user - f, f);
+}
+
+static size_t canary_bad(uint8_t *p, size_t len) {
+    if (!len) return SIZE_MAX;
+    track_open(p, len);
+    size_t bad = canary_find_bad(p, len);
+    track_noaccess(p, len);
     return bad;
+}
+
+/* Fill in the fault of the first overwritten canary byte; false if none. */
+static bool canary_fault(const large_t *l, mh_fault_t *f) {
+    uint8_t *user = l_user(l);
+    size_t t = tail_canary_len(l), fl = front_canary_len(l), bad;
+    if ((bad = canary_bad(user - fl, fl)) != SIZE_MAX) {
+        f->kind = "heap-buffer-underflow";
+        f->addr = user - fl + bad;
+        f->detail = "a canary in front of the block was overwritten";
+        return true;
+    }
+    if ((bad = canary_bad(user + l->req, t)) != SIZE_MAX) {
+        f->kind = "heap-buffer-overflow";
+        f->addr = user + l->req + bad;
+        f->detail = "a canary after the block was overwritten";
+        return true;
+    }
+    return false;
 }
 
 /* Map `pages` bytes of data aligned to `align`, with guard pages. */
@@ -172,11 +208,10 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
         l->alloc_stack = stack_capture();
         l->alloc_tid = mh_thread_number();
     }
-    size_t slack = l->usable - size;
     if (dirty) track_open(user, l->usable); /* a cached block: inaccessible since its free */
     if (zero && dirty) memset(user, 0, size < dirty ? size : dirty);
     else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size);
-    if (mh_cfg.tail && slack) canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
+    canaries_fill(l);
     /* The tools see what malloc_usable_size promises: the request when a
      * canary follows it, else every data page. */
     size_t open = l_size(l);
@@ -326,11 +361,7 @@ static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, con
         mh_report_fault(&f);
         return false;
     }
-    size_t bad = tail_canary_bad(l);
-    if (bad != SIZE_MAX) {
-        f.kind = "heap-buffer-overflow";
-        f.addr = user + l->req + bad;
-        f.detail = "a canary after the block was overwritten";
+    if (canary_fault(l, &f)) {
         mh_report_fault(&f);
         return false;
     }
@@ -539,14 +570,11 @@ void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) 
 
 /* Canaries of every live large block (mh_check). */
 int large_check(void) {
-    if (!mh_cfg.tail) return 0;
     mh_lock(&large_lock);
     for (large_t *l = live_list; l; l = l->lnext) {
-        size_t bad = tail_canary_bad(l);
-        if (bad == SIZE_MAX) continue;
         uint8_t *user = l_user(l);
-        mh_fault_t f = {"heap-buffer-overflow", user + l->req + bad, user, l->req, "mh_check",
-                        "a canary after the block was overwritten", l->alloc_stack, 0, l->alloc_tid, 0};
+        mh_fault_t f = {NULL, NULL, user, l->req, "mh_check", NULL, l->alloc_stack, 0, l->alloc_tid, 0};
+        if (!canary_fault(l, &f)) continue;
         mh_unlock(&large_lock);
         mh_report_fault(&f);
         return -1;

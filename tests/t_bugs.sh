@@ -240,8 +240,6 @@ KNOWN_GAPS=(
     "sampled:overflow:24:1:nofree+sample_rate=1@debug => none: the canary byte and the 16-byte rounding keep the guard page 8 bytes away"
     "sampled:overflow:32:1:nofree+sample_rate=1@hardened => none: the canary byte (n + 1, rounded to 16) keeps the guard page 16 bytes away"
     "sampled:overflow:32:1:nofree+sample_rate=1@debug => none: the canary byte (n + 1, rounded to 16) keeps the guard page 16 bytes away"
-    "sampled:overflow:24:1+sample_rate=1@fast => none: no canary and no fault in the slack before the guard page"
-    "sampled:underflow+sample_rate=1@debug => none: a sampled block has no front canary and starts mid-page"
 )
 
 case_key() { # I -> the case id, with +OPTS when the case has keys of its own
