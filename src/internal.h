@@ -122,6 +122,7 @@ MH_INTERNAL void   os_unmap(void *p, size_t size);
 MH_INTERNAL bool   os_commit(void *p, size_t size);           /* PROT_NONE -> RW */
 MH_INTERNAL bool   os_protect_none(void *p, size_t size);
 MH_INTERNAL void   os_purge(void *p, size_t size);            /* give pages back; they read as 0 */
+MH_INTERNAL void   os_discard(void *p, size_t size);          /* the same, not counted (tool shadow) */
 MH_INTERNAL void  *os_remap(void *old, size_t old_size, size_t new_size, void *fixed);
 MH_INTERNAL void   os_random(void *buf, size_t n);
 /* random.c: the randomness of slot choice and sampling (option seed). */

@@ -87,6 +87,12 @@ void os_purge(void *p, size_t size) {
     errno = saved;
 }
 
+void os_discard(void *p, size_t size) {
+    int saved = errno;
+    (void)madvise(p, size, MADV_DONTNEED);
+    errno = saved;
+}
+
 void *os_remap(void *old, size_t old_size, size_t new_size, void *fixed) {
     int saved = errno;
     void *p = fixed ? mremap(old, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, fixed)

@@ -306,7 +306,7 @@ c_realloc_freed() { mc_badfree invalid-realloc double-free; }
 # ============================ sanitizers =====================================
 san_clean() {
     exit_is 0
-    has "VG: vg_clean_[a-z]+: done"
+    has "VG: vg_[a-z_]+: done"
     has "VG: allocator=miniheap"
     lacks "VG: FAIL"
     lacks "ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: MemorySanitizer|runtime error:"
@@ -436,6 +436,7 @@ asan)
     run lsan_root a_lsan_root vg_lsan root
     run lsan_root_large a_lsan_root vg_lsan root_large
     run lsan_freed a_lsan_freed vg_lsan freed
+    run shadow_given_back san_clean vg_shadow
     RUNENV=(MINIHEAP_OPTIONS=leak_report=1)
     run leak_report s_leak_report vg_leak
     RUNENV=()

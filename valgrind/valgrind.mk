@@ -96,7 +96,7 @@ $(VG_DIR)/asan/vg_lsan: valgrind/tests/vg_lsan.c $(VG_TEST_DEPS) $(BUILD)/asan/l
 	@mkdir -p $(dir $@)
 	$(VG_ASAN_CC) $(VG_CFLAGS) $(VG_ASAN_FLAGS) $< -o $@ $(BUILD)/asan/libminiheap_prefixed.a $(VG_LDLIBS)
 
-VG_ASAN_BINS  := $(VG_SAN_PROGS:%=$(VG_DIR)/asan/%) $(VG_DIR)/asan/vg_lsan
+VG_ASAN_BINS  := $(VG_SAN_PROGS:%=$(VG_DIR)/asan/%) $(VG_DIR)/asan/vg_lsan $(VG_DIR)/asan/vg_shadow
 VG_MSAN_BINS  := $(VG_SAN_PROGS:%=$(VG_DIR)/msan/%)
 VG_UBSAN_BINS := $(VG_SAN_PROGS:%=$(VG_DIR)/ubsan/%)
 
