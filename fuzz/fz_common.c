@@ -32,7 +32,7 @@ void fz_fail(const char *file, int line, const char *fmt, ...) {
  * three decide what the mode claims to catch; the others only add checks
  * to whatever the mode set (so a mode's claims stay true). */
 static const char *const probe_keys[] = {"mode=hardened", "quarantine_mb=0", "sample_rate=0", "random=1",
-                                         "slab_guards=1", "poison=2", "fill_new=1", "check_every=0"};
+                                         "slab_guards=1", "poison=2", "fill_new=1", "check_every=0", "seed=1"};
 #define NPROBE (sizeof probe_keys / sizeof probe_keys[0])
 static bool key_ok[NPROBE];
 
@@ -85,7 +85,7 @@ void fz_apply_options(fz_reader_t *r, fz_config_t *cfg) {
     if (key_ok[7] && (x & 0x30)) appendf(cfg, ":check_every=%u", (x & 0x30) == 0x10 ? 1u : (x & 0x30) == 0x20 ? 7u : 64u);
     /* Randomised slot choice and sampling from a fixed sequence, restarted
      * by every input: a crash replays the same way. */
-    appendf(cfg, ":seed=%u", 1u + (x >> 6));
+    if (key_ok[8]) appendf(cfg, ":seed=%u", 1u + (x >> 6));
     int rc = mh_set_options(cfg->text);
     FZ_ASSERT(rc == 0, "mh_set_options(\"%s\") = %d", cfg->text, rc);
 }

@@ -167,8 +167,7 @@ static MH_COLD void report_poison(slab_t *s, uint32_t idx, void *p, size_t bad, 
 /* Was this freed block (about to be reused, or leaving quarantine) written
  * to after it was freed? */
 static inline bool verify_poison(slab_t *s, uint32_t idx, void *p, const char *where) {
-    size_t len = s->bsize - s->front;
-    if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
+    size_t len = s->poison_len;
     track_open(p, len);
     size_t bad = poison_find_bad(p, len);
     track_noaccess(p, len);
@@ -282,7 +281,9 @@ static inline void release_to_cache(slab_t *s, void *tagged) {
             mh_tick(false);
             tcache_flush_bin(t, s->cls, bin->cap / 2);
         }
-        bin->slots[bin->count++] = tagged;
+        bin->slots[bin->count] = tagged;
+        atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
+        bin->count++;
         t->frees++;
         count_op(t);
         return;
@@ -423,8 +424,7 @@ static inline void retire_block(slab_t *s, uint32_t idx, void *p, const char *wh
     size_t n = slab_block_size(s, idx);
     void *tagged = p;
     if (s->poisoned) {
-        size_t len = s->bsize - s->front;
-        if (len > mh_cfg.poison_len) len = mh_cfg.poison_len;
+        size_t len = s->poison_len;
         if (unlikely(track_active())) track_open(p, len);
         if (len <= 64) poison_fill(p, len); /* hardened: 32 bytes, inline */
         else memset(p, POISON_FREE, len);

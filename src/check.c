@@ -60,7 +60,7 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
             else if (tbad != SIZE_MAX)
                 block_fault(c, s, idx, "heap-buffer-overflow", p + n + tbad, "a canary after the block was overwritten");
         } else if (!live && s->poisoned && (s->poisoned[idx >> 6] & bit)) {
-            size_t len = room < mh_cfg.poison_len ? room : mh_cfg.poison_len;
+            size_t len = s->poison_len;
             track_open(p, len);
             size_t bad = poison_find_bad(p, len);
             track_noaccess(p, len);

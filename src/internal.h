@@ -122,7 +122,7 @@ MH_INTERNAL void   os_unmap(void *p, size_t size);
 MH_INTERNAL bool   os_commit(void *p, size_t size);           /* PROT_NONE -> RW */
 MH_INTERNAL bool   os_protect_none(void *p, size_t size);
 MH_INTERNAL void   os_purge(void *p, size_t size);            /* give pages back; they read as 0 */
-MH_INTERNAL void   os_discard(void *p, size_t size);          /* the same, not counted (tool shadow) */
+MH_INTERNAL bool   os_discard(void *p, size_t size);          /* the same, not counted (tool shadow) */
 MH_INTERNAL void  *os_remap(void *old, size_t old_size, size_t new_size, void *fixed);
 MH_INTERNAL void   os_random(void *buf, size_t n);
 /* random.c: the randomness of slot choice and sampling (option seed). */
@@ -197,6 +197,7 @@ typedef struct slab {
     uint8_t  guarded;                /* last page is a guard */
     uint8_t  canary;                 /* blocks carry a tail canary (info holds their size) */
     uint16_t canary_len;             /* tail bytes covered (the slack, up to this) */
+    uint32_t poison_len;             /* bytes of a freed block poisoned (as the slab was made) */
     _Atomic uint32_t resize_seq;     /* odd while a block is resized in place (mh_check skips it) */
     uint16_t nwords;
     uint32_t hint;                   /* word to start looking for a free block */
@@ -242,6 +243,7 @@ MH_INTERNAL void bins_unlock_all(void);
 static inline void *untag(void *p) { return (void *)((uintptr_t)p & ~(uintptr_t)15); }
 MH_INTERNAL uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n);
 MH_INTERNAL void     slab_free_batch(uint32_t cls, void **ptrs, uint32_t n);
+MH_INTERNAL bool     slab_block_cached(void *p, uint32_t cls);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
 MH_INTERNAL void     slab_purge_class(uint32_t cls, uint64_t now, bool force);

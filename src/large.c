@@ -20,6 +20,8 @@ typedef struct large {
     size_t req;              /* requested size */
     uint64_t freed_ms;
     uint8_t kind, guarded, sampled;
+    uint8_t tail_canary;     /* the slack after req carries a canary (as allocated) */
+    uint16_t front_len;      /* canary bytes before a sampled block (as allocated) */
     uint32_t alloc_stack, free_stack, alloc_tid, free_tid;
 } large_t;
 
@@ -41,7 +43,7 @@ static inline uint8_t *l_user(const large_t *l) { return UNMANGLE(l->user_m); }
 static inline uint8_t *l_map(const large_t *l) { return UNMANGLE(l->map_m); }
 /* What malloc_usable_size says: the requested size when canaries guard the
  * rest (a sampled malloc(0) has size 0), else everything up to the guard. */
-static inline size_t l_size(const large_t *l) { return mh_cfg.tail || l->sampled ? l->req : l->usable; }
+static inline size_t l_size(const large_t *l) { return l->tail_canary ? l->req : l->usable; }
 
 MH_INTERNAL void large_init(void);
 void large_init(void) {
@@ -126,16 +128,18 @@ static void unmap_list(large_t *l) {
 /* Canaries: after the request when the mode has them (mh_cfg.tail), and
  * always in the few bytes a sampled block leaves before its guard page
  * (16-byte alignment keeps it from ending at the page end); with underflow=1
- * a sampled block, which starts mid-page, also has one in front. */
-static inline bool has_tail_canary(const large_t *l) { return mh_cfg.tail || l->sampled; }
+ * a sampled block, which starts mid-page, also has one in front. Which
+ * canaries a block has is fixed when it is allocated (options may change). */
+static void canaries_choose(large_t *l) {
+    size_t room = (uintptr_t)l_user(l) & (MH_PAGE - 1);
+    l->tail_canary = mh_cfg.tail || l->sampled;
+    l->front_len = (uint16_t)(!l->sampled || !mh_cfg.front ? 0 : room < mh_cfg.canary_len ? room : mh_cfg.canary_len);
+}
 static inline size_t tail_canary_len(const large_t *l) {
     size_t slack = l->usable - l->req;
-    return !has_tail_canary(l) ? 0 : slack < MH_PAGE ? slack : MH_PAGE;
+    return !l->tail_canary ? 0 : slack < MH_PAGE ? slack : MH_PAGE;
 }
-static inline size_t front_canary_len(const large_t *l) {
-    size_t room = (uintptr_t)l_user(l) & (MH_PAGE - 1);
-    return !l->sampled || !mh_cfg.front ? 0 : room < mh_cfg.canary_len ? room : mh_cfg.canary_len;
-}
+static inline size_t front_canary_len(const large_t *l) { return l->front_len; }
 
 static void canaries_fill(const large_t *l) {
     size_t t = tail_canary_len(l), f = front_canary_len(l);
@@ -211,6 +215,7 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
     if (dirty) track_open(user, l->usable); /* a cached block: inaccessible since its free */
     if (zero && dirty) memset(user, 0, size < dirty ? size : dirty);
     else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size);
+    canaries_choose(l);
     canaries_fill(l);
     /* The tools see what malloc_usable_size promises: the request when a
      * canary follows it, else every data page. */
@@ -519,8 +524,9 @@ void *large_realloc(void *p, size_t size, int *status) {
     uint8_t *user = l_user(l);
     if (mh_opt.fill_new && size > l->req) memset(user + l->req, FILL_NEW, size - l->req);
     l->req = size;
+    l->tail_canary = mh_cfg.tail != 0; /* resized: the canary of the options now */
     size_t slack = l->usable - size;
-    if (mh_cfg.tail && slack) {
+    if (l->tail_canary && slack) {
         track_open(user + size, slack < MH_PAGE ? slack : MH_PAGE);
         canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
         track_noaccess(user + size, slack);

@@ -87,10 +87,11 @@ void os_purge(void *p, size_t size) {
     errno = saved;
 }
 
-void os_discard(void *p, size_t size) {
+bool os_discard(void *p, size_t size) {
     int saved = errno;
-    (void)madvise(p, size, MADV_DONTNEED);
+    bool ok = madvise(p, size, MADV_DONTNEED) == 0;
     errno = saved;
+    return ok;
 }
 
 void *os_remap(void *old, size_t old_size, size_t new_size, void *fixed) {

@@ -133,6 +133,9 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     s->front = (uint8_t)mh_cfg.front;
     s->canary = info && mh_cfg.tail;
     s->canary_len = (uint16_t)mh_cfg.canary_len;
+    /* Fixed for the slab's life, like its canaries: a block freed before
+     * an option change is checked as it was poisoned. */
+    s->poison_len = (uint32_t)(c->size - s->front < mh_cfg.poison_len ? c->size - s->front : mh_cfg.poison_len);
     s->ustart_m = MANGLE(start + s->front);
     s->bsize = c->size;
     s->capacity = capacity;
@@ -329,6 +332,23 @@ void slab_free_batch(uint32_t cls, void **ptrs, uint32_t n) {
         release_list(b, rel, nrel);
         mh_unlock(&b->lock);
     }
+}
+
+/* A forked child's orphaned caches (tcache.c) may list a block the snapshot
+ * caught in passing: true only for the start of a slot of class cls that is
+ * neither live nor free in its slab, that is, held by a cache. */
+bool slab_block_cached(void *p, uint32_t cls) {
+    uint32_t idx;
+    bool interior = false;
+    slab_t *s = slab_of(p, &idx, &interior);
+    if (!s || interior || s->cls != cls) return false;
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    class_bins_t *b = bins_of(s->arena, cls);
+    mh_lock(&b->lock);
+    bool cached = !(atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & bit) &&
+                  !(s->free_map[idx >> 6] & bit);
+    mh_unlock(&b->lock);
+    return cached;
 }
 
 /* Give back the pages of s that hold no block in use. */

@@ -65,14 +65,21 @@ void *tcache_refill(tcache_t *t, uint32_t cls) {
     return bin->slots[n - 1];
 }
 
+/* The oldest blocks go; the most recently freed (cache-warm) stay. Each
+ * chunk leaves the cache before it enters its slabs: a fork() that catches
+ * this thread in between (it waits for an arena's lock the fork holds) must
+ * not find a block both cached and free (see tcache_adopt_orphans). */
 void tcache_flush_bin(tcache_t *t, uint32_t cls, uint32_t keep) {
     tbin_t *bin = &t->bins[cls];
-    if (bin->count <= keep) return;
-    uint32_t n = bin->count - keep;
-    /* The oldest blocks go; the most recently freed (cache-warm) stay. */
-    slab_free_batch(cls, bin->slots, n);
-    memmove(bin->slots, bin->slots + n, keep * sizeof(void *));
-    bin->count = keep;
+    while (bin->count > keep) {
+        void *chunk[64];
+        uint32_t n = bin->count - keep < 64 ? bin->count - keep : 64;
+        memcpy(chunk, bin->slots, n * sizeof(void *));
+        memmove(bin->slots, bin->slots + n, (bin->count - n) * sizeof(void *));
+        bin->count -= n;
+        atomic_thread_fence(memory_order_release);
+        slab_free_batch(cls, chunk, n);
+    }
 }
 
 void tcache_flush_all(tcache_t *t) {
@@ -107,6 +114,7 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
     }
     while (q->count && (q->count == q->cap || q->bytes + bytes > mh_cfg.quarantine)) quarantine_pop(q);
     q->slots[(q->head + q->count) % q->cap] = tagged;
+    atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
     q->count++;
     q->bytes += bytes;
 }
@@ -202,6 +210,21 @@ void tcache_after_fork_child(void) {
     mh_unlock(&list_lock);
 }
 
+/* One block an orphan held: to its slab if it is really a cached one (the
+ * fork may have caught its thread between moving a block and counting it;
+ * then it is skipped, a leak at worst, never a double free). Straight to
+ * the slab, not to this thread's cache, which may be in the middle of a
+ * refill (mh_tick runs from there). */
+static void adopt_block(void *tagged, bool quarantined) {
+    uint32_t idx;
+    bool interior = false;
+    slab_t *s = slab_of(untag(tagged), &idx, &interior);
+    if (!s || !slab_block_cached(untag(tagged), s->cls)) return;
+    if (quarantined) block_verify_poison(tagged, "free");
+    void *p = quarantined ? untag(tagged) : tagged;
+    slab_free_batch(s->cls, &p, 1);
+}
+
 /* From mh_tick (tick_lock held): the orphans' quarantined and cached blocks
  * go back to their slabs, so they pin no pages. */
 void tcache_adopt_orphans(void) {
@@ -211,8 +234,9 @@ void tcache_adopt_orphans(void) {
     mh_unlock(&list_lock);
     while (o) {
         tcache_t *next = o->next;
-        quarantine_drain(o);
-        tcache_flush_all(o);
+        for (uint32_t i = 0; i < o->q.count; i++) adopt_block(o->q.slots[(o->q.head + i) % o->q.cap], true);
+        for (uint32_t c = 0; c < mh_nclasses; c++)
+            for (uint32_t i = 0; i < o->bins[c].count; i++) adopt_block(o->bins[c].slots[i], false);
         mh_lock(&list_lock);
         free_cache_locked(o);
         mh_unlock(&list_lock);

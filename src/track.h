@@ -151,7 +151,7 @@ static inline void track_asan_forget(void *p, size_t size) {
     }
     uintptr_t ma = (sa - offset) << scale, mb = (sb - offset) << scale; /* the memory those pages cover */
     ASAN_UNPOISON_MEMORY_REGION(p, ma - a);
-    os_discard((void *)sa, sb - sa);
+    if (!os_discard((void *)sa, sb - sa)) ASAN_UNPOISON_MEMORY_REGION((void *)ma, mb - ma);
     ASAN_UNPOISON_MEMORY_REGION((void *)mb, b - mb);
 }
 #endif

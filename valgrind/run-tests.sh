@@ -382,9 +382,11 @@ m_uninit() {
 case $MODE in
 miniheap|glibc)
     run clean_api check_clean vg_clean_api
-    [ "$MODE" = miniheap ] && RUNENV=(MINIHEAP_OPTIONS=mode=fast)
-    run clean_api_fast check_clean vg_clean_api
-    RUNENV=()
+    if [ "$MODE" = miniheap ]; then
+        RUNENV=(MINIHEAP_OPTIONS=mode=fast)
+        run clean_api_fast check_clean vg_clean_api
+        RUNENV=()
+    fi
     run clean_realloc check_clean_realloc vg_clean_realloc
     run clean_threads check_clean vg_clean_threads
     run leak check_leak vg_leak
