@@ -10,6 +10,8 @@
 #   make fuzz-campaign FUZZ_HARNESS=ops FUZZ_ENGINE=afl FUZZ_SECONDS=3600
 #                          a long run that keeps its findings in $(BUILD)/fuzz/campaign
 #   make fuzz-open         which reproducers of open allocator bugs still fail
+#   make fuzz-coverage     line/branch coverage of src/ reached by the corpora
+#                          (seeds, regressions, campaign corpora)
 #   make fuzz-clean
 #
 # Uses CC-independent compilers: FUZZ_CC (clang, for libFuzzer) and AFL_CC
@@ -48,7 +50,8 @@ PLANT_BINS := $(foreach n,$(PLANT_IDS),$(FUZZ_OUT)/planted$(n)/fuzz_ops)
 FUZZ_OPEN_BINS := $(patsubst fuzz/regressions/open/%.c,$(FUZZ_OUT)/open/%,$(wildcard fuzz/regressions/open/*.c))
 FUZZ_FIXED_BINS := $(patsubst fuzz/regressions/fixed/%.c,$(FUZZ_OUT)/fixed/%,$(wildcard fuzz/regressions/fixed/*.c))
 
-.PHONY: fuzz fuzz-libfuzzer fuzz-afl fuzz-smoke fuzz-regress fuzz-planted fuzz-campaign fuzz-open fuzz-clean fuzz-deps
+.PHONY: fuzz fuzz-libfuzzer fuzz-afl fuzz-smoke fuzz-regress fuzz-planted fuzz-campaign fuzz-open fuzz-clean fuzz-deps \
+        fuzz-coverage
 fuzz: fuzz-libfuzzer fuzz-afl
 fuzz-libfuzzer: $(LF_BINS)
 fuzz-afl: $(AFL_BINS)
@@ -105,6 +108,25 @@ fuzz-smoke: $(LF_BINS) $(AFL_BINS) $(FUZZ_FIXED_BINS)
 
 fuzz-planted: $(PLANT_BINS)
 	$(FUZZ_RUN_ENV) PLANT_IDS="$(PLANT_IDS)" fuzz/run.sh planted
+
+# ---- source coverage of the allocator reached by corpora --------------------------
+# Each harness built with clang's source-based coverage and fuzz/afl_driver.c's
+# file-replay main, run once over its inputs (FUZZ_COV_INPUTS_<h>: the seed
+# corpus, the regressions and every campaign corpus under $(FUZZ_OUT)/campaign),
+# then one llvm-cov report over src/ for all harnesses together.
+COV_DIR       := $(FUZZ_OUT)/coverage
+COV_FLAGS     := -fprofile-instr-generate -fcoverage-mapping
+LLVM_PROFDATA ?= llvm-profdata
+LLVM_COV      ?= llvm-cov
+COV_BINS      := $(FUZZ_HARNESSES:%=$(COV_DIR)/fuzz_%)
+
+$(COV_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/afl_driver.c $(FUZZ_COMMON:%=fuzz/%.c) $(CORE_SRCS) $(HEADERS) $(FUZZ_H_DEPS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_H_CFLAGS) $(COV_FLAGS) -D_GNU_SOURCE -Isrc -Wno-unknown-warning-option \
+	    $< fuzz/afl_driver.c $(FUZZ_COMMON:%=fuzz/%.c) $(CORE_SRCS) -o $@ -lpthread
+
+fuzz-coverage: $(COV_BINS)
+	$(FUZZ_RUN_ENV) COV_DIR=$(COV_DIR) LLVM_PROFDATA=$(LLVM_PROFDATA) LLVM_COV=$(LLVM_COV) fuzz/run.sh coverage
 
 FUZZ_HARNESS ?= ops
 FUZZ_ENGINE  ?= libfuzzer

@@ -10,6 +10,7 @@
 #   fuzz/run.sh repro HARNESS FILE        run one input (libFuzzer build, symbolised)
 #   fuzz/run.sh minimize HARNESS FILE     minimise a crashing input (libFuzzer)
 #   fuzz/run.sh open                      which reproducers in fuzz/regressions/open/ still fail
+#   fuzz/run.sh coverage                  source coverage of src/ reached by the corpora
 #
 # Environment: FUZZ_OUT (build/fuzz), FUZZ_SECONDS (60), FUZZ_HARNESSES,
 # FUZZ_JOBS (libFuzzer -jobs for campaigns, 1), FUZZ_KEEP=1 keeps smoke work dirs.
@@ -172,6 +173,29 @@ planted)
             fail "planted bug $n NOT found in ${FUZZ_SECONDS}s (rc $rc; log: $dir/log)"
         fi
     done ;;
+coverage)
+    # Replay every input of each harness in one process of its coverage
+    # build, merge the profiles, report on src/ (informational: exits 0
+    # unless a replay crashes).
+    COV_DIR=${COV_DIR:-$FUZZ_OUT/coverage}
+    profiles=()
+    for h in $FUZZ_HARNESSES; do
+        mapfile -t inputs < <(find "$(corpus_of "$h")" fuzz/regressions/"$h" \
+            "$FUZZ_OUT"/campaign/libfuzzer-"$h"/corpus "$FUZZ_OUT"/campaign/afl-"$h"/out/default/queue \
+            -maxdepth 1 -type f ! -name '.*' 2>/dev/null | sort)
+        rm -f "$COV_DIR/$h.profraw"
+        if ! LLVM_PROFILE_FILE="$COV_DIR/$h.profraw" "$COV_DIR/fuzz_$h" "${inputs[@]}" >"$COV_DIR/$h.log" 2>&1; then
+            fail "coverage replay of $h crashed (log: $COV_DIR/$h.log)"
+        fi
+        note "coverage: $h: ${#inputs[@]} inputs replayed"
+        profiles+=("$COV_DIR/$h.profraw")
+    done
+    "${LLVM_PROFDATA:-llvm-profdata}" merge -sparse "${profiles[@]}" -o "$COV_DIR/all.profdata" || exit 2
+    objs=()
+    for h in $FUZZ_HARNESSES; do objs+=(-object "$COV_DIR/fuzz_$h"); done
+    "${LLVM_COV:-llvm-cov}" report "${objs[@]:1}" -instr-profile="$COV_DIR/all.profdata" \
+        -ignore-filename-regex='(fuzz|include)/' | tee "$COV_DIR/report.txt"
+    note "coverage of src/ written to $COV_DIR/report.txt; per line: ${LLVM_COV:-llvm-cov} show $COV_DIR/fuzz_ops ${objs[*]:2} -instr-profile=$COV_DIR/all.profdata" ;;
 open)
     # Informational: exits 0; says for each open-bug reproducer whether it still fails.
     for h in $FUZZ_HARNESSES; do
