@@ -354,9 +354,10 @@ typedef struct bug {
 static uint8_t foreign_static[64];
 
 static void *foreign_pointer(uint8_t v, void *stack) {
-    static void *page;
+    static void *page, *reserved;
     static void *libc_block;
     if (!page) page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!reserved) reserved = mmap(NULL, 1 << 16, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (!libc_block) libc_block = malloc(64);
     switch (v % 8) {
     case 0: return stack;
@@ -364,7 +365,9 @@ static void *foreign_pointer(uint8_t v, void *stack) {
     case 2: return libc_block;
     case 3: return page;
     case 4: return (void *)(uintptr_t)0x10000;
-    case 5: return (void *)(uintptr_t)0x7e0000000000ull;   /* nowhere, probably */
+    /* Mapped by nobody else, so never miniheap's. (It was 0x7e0000000000,
+     * "nowhere, probably": a block the harness aligned to 2^40 sat there.) */
+    case 5: return (uint8_t *)reserved + 4096 * (1 + v % 8);
     case 6: return (void *)(uintptr_t)0xffff800000001000ull; /* kernel half */
     default: return (void *)(uintptr_t)(0x1000 + 16 * v);
     }
@@ -524,9 +527,15 @@ static bool bug_uaf(seq_t *q, int i, uint8_t v, bug_ctx_t *c) {
     uint8_t *p = s->p;
     /* Within the first 32 bytes: what hardened mode poisons (debug: all). */
     size_t off = ((size_t)v * 131) % (s->req < 32 ? s->req : 32);
+    mh_stats_t before, after;
+    mh_stats(&before);
     release(q, i, 0);
+    mh_stats(&after);
     c->freed_slot = true;
     if (!fz_accessible(p + off, 1)) return true; /* made inaccessible: a write would fault */
+    /* Its slab went back to the miniheap with it (no cache, no quarantine,
+     * its last block): no freed block is there to hold the poison. */
+    if (after.slabs < before.slabs) return true;
     c->bad = p + off;
     flip(p + off, 1);
     fz_expect_reports(true);
