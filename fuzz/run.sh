@@ -13,7 +13,8 @@
 #   fuzz/run.sh coverage                  source coverage of src/ reached by the corpora
 #
 # Environment: FUZZ_OUT (build/fuzz), FUZZ_SECONDS (60), FUZZ_HARNESSES,
-# FUZZ_JOBS (libFuzzer -jobs for campaigns, 1), FUZZ_KEEP=1 keeps smoke work dirs.
+# FUZZ_JOBS (libFuzzer -jobs for campaigns, 1), FUZZ_KEEP=1 keeps smoke work dirs,
+# FUZZ_KEEP_GOING=1 (libFuzzer campaigns go on after a crash).
 # Exit status: 0 when nothing crashed (planted: when every planted bug was found).
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -151,9 +152,12 @@ campaign)
         env "${AFL_SAN_ENV[@]}" nice afl-fuzz -i "$in" -o "$dir/out" -V "$FUZZ_SECONDS" -x "$DICT" -m none -t 5000 -- "$AFL/fuzz_$h"
         grep -E 'execs_done|execs_per_sec|saved_crashes|saved_hangs|bitmap_cvg|corpus_count' "$dir/out/default/fuzzer_stats"
     else
+        # FUZZ_KEEP_GOING=1: fork mode, which saves each crash and goes on
+        # (as AFL++ does) instead of stopping at the first one.
+        if [ "${FUZZ_KEEP_GOING:-0}" != 0 ]; then par=(-fork="${FUZZ_JOBS:-1}" -ignore_crashes=1)
+        else par=(-jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}"); fi
         nice "$LF/fuzz_$h" "${LF_FLAGS[@]}" -max_total_time="$FUZZ_SECONDS" -dict="$DICT" \
-            -jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}" -artifact_prefix="$dir/crashes/" \
-            "$dir/corpus" "$(corpus_of "$h")"
+            "${par[@]}" -artifact_prefix="$dir/crashes/" "$dir/corpus" "$(corpus_of "$h")"
     fi
     exit $? ;;
 planted)
