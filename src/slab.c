@@ -280,11 +280,15 @@ static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
     s->used--;
     if (idx / 64 < s->hint) s->hint = idx / 64;
     dirty_add(b, s, now);
-    if (s->used == 0 && b->empty_slabs >= KEEP_EMPTY) {
-        bin_unlink(b, s);
-        return s;
-    }
     rebucket(b, s);
+    if (s->used == 0 && b->empty_slabs > KEEP_EMPTY) {
+        /* The slab emptied earliest goes; the one just emptied stays (it is
+         * at the head of bucket 0), so an immediate double free still finds
+         * its block in a slab and is reported as exactly that. */
+        slab_t *old = s->next;
+        bin_unlink(b, old);
+        return old;
+    }
     return NULL;
 }
 
