@@ -389,14 +389,17 @@ static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *whe
         return false;
     }
     if (s->front || s->canary) {
-        if (unlikely(track_active())) track_open(raw, s->bsize);
         size_t room = s->bsize - s->front, slack = s->canary ? room - n : 0;
+        if (unlikely(track_active())) {
+            track_peek(raw, s->front);
+            track_peek((uint8_t *)p + n, slack);
+        }
         size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
         size_t tbad = slack ? canary_find_bad((uint8_t *)p + n, slack < s->canary_len ? slack : s->canary_len)
                             : SIZE_MAX;
         if (unlikely(track_active())) {
-            track_noaccess(raw, s->front);
-            track_noaccess((uint8_t *)p + n, slack);
+            track_unpeek(raw, s->front);
+            track_unpeek((uint8_t *)p + n, slack);
         }
         if (unlikely(bad != SIZE_MAX))
             report_block(s, idx, p, where, "heap-buffer-underflow", raw + bad,

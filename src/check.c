@@ -42,7 +42,8 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
             size_t n = s->canary ? (__atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) : room;
             size_t slack = room - n;
             if (slack > s->canary_len) slack = s->canary_len;
-            track_open(raw, s->bsize);
+            track_peek(raw, s->front);
+            track_peek(p + n, room - n);
             size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
             size_t tbad = s->canary ? canary_find_bad(p + n, slack) : SIZE_MAX;
             /* The owner may be resizing a block of this slab in place right
@@ -52,8 +53,8 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
                                      !(atomic_load(&s->live[idx >> 6]) & bit)))
                 tbad = SIZE_MAX;
             if (track_active()) {
-                track_noaccess(raw, s->front);
-                track_noaccess(p + n, room - n);
+                track_unpeek(raw, s->front);
+                track_unpeek(p + n, room - n);
             }
             if (bad != SIZE_MAX)
                 block_fault(c, s, idx, "heap-buffer-underflow", raw + bad, "a canary in front of the block was overwritten");
@@ -61,9 +62,9 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
                 block_fault(c, s, idx, "heap-buffer-overflow", p + n + tbad, "a canary after the block was overwritten");
         } else if (!live && s->poisoned && (s->poisoned[idx >> 6] & bit)) {
             size_t len = s->poison_len;
-            track_open(p, len);
+            track_peek(p, len);
             size_t bad = poison_find_bad(p, len);
-            track_noaccess(p, len);
+            track_unpeek(p, len);
             if (bad != SIZE_MAX)
                 block_fault(c, s, idx, "use-after-free", p + bad, "the freed block was written to after it was freed");
         }

@@ -419,11 +419,30 @@ static inline void store_partial(uint8_t *p, uint64_t v, size_t len) {
     if (len & 2) { uint16_t x = (uint16_t)v; memcpy(p, &x, 2); p += 2; v >>= 16; }
     if (len & 1) *p = (uint8_t)v;
 }
-static inline uint64_t load_partial(const uint8_t *p, size_t len) {
+/* The checks below read canaries and poison, which ASan builds keep
+ * poisoned: they are not instrumented (and not inlined into code that is),
+ * so a check needs no change to the shadow, which would race with the
+ * block's owner or a concurrent check (src/track.h, track_peek). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MH_CHECK_READ static __attribute__((no_sanitize_address, noinline, unused))
+#endif
+#endif
+#if !defined(MH_CHECK_READ) && defined(__SANITIZE_ADDRESS__)
+#define MH_CHECK_READ static __attribute__((no_sanitize_address, noinline, unused))
+#endif
+#ifndef MH_CHECK_READ
+#define MH_CHECK_READ static inline
+#endif
+typedef uint64_t __attribute__((may_alias, aligned(1))) mh_u64u;
+typedef uint32_t __attribute__((may_alias, aligned(1))) mh_u32u;
+typedef uint16_t __attribute__((may_alias, aligned(1))) mh_u16u;
+
+MH_CHECK_READ uint64_t load_partial(const uint8_t *p, size_t len) {
     uint64_t v = 0;
     unsigned sh = 0;
-    if (len & 4) { uint32_t x; memcpy(&x, p, 4); v = x; p += 4; sh = 32; }
-    if (len & 2) { uint16_t x; memcpy(&x, p, 2); v |= (uint64_t)x << sh; p += 2; sh += 16; }
+    if (len & 4) { v = *(const mh_u32u *)p; p += 4; sh = 32; }
+    if (len & 2) { v |= (uint64_t)*(const mh_u16u *)p << sh; p += 2; sh += 16; }
     if (len & 1) v |= (uint64_t)*p << sh;
     return v;
 }
@@ -435,11 +454,10 @@ static inline void canary_fill(uint8_t *p, size_t len) {
     if (len) store_partial(p, canary_at((uintptr_t)p), len);
 }
 /* Offset of the first byte that is not its canary, or SIZE_MAX. */
-static inline size_t canary_find_bad(const uint8_t *from, size_t len) {
+MH_CHECK_READ size_t canary_find_bad(const uint8_t *from, size_t len) {
     const uint8_t *p = from;
     for (; len >= 8; p += 8, len -= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
+        uint64_t v = *(const mh_u64u *)p;
         uint64_t x = v ^ canary_at((uintptr_t)p);
         if (x) return (size_t)(p - from) + (size_t)(__builtin_ctzll(x) / 8);
     }
@@ -458,12 +476,11 @@ static inline void poison_fill(uint8_t *p, size_t len) {
         memcpy(p + i + 8, &pat, 8);
     }
 }
-static inline size_t poison_find_bad(const uint8_t *from, size_t len) {
+MH_CHECK_READ size_t poison_find_bad(const uint8_t *from, size_t len) {
     const uint64_t pat = 0x0101010101010101ull * POISON_FREE;
     const uint8_t *p = from;
     for (; len >= 8; p += 8, len -= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
+        uint64_t v = *(const mh_u64u *)p;
         if (v != pat) return (size_t)(p - from) + (size_t)(__builtin_ctzll(v ^ pat) / 8);
     }
     for (; len; p++, len--)

@@ -151,9 +151,9 @@ static void canaries_fill(const large_t *l) {
 
 static size_t canary_bad(uint8_t *p, size_t len) {
     if (!len) return SIZE_MAX;
-    track_open(p, len);
+    track_peek(p, len);
     size_t bad = canary_find_bad(p, len);
-    track_noaccess(p, len);
+    track_unpeek(p, len);
     return bad;
 }
 

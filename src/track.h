@@ -156,6 +156,28 @@ static inline void track_asan_forget(void *p, size_t size) {
 }
 #endif
 
+/* Around the allocator's reads of bytes the program may not touch
+ * (canaries, poison) to check them, which a heap check may do while the
+ * block's owner or another check works on it. Under ASan the shadow is left
+ * alone (the reading functions are not instrumented, MH_CHECK_READ): opening
+ * and closing it raced, one thread re-poisoning bytes another was using.
+ * memcheck and MSan need the bytes opened. */
+static inline void track_peek(void *p, size_t size) {
+    (void)p; (void)size;
+#if MH_TRACK_VALGRIND
+    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_MAKE_MEM_DEFINED(p, size);
+#endif
+#ifdef MH_TRACK_MSAN
+    __msan_unpoison(p, size);
+#endif
+}
+static inline void track_unpeek(void *p, size_t size) {
+    (void)p; (void)size;
+#if MH_TRACK_VALGRIND
+    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_MAKE_MEM_NOACCESS(p, size);
+#endif
+}
+
 /* Memory about to be unmapped or given back: forget all state on it. */
 static inline void track_unmap(void *p, size_t size) {
     (void)p; (void)size;
