@@ -241,12 +241,17 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
         size_t ng = guard ? MH_PAGE : 0;
         uint8_t *dst = os_reserve(pages + 2 * ng);
         if (!dst) return false;
+        /* Forget the old range before the pages leave it: once they do,
+         * another thread may map it, and its shadow must be clean by then
+         * (found by fuzz_threads: a new sampled block's canary write hit
+         * the poison this cached block had left). */
+        track_region_remove(map, l->map_size);
+        track_unmap(map, l->map_size);
         if (!os_remap(user, l->usable, pages, dst + ng)) {
             os_unmap(dst, pages + 2 * ng);
+            track_region_add(map, l->map_size);
             return false;
         }
-        track_region_remove(map, l->map_size);
-        track_unmap(map, l->map_size); /* the pages moved away */
         /* The old pages moved; drop the old guards only (never the moved
          * range, which another thread may map again meanwhile). */
         if (user > map) os_unmap(map, (size_t)(user - map));
