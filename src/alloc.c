@@ -466,8 +466,10 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
             release_to_cache(s, p);
             return;
         }
-        maybe_check(mh_tcache);
         retire_block(s, idx, p, where, kind, has_size, sized, false);
+        /* After the block's own checks: claimed, it is no longer live, so a
+         * heap check first would skip its canary and blame a neighbour. */
+        maybe_check(mh_tcache);
         return;
     }
     if (interior || !large_free(p, has_size, sized, kind, where)) {
