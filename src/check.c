@@ -52,6 +52,14 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
             if (tbad != SIZE_MAX && ((seq & 1) || atomic_load_explicit(&s->resize_seq, memory_order_acquire) != seq ||
                                      !(atomic_load(&s->live[idx >> 6]) & bit)))
                 tbad = SIZE_MAX;
+            /* Nor may the slot have been freed and handed out again, with
+             * another size, while we read (its new owner writes the size,
+             * then the canary): the size must not have changed, and the
+             * canary must still be bad on a second look. (Narrows the
+             * window; fuzz_threads found it, regressions/README.md.) */
+            if (tbad != SIZE_MAX && ((__atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) != n ||
+                                     canary_find_bad(p + n, slack) == SIZE_MAX))
+                tbad = SIZE_MAX;
             if (track_active()) {
                 track_unpeek(raw, s->front);
                 track_unpeek(p + n, room - n);
