@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.." || exit 2
 
 FUZZ_OUT=${FUZZ_OUT:-build/fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+PLANTED_SECONDS=${PLANTED_SECONDS:-900}
 FUZZ_HARNESSES=${FUZZ_HARNESSES:-ops bugs threads}
 LF=$FUZZ_OUT/libfuzzer
 AFL=$FUZZ_OUT/afl
@@ -38,6 +39,7 @@ AFL_SAN_ENV=(ASAN_OPTIONS=abort_on_error=1:detect_leaks=0:symbolize=0
 LF_FLAGS=(-rss_limit_mb=4096 -timeout=20 -max_len=4096 -print_final_stats=1)
 
 failures=0
+AFL_EXTRA=()
 note() { printf 'fuzz: %s\n' "$*" >&2; }
 fail() { note "FAIL: $*"; failures=$((failures + 1)); }
 
@@ -80,6 +82,7 @@ replay() {
 run_libfuzzer() { # harness secs workdir [extra flags]
     local h=$1 secs=$2 dir=$3; shift 3
     rm -rf "$dir" && mkdir -p "$dir/corpus" "$dir/crashes"
+    local start=$SECONDS
     nice "$LF/fuzz_$h" "${LF_FLAGS[@]}" -max_total_time="$secs" -dict="$DICT" \
         -artifact_prefix="$dir/crashes/" "$@" "$dir/corpus" "$(corpus_of "$h")" >"$dir/log" 2>&1
     local rc=$?
@@ -92,15 +95,16 @@ run_libfuzzer() { # harness secs workdir [extra flags]
         grep -m1 -B2 -A25 -E 'fuzz: FAILED|ERROR: |runtime error' "$dir/log" >&2
         return 1
     fi
-    note "libfuzzer/$h: ${secs}s, execs and exec/s: ${stats:-?}, ${cov:-}"
+    note "libfuzzer/$h: $((SECONDS - start))s (cap ${secs}s), execs and exec/s: ${stats:-?}, ${cov:-}"
 }
 
 # 3. AFL++ for SECS seconds (-V); afl-fuzz exits 0 even with crashes: read fuzzer_stats.
 run_afl() { # harness secs workdir
     local h=$1 secs=$2 dir=$3
     rm -rf "$dir" && mkdir -p "$dir"
-    local in=$(corpus_of "$h")
-    env "${AFL_SAN_ENV[@]}" FUZZ_FAIL_LOG="$PWD/$dir/failures.log" nice afl-fuzz -i "$in" -o "$dir/out" -V "$secs" -x "$DICT" -m none -t 5000 -- "$AFL/fuzz_$h" \
+    local in=$(corpus_of "$h") start=$SECONDS
+    env "${AFL_SAN_ENV[@]}" FUZZ_FAIL_LOG="$PWD/$dir/failures.log" nice afl-fuzz -i "$in" -o "$dir/out" -V "$secs" \
+        "${AFL_EXTRA[@]}" -x "$DICT" -m none -t 5000 -- "$AFL/fuzz_$h" \
         >"$dir/log" 2>&1
     local rc=$? st="$dir/out/default/fuzzer_stats"
     if [ ! -f "$st" ]; then
@@ -125,7 +129,7 @@ run_afl() { # harness secs workdir
         return 1
     fi
     [ "${hangs:-0}" != 0 ] && note "afl/$h: warning: $hangs saved hangs (timeouts over 5 s) in $dir/out/default/hangs/"
-    note "afl/$h: ${secs}s, $execs execs, $eps exec/s, bitmap $edges"
+    note "afl/$h: $((SECONDS - start))s (cap ${secs}s), $execs execs, $eps exec/s, bitmap $edges"
 }
 
 cmd=${1:-smoke}
@@ -134,10 +138,18 @@ case $cmd in
 replay)
     replay ;;
 smoke)
+    # A fixed seed and a fixed number of inputs, so that a smoke run does
+    # the same work on a fast or a loaded machine and a CI result repeats
+    # (FUZZ_SECONDS only caps the time, for a machine far slower than ours).
+    # Random exploration is what fuzz-campaign is for.
     replay
     [ $failures -eq 0 ] || { note "replay failed: not fuzzing"; exit 1; }
-    for h in $FUZZ_HARNESSES; do run_libfuzzer "$h" "$FUZZ_SECONDS" "$WORK/lf-$h"; done
+    for h in $FUZZ_HARNESSES; do
+        run_libfuzzer "$h" "$FUZZ_SECONDS" "$WORK/lf-$h" -seed=1 -runs="${FUZZ_SMOKE_RUNS:-3000}"
+    done
+    AFL_EXTRA=(-s 1 -E "${FUZZ_SMOKE_EXECS:-12000}")
     for h in $FUZZ_HARNESSES; do run_afl "$h" "$FUZZ_SECONDS" "$WORK/afl-$h"; done
+    AFL_EXTRA=()
     ;;
 libfuzzer)
     run_libfuzzer "$2" "${3:-$FUZZ_SECONDS}" "$WORK/lf-$2" ;;
@@ -165,8 +177,11 @@ planted)
         dir=$WORK/planted$n
         rm -rf "$dir" && mkdir -p "$dir/corpus" "$dir/crashes"
         start=$(date +%s)
-        # From an empty corpus and a fixed seed: the fuzzer has to find it.
-        nice "$FUZZ_OUT/planted$n/fuzz_ops" "${LF_FLAGS[@]}" -seed=1 -max_total_time="$FUZZ_SECONDS" \
+        # From an empty corpus, a fixed seed and a fixed number of inputs:
+        # the fuzzer has to find it, and finds it after the same inputs on
+        # a fast or a loaded machine (the time is only a cap).
+        nice "$FUZZ_OUT/planted$n/fuzz_ops" "${LF_FLAGS[@]}" -seed=1 -runs="${FUZZ_PLANTED_RUNS:-300000}" \
+            -max_total_time="$PLANTED_SECONDS" \
             -dict="$DICT" -artifact_prefix="$dir/crashes/" "$dir/corpus" >"$dir/log" 2>&1
         rc=$? took=$(($(date +%s) - start))
         execs=$(grep -oE '^#[0-9]+' "$dir/log" | tail -1)
@@ -174,7 +189,7 @@ planted)
             grep -qE 'fuzz: FAILED|ERROR: AddressSanitizer|runtime error|deadly signal' "$dir/log"; then
             note "planted bug $n found in ${took}s (after ${execs#\#} inputs): $(grep -m1 -E 'fuzz: FAILED|ERROR: AddressSanitizer|runtime error' "$dir/log")"
         else
-            fail "planted bug $n NOT found in ${FUZZ_SECONDS}s (rc $rc; log: $dir/log)"
+            fail "planted bug $n NOT found in ${FUZZ_PLANTED_RUNS:-300000} inputs (rc $rc, ${took}s; log: $dir/log)"
         fi
     done ;;
 coverage)
