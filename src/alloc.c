@@ -12,32 +12,43 @@ static mh_lock_t tick_lock = MH_LOCK_INIT;
 static _Atomic uint64_t next_tick_ms;
 
 MH_INTERNAL void tcache_init(void);
-MH_INTERNAL void large_init(void);
 
-/* ---- fork: hold every lock across fork() so the child finds them free ---- */
+/* ---- fork: hold every lock across fork() so the child finds them free ----
+ * In the order they nest: a report's lock outermost, the stack depot's
+ * innermost. */
 static void fork_prepare(void) {
+    report_lock_all();
     mh_lock(&tick_lock);
     bins_lock_all();
     mh_lock(&mh_heap_lock);
     large_lock_all();
     tcache_lock_all();
     meta_lock_all();
+    stack_lock_all();
 }
 static void fork_parent(void) {
+    stack_unlock_all();
     meta_unlock_all();
     tcache_unlock_all();
     large_unlock_all();
     mh_unlock(&mh_heap_lock);
     bins_unlock_all();
     mh_unlock(&tick_lock);
+    report_unlock_all();
 }
 static void fork_child(void) {
+    stack_unlock_all();
     meta_unlock_all();
     tcache_after_fork_child();
     large_unlock_all();
     mh_unlock(&mh_heap_lock);
+    /* The child draws its own slot choices: with the parent's generator
+     * state, both would hand out the same slots in the same order. */
+    for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) mh_bins[c].rng = 0;
+    mh_random_after_fork();
     bins_unlock_all();
     mh_unlock(&tick_lock);
+    report_unlock_all();
 }
 
 /* Start-up must work from the first allocation the dynamic loader or a
@@ -45,6 +56,16 @@ static void fork_child(void) {
 void mh_init_slow(void) {
     mh_lock(&init_lock);
     if (!atomic_load_explicit(&mh_ready, memory_order_relaxed)) {
+        size_t page = os_page_size();
+        if (page != MH_PAGE) {
+            /* Guard pages, purging and slab geometry are cut to 4 KiB pages. */
+            char msg[160];
+            mh_buf_t b = {msg, 0, sizeof msg};
+            buf_str(&b, "the system's page size is ");
+            buf_dec(&b, page);
+            buf_str(&b, " bytes; miniheap is built for 4096-byte pages and cannot run here");
+            mh_fatal(msg);
+        }
         mh_options_init();
         track_init();
         if (mh_track_valgrind) {
@@ -69,9 +90,6 @@ void mh_init_slow(void) {
         for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
         mh_narenas = os_cpu_count();
         if (mh_narenas > MH_ARENAS) mh_narenas = MH_ARENAS;
-        mh_radix = os_map_noreserve(MH_RADIX_ENTRIES * sizeof(*mh_radix));
-        if (!mh_radix) mh_fatal("cannot map the miniheap radix table");
-        large_init();
         tcache_init();
         stack_init();
         fault_init();
@@ -110,8 +128,10 @@ static inline slab_t *slab_of_block(void *p, uint32_t *idx) {
     return s;
 }
 
+/* Release: what the owner wrote into the block and its records before
+ * (size, canaries) is seen by whoever claims it next (another thread's free). */
 static inline void set_live(slab_t *s, uint32_t idx) {
-    atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_relaxed);
+    atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
 }
 
 static inline bool is_live(slab_t *s, uint32_t idx) {
@@ -121,12 +141,13 @@ static inline bool is_live(slab_t *s, uint32_t idx) {
 /* Clear the live bit; false when the block was not live. */
 static inline bool claim(slab_t *s, uint32_t idx) {
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_relaxed) & bit;
+    return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_acq_rel) & bit;
 }
 
 /* Less than float_pct full: realloc floats blocks out of it. */
 static inline bool sparse(const slab_t *s) {
-    return (uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity;
+    uint32_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED); /* a hint, read without the class lock */
+    return (uint64_t)used * 100 < (uint64_t)mh_opt.float_pct * s->capacity;
 }
 
 
@@ -207,17 +228,14 @@ static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t room = s->bsize - s->front;
     if (unlikely(track_active())) track_open(raw, s->bsize);
-    if (s->info) s->info[idx] = INFO(n, kind);
+    if (s->info) __atomic_store_n(&s->info[idx], INFO(n, kind), __ATOMIC_RELAXED);
     if (zero) memset(p, 0, n);
     else if (unlikely(mh_opt.fill_new)) memset(p, FILL_NEW, n);
     if (s->front) canary_fill(raw, s->front);
     size_t slack = s->canary ? room - n : 0;
     if (slack) canary_fill((uint8_t *)p + n, slack < s->canary_len ? slack : s->canary_len);
     if (unlikely(s->dbg != NULL)) {
-        s->dbg[idx].alloc_stack = stack_capture();
-        s->dbg[idx].alloc_tid = mh_thread_number();
-        s->dbg[idx].free_stack = 0;
-        s->dbg[idx].free_tid = 0;
+        dbg_record(&s->dbg[idx], true);
     }
     if (unlikely(track_active())) {
         track_noaccess(raw, s->bsize);
@@ -245,6 +263,10 @@ static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
 /* Every allocation that is not the fast path's. */
 static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool zero) {
     mh_ensure_init();
+    /* Every first allocation (of the process, of a thread cache, after
+     * mh_reset) comes here: the layout options are fixed from now on. */
+    if (unlikely(!atomic_load_explicit(&mh_layout_fixed, memory_order_relaxed)))
+        atomic_store_explicit(&mh_layout_fixed, 1, memory_order_relaxed);
     tcache_t *t = mh_tcache ? mh_tcache : tcache_get_slow();
     if (unlikely(size > MH_MAX_REQUEST)) goto oom;
     maybe_check(t);
@@ -301,7 +323,7 @@ static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char
     slab_block_fault(&f, s, idx, p);
     f.addr = p;
     f.where = where;
-    if (s->info && s->info[idx] == 0) {
+    if (s->info && block_info(s, idx) == 0) {
         f.kind = kind ? kind : "invalid-free";
         f.block = NULL;
         f.detail = "the address is the start of a slot that was never allocated";
@@ -313,7 +335,7 @@ static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char
 }
 
 static MH_COLD void report_bad_pointer(void *p, const char *where, const char *kind, bool interior) {
-    mh_fault_t f = {kind, p, NULL, 0, where, NULL, 0, 0, 0, 0};
+    mh_fault_t f = {.kind = kind, .addr = p, .where = where};
     if (!interior && large_was_freed(p, &f)) { /* a large block freed before */
         f.where = where;
         if (strcmp(kind, "invalid-free") != 0) f.kind = kind;
@@ -341,10 +363,17 @@ static MH_COLD void report_bad_pointer(void *p, const char *where, const char *k
     mh_report_fault(&f);
 }
 
+/* A large block another thread is freeing or resizing at this moment. */
+static MH_COLD void report_busy(void *p, const char *where, const char *kind) {
+    mh_fault_t f = {.kind = kind, .addr = p, .where = where,
+                    .detail = "another thread is freeing or reallocating this block at the same time"};
+    mh_report_fault(&f);
+}
+
 static MH_COLD void report_kind(slab_t *s, uint32_t idx, void *p, const char *where, int had, int kind) {
     static const char *names[] = {"?", "malloc", "operator new", "operator new[]"};
     static const char *frees[] = {"?", "free", "operator delete", "operator delete[]"};
-    static char detail[128];
+    char detail[128]; /* copied into the report's text */
     mh_buf_t b = {detail, 0, sizeof detail};
     buf_str(&b, "allocated with ");
     buf_str(&b, names[had]);
@@ -370,20 +399,29 @@ static MH_COLD void report_block(slab_t *s, uint32_t idx, void *p, const char *w
     mh_report_fault(&f);
 }
 
+/* A sized free's size: with mismatch, the size requested (or, without
+ * canaries, the usable size malloc_usable_size told); without, anything up
+ * to the usable size (more is wrong in every mode). */
+static inline bool sized_ok(slab_t *s, uint32_t idx, size_t sized) {
+    size_t usable = slab_block_size(s, idx);
+    if (mh_opt.mismatch && s->info) return sized == (block_info(s, idx) & INFO_SIZE_MASK) || sized == usable;
+    return sized <= usable;
+}
+
 /* Checks on a live block being freed or resized: kinds, sizes, canaries.
  * Returns false (after a report) when the operation must not go on. */
 static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
                                bool has_size, size_t sized) {
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t n = slab_block_size(s, idx);
-    if (s->info && kind) {
-        int had = (int)(s->info[idx] >> INFO_KIND_SHIFT);
+    if (s->info && mh_opt.mismatch && kind) {
+        int had = (int)(block_info(s, idx) >> INFO_KIND_SHIFT);
         if (unlikely(had && had != kind)) {
             report_kind(s, idx, p, where, had, kind);
             return false;
         }
     }
-    if (unlikely(has_size && (s->canary ? sized != n : sized > s->bsize - s->front))) {
+    if (unlikely(has_size) && !sized_ok(s, idx, sized)) {
         report_block(s, idx, p, where, "size-mismatch", p,
                      "the size given to the sized free differs from the size allocated");
         return false;
@@ -412,38 +450,52 @@ static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *whe
     return true;
 }
 
-/* A live small block whose live bit was just cleared, in a hardened mode:
- * check it, poison it, quarantine or release it. */
-static inline void retire_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
-                                     bool has_size, size_t sized, bool direct) {
-    if (!check_block(s, idx, p, where, kind, has_size, sized)) {
-        set_live(s, idx); /* leave it allocated; the report returned (abort_on_error=0) */
-        return;
-    }
-    if (s->dbg) {
-        s->dbg[idx].free_stack = stack_capture();
-        s->dbg[idx].free_tid = mh_thread_number();
-    }
-    size_t n = slab_block_size(s, idx);
+/* A claimed block (its live bit cleared by this thread), checked already:
+ * poison it, then quarantine it, or release it to the thread cache, or
+ * (direct: realloc's floating) straight to its slab. */
+static inline void release_claimed(slab_t *s, uint32_t idx, void *p, bool direct) {
     void *tagged = p;
-    if (s->poisoned) {
-        size_t len = s->poison_len;
-        if (unlikely(track_active())) track_open(p, len);
-        if (len <= 64) poison_fill(p, len); /* hardened: 32 bytes, inline */
-        else memset(p, POISON_FREE, len);
-        tagged = (void *)((uintptr_t)p | TAG_POISONED);
+    if (likely(!mh_cfg.hard)) {
+        if (unlikely(track_active())) track_free(p, s->bsize, 0);
+    } else {
+        if (s->dbg) {
+            dbg_record(&s->dbg[idx], false);
+        }
+        if (s->poisoned) {
+            size_t len = s->poison_len;
+            if (unlikely(track_active())) track_open(p, len);
+            if (len <= 64) poison_fill(p, len); /* hardened: 32 bytes, inline */
+            else memset(p, POISON_FREE, len);
+            tagged = (void *)((uintptr_t)p | TAG_POISONED);
+        }
+        if (unlikely(track_active())) track_free(p, slab_block_size(s, idx), s->front);
+        tcache_t *t = mh_tcache;
+        if (mh_cfg.quarantine && t && !direct) {
+            quarantine_push(t, tagged, s->bsize);
+            return;
+        }
     }
-    if (unlikely(track_active())) track_free(p, n, s->front);
-    if (direct) {
-        slab_free_batch(s->cls, &tagged, 1);
+    if (direct) slab_free_batch(s->cls, &tagged, 1);
+    else release_to_cache(s, tagged);
+}
+
+/* The free of a slab block this thread has claimed: its checks, then the
+ * release. A block that fails a check that must stop the free (a kind or
+ * size mismatch) stays allocated: the report returned (abort_on_error=0). */
+static inline void free_claimed(slab_t *s, uint32_t idx, void *p, const char *where, int kind, bool has_size,
+                                size_t sized) {
+    if (likely(!mh_cfg.hard)) {
+        if (unlikely(has_size) && !sized_ok(s, idx, sized)) {
+            set_live(s, idx);
+            report_block(s, idx, p, where, "size-mismatch", p,
+                         "the size given to the sized free is larger than the block");
+            return;
+        }
+    } else if (!check_block(s, idx, p, where, kind, has_size, sized)) {
+        set_live(s, idx);
         return;
     }
-    tcache_t *t = mh_tcache;
-    if (mh_cfg.quarantine && t) {
-        quarantine_push(t, tagged, s->bsize);
-        return;
-    }
-    release_to_cache(s, tagged);
+    release_claimed(s, idx, p, false);
 }
 
 static inline void free_impl(void *p, const char *where, int kind, bool has_size, size_t sized) {
@@ -452,27 +504,24 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
     bool interior = false;
     slab_t *s = slab_of(p, &idx, &interior);
     if (likely(s)) {
+        /* Claiming is what makes a free exact: of two frees (or a free and
+         * a realloc) of one block, racing or not, only one clears the bit. */
         if (unlikely(!claim(s, idx))) {
             report_not_live(s, idx, p, where, NULL);
             return;
         }
-        if (likely(!mh_cfg.hard)) {
-            if (unlikely(has_size && sized > s->bsize)) {
-                set_live(s, idx);
-                report_bad_pointer(p, where, "size-mismatch", false);
-                return;
-            }
-            if (unlikely(track_active())) track_free(p, s->bsize, 0);
-            release_to_cache(s, p);
-            return;
-        }
-        retire_block(s, idx, p, where, kind, has_size, sized, false);
+        free_claimed(s, idx, p, where, kind, has_size, sized);
         /* After the block's own checks: claimed, it is no longer live, so a
          * heap check first would skip its canary and blame a neighbour. */
-        maybe_check(mh_tcache);
+        if (unlikely(mh_cfg.hard)) maybe_check(mh_tcache);
         return;
     }
-    if (interior || !large_free(p, has_size, sized, kind, where)) {
+    int r = interior ? LARGE_NOT_OURS : large_free(p, has_size, sized, kind, where);
+    if (r == LARGE_BUSY) {
+        report_busy(p, where, "double-free");
+        return;
+    }
+    if (r != LARGE_DONE) {
         report_bad_pointer(p, where, "invalid-free", interior);
         return;
     }
@@ -582,9 +631,106 @@ MH_API size_t mh_malloc_usable_size(const void *cp) {
         return slab_block_size(s, idx);
     }
     size_t u;
-    if (!interior && large_usable(p, &u)) return u;
+    if (!interior && large_usable(p, &u, "malloc_usable_size")) return u;
     report_bad_pointer(p, "malloc_usable_size", "invalid-usable-size", interior);
     return 0;
+}
+
+/* realloc of a slab block: claimed first, like a free, so that a free (or
+ * another realloc) racing with it is reported as what it is, and the block
+ * is never released twice. */
+static void *realloc_small(slab_t *s, uint32_t idx, void *p, size_t size) {
+    if (unlikely(!claim(s, idx))) {
+        report_not_live(s, idx, p, "realloc", "invalid-realloc");
+        return NULL;
+    }
+    if (mh_cfg.hard && !check_block(s, idx, p, "realloc", KIND_MALLOC, false, 0)) {
+        set_live(s, idx);
+        return NULL;
+    }
+    size_t old = slab_block_size(s, idx), room = s->bsize - s->front;
+    if (unlikely(size > MH_MAX_REQUEST)) { /* before size + canary can wrap */
+        set_live(s, idx);
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t need = size + s->canary;
+    if (need <= room && (need > room / 2 || s->bsize <= 2 * MH_MIN_ALIGN)) {
+        /* Fits: stay, unless floating moves it to a fuller slab. */
+        void *q = mh_opt.float_pct ? slab_float(p, s, size) : NULL;
+        if (q) {
+            q = finish_block(q, size, KIND_MALLOC, false);
+            if (track_active()) track_open(p, old);
+            memcpy(q, p, size < old ? size : old);
+            release_claimed(s, idx, p, true);
+            return q;
+        }
+        if (s->canary) {
+            /* Canaries depend only on their address, so writing the new
+             * ones first leaves the old ones intact: whichever size a
+             * concurrent heap check read before the claim, its canaries
+             * are in place. */
+            size_t slack = room - size;
+            atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
+            track_open((uint8_t *)p + size, slack);
+            canary_fill((uint8_t *)p + size, slack < s->canary_len ? slack : s->canary_len);
+            __atomic_store_n(&s->info[idx], INFO(size, s->info[idx] >> INFO_KIND_SHIFT), __ATOMIC_RELEASE);
+            atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
+            track_noaccess((uint8_t *)p + size, slack);
+            track_resize(p, old, size, s->front);
+            if (size > old && mh_opt.fill_new) memset((uint8_t *)p + old, FILL_NEW, size - old);
+        }
+        set_live(s, idx);
+        return p;
+    }
+    void *q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
+    if (!q) {
+        set_live(s, idx);
+        return NULL;
+    }
+    memcpy(q, p, size < old ? size : old);
+    /* Floating, when the block moves anyway: a slot of a sparse slab goes
+     * straight back to it, not to the thread cache, where the next
+     * allocation would put a survivor right back there. */
+    release_claimed(s, idx, p, sparse(s));
+    return q;
+}
+
+/* realloc of a large block: claimed first too, checked once. */
+static void *realloc_large(void *p, size_t size) {
+    bool busy;
+    struct large *l = large_claim(p, &busy);
+    if (!l) {
+        if (busy) report_busy(p, "realloc", "invalid-realloc");
+        else report_bad_pointer(p, "realloc", "invalid-realloc", false);
+        return NULL;
+    }
+    if (!large_check_claimed(l, false, 0, KIND_MALLOC, "realloc")) {
+        large_unclaim(l);
+        return NULL;
+    }
+    size_t old = large_size(l);
+    if (unlikely(size > MH_MAX_REQUEST)) {
+        large_unclaim(l);
+        errno = ENOMEM;
+        return NULL;
+    }
+    int status = LARGE_COPY;
+    void *q = NULL;
+    /* Shrinking into a slab, or a block that cannot be resized: move it. */
+    if (size + mh_cfg.front + mh_cfg.tail > MH_SMALL_MAX) q = large_resize(l, size, &status);
+    if (status == LARGE_COPY) {
+        q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
+        if (!q) {
+            large_unclaim(l);
+            return NULL;
+        }
+        memcpy(q, p, size < old ? size : old);
+        large_release(l);
+        return q;
+    }
+    large_unclaim(l);
+    return q; /* NULL with ENOMEM when it failed */
 }
 
 MH_API void *mh_realloc(void *p, size_t size) {
@@ -597,92 +743,12 @@ MH_API void *mh_realloc(void *p, size_t size) {
     uint32_t idx;
     bool interior = false;
     slab_t *s = slab_of(p, &idx, &interior);
-    if (s) {
-        if (!is_live(s, idx)) {
-            report_not_live(s, idx, p, "realloc", "invalid-realloc");
-            return NULL;
-        }
-        if (mh_cfg.hard && !check_block(s, idx, p, "realloc", KIND_MALLOC, false, 0)) return NULL;
-        size_t old = slab_block_size(s, idx), room = s->bsize - s->front;
-        if (unlikely(size > MH_MAX_REQUEST)) { /* before size + canary can wrap */
-            errno = ENOMEM;
-            return NULL;
-        }
-        size_t need = size + s->canary;
-        if (need <= room && (need > room / 2 || s->bsize <= 2 * MH_MIN_ALIGN)) {
-            /* Fits: stay, unless floating moves it to a fuller slab. */
-            void *q = mh_opt.float_pct ? slab_float(p, s, size) : NULL;
-            if (q) {
-                q = finish_block(q, size, KIND_MALLOC, false);
-                if (track_active()) track_open(p, old);
-                memcpy(q, p, size < old ? size : old);
-                claim(s, idx);
-                if (mh_cfg.hard) retire_block(s, idx, p, "realloc", 0, false, 0, true);
-                else {
-                    if (track_active()) track_free(p, s->bsize, 0);
-                    slab_free_batch(s->cls, &p, 1);
-                }
-                return q;
-            }
-            if (s->canary) {
-                /* Canaries depend only on their address, so writing the new
-                 * ones first leaves the old ones intact: whichever size a
-                 * concurrent heap check reads, its canaries are in place. */
-                size_t slack = room - size;
-                atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
-                track_open((uint8_t *)p + size, slack);
-                canary_fill((uint8_t *)p + size, slack < s->canary_len ? slack : s->canary_len);
-                __atomic_store_n(&s->info[idx], INFO(size, s->info[idx] >> INFO_KIND_SHIFT), __ATOMIC_RELEASE);
-                atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
-                track_noaccess((uint8_t *)p + size, slack);
-                track_resize(p, old, size, s->front);
-                if (size > old && mh_opt.fill_new) memset((uint8_t *)p + old, FILL_NEW, size - old);
-            }
-            return p;
-        }
-        void *q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
-        if (!q) return NULL;
-        memcpy(q, p, size < old ? size : old);
-        if (sparse(s)) {
-            /* Floating, when the block moves anyway: a slot of a sparse slab
-             * goes straight back to it, not to the thread cache, where the
-             * next allocation would put a survivor right back there. */
-            claim(s, idx);
-            if (mh_cfg.hard) retire_block(s, idx, p, "realloc", 0, false, 0, true);
-            else {
-                if (unlikely(track_active())) track_free(p, s->bsize, 0);
-                slab_free_batch(s->cls, &p, 1);
-            }
-        } else {
-            free_impl(p, "realloc", 0, false, 0);
-        }
-        return q;
-    }
+    if (s) return realloc_small(s, idx, p, size);
     if (interior) {
         report_bad_pointer(p, "realloc", "invalid-realloc", true);
         return NULL;
     }
-    size_t old;
-    if (!large_usable(p, &old)) {
-        report_bad_pointer(p, "realloc", "invalid-realloc", false);
-        return NULL;
-    }
-    if (size + mh_cfg.front + mh_cfg.tail <= MH_SMALL_MAX) { /* a large block shrinking into a slab */
-        void *q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
-        if (!q) return NULL;
-        memcpy(q, p, size < old ? size : old);
-        free_impl(p, "realloc", 0, false, 0);
-        return q;
-    }
-    int status;
-    void *q = large_realloc(p, size, &status);
-    if (status == LARGE_COPY) {
-        q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
-        if (!q) return NULL;
-        memcpy(q, p, size < old ? size : old);
-        free_impl(p, "realloc", 0, false, 0);
-    }
-    return q;
+    return realloc_large(p, size);
 }
 
 MH_API void *mh_reallocarray(void *p, size_t count, size_t size) {
@@ -735,5 +801,6 @@ MH_API void mh_reset(void) {
     miniheap_reset_all();
     large_reset_all();
     mh_random_restart();
+    atomic_store(&mh_layout_fixed, 0);
     mh_unlock(&tick_lock);
 }

@@ -21,30 +21,45 @@ static bool slab_explain(uintptr_t addr, mh_fault_t *f) {
     bool in_guard = (s->guarded && addr >= end - MH_PAGE && addr < end) || unit == MH_UNITS - 1;
     if (!in_guard) return false;
     uint32_t idx = s->capacity - 1;
-    *f = (mh_fault_t){"heap-buffer-overflow", (void *)addr, slab_ustart(s) + (size_t)idx * s->bsize,
-                      s->bsize - s->front, NULL, "the access hit the guard page after a slab",
-                      0, 0, 0, 0};
-    if (s->canary && s->info[idx]) f->size = s->info[idx] & INFO_SIZE_MASK;
+    *f = (mh_fault_t){.kind = "heap-buffer-overflow", .addr = (void *)addr,
+                      .block = slab_ustart(s) + (size_t)idx * s->bsize, .size = s->bsize - s->front,
+                      .detail = "the access hit the guard page after a slab"};
+    if (s->canary && block_info(s, idx)) f->size = block_info(s, idx) & INFO_SIZE_MASK;
     if (s->dbg) {
-        f->alloc_stack = s->dbg[idx].alloc_stack;
-        f->alloc_tid = s->dbg[idx].alloc_tid;
+        f->alloc_stack = DBG_GET(&s->dbg[idx], alloc_stack);
+        f->alloc_tid = DBG_GET(&s->dbg[idx], alloc_tid);
     }
     return true;
 }
 
+/* Set while this thread handles a fault of ours. SIGSEGV and SIGBUS are
+ * blocked in the handler, so a second fault there ends the process at
+ * once; this catches what gets through (a fault the program raises from a
+ * handler of its own that ours called, say). */
+static __thread uint8_t t_in_fault __attribute__((tls_model("initial-exec")));
+
 static void on_fault(int sig, void *info, void *uctx) {
-    uintptr_t addr = (uintptr_t)((siginfo_t *)info)->si_addr;
+    siginfo_t *si = info;
+    if (t_in_fault) {
+        static const char msg[] = "miniheap: ERROR: a fault while reporting a fault; exiting\n";
+        os_write_stderr(msg, sizeof msg - 1);
+        os_exit(134);
+    }
+    uintptr_t addr = (uintptr_t)si->si_addr;
     mh_fault_t f;
-    if (large_explain(addr, &f) || slab_explain(addr, &f)) {
-        mh_opt.abort_on_error = 1; /* the access cannot be resumed */
+    /* A signal sent by a program (kill) carries no address of ours. */
+    if (si->si_code > 0 && (large_explain(addr, &f) || slab_explain(addr, &f))) {
+        t_in_fault = 1;
+        f.fatal = true; /* the access cannot be resumed */
 #if defined(__x86_64__)
         /* The report's stack starts at the faulting instruction. */
         const mcontext_t *mc = &((ucontext_t *)uctx)->uc_mcontext;
-        stack_set_fault_context((uintptr_t)mc->gregs[REG_RIP], (uintptr_t)mc->gregs[REG_RBP]);
+        f.pc = (uintptr_t)mc->gregs[REG_RIP];
+        f.fp = (uintptr_t)mc->gregs[REG_RBP];
 #endif
-        mh_report_fault(&f);
+        mh_report_fault(&f); /* does not return */
     }
-    os_restore_fault_handler(sig);
+    os_chain_fault(sig, info, uctx);
 }
 
 void fault_init(void) {

@@ -41,7 +41,14 @@
 #define MH_PAGES_PER_UNIT (MH_UNIT_SIZE / MH_PAGE)            /* 16 */
 #define MH_MAX_SLAB_UNITS 8                                   /* slabs are <= 512 KiB */
 #define MH_ADDR_BITS     47
-#define MH_RADIX_ENTRIES ((size_t)1 << (MH_ADDR_BITS - MH_SEG_SHIFT))
+/* The radix table has two levels, so that start-up maps nothing (programs
+ * run under a tight `ulimit -v`): a static root of 2^11 entries, each
+ * covering 64 GiB, and leaves of 2^14 miniheaps (128 KiB) mapped when a
+ * miniheap is first made in their range. */
+#define MH_LEAF_BITS     14
+#define MH_LEAF_SHIFT    (MH_SEG_SHIFT + MH_LEAF_BITS)
+#define MH_ROOT_ENTRIES  ((size_t)1 << (MH_ADDR_BITS - MH_LEAF_SHIFT))
+#define MH_LEAF_ENTRIES  ((size_t)1 << MH_LEAF_BITS)
 
 /* Blocks up to this size live in slabs; larger ones get their own mapping.
  * At 128 KiB a slab of 4 blocks already spans 512 KiB, and rounding to a
@@ -50,7 +57,6 @@
 #define MH_SMALL_MAX     ((size_t)128 << 10)
 #define MH_MIN_ALIGN     16
 #define MH_MAX_CLASSES   80
-#define MH_MAX_BLOCKS    (MH_UNIT_SIZE / MH_MIN_ALIGN)          /* 4096 per slab */
 #define MH_BUCKETS       8   /* fullness buckets per class: 0 = empty, 1..7 partial */
 
 /* Requests above this fail at once: no mapping can be that large. */
@@ -89,8 +95,9 @@ typedef struct mh_options {
     uint32_t seed;            /* 0: randomness from the kernel; N: a fixed sequence (src/random.c) */
 } mh_options_t;
 MH_INTERNAL extern mh_options_t mh_opt;
+MH_INTERNAL extern _Atomic int mh_layout_fixed;   /* blocks exist: layout options are fixed */
 MH_INTERNAL void mh_options_init(void);
-MH_INTERNAL int  mh_options_parse(const char *s, bool report);
+MH_INTERNAL int  mh_options_parse(const char *s, const char *report); /* report: where s came from, NULL: quiet */
 
 /* Derived from the options whenever they change: what the hot paths test. */
 typedef struct mh_config {
@@ -115,6 +122,8 @@ MH_INTERNAL extern uint64_t mh_secret;
 /* ---- OS layer (os.c): the only place that makes system calls ----------- */
 MH_INTERNAL void  *os_map(size_t size);                       /* RW, zeroed */
 MH_INTERNAL uint32_t os_cpu_count(void);
+MH_INTERNAL size_t os_page_size(void);
+MH_INTERNAL bool   os_secure(void);
 MH_INTERNAL void  *os_map_aligned(size_t size, size_t align); /* RW, zeroed, aligned */
 MH_INTERNAL void  *os_reserve(size_t size);                   /* PROT_NONE, no memory */
 MH_INTERNAL void  *os_map_noreserve(size_t size);             /* RW, lazily backed tables */
@@ -128,12 +137,15 @@ MH_INTERNAL void   os_random(void *buf, size_t n);
 /* random.c: the randomness of slot choice and sampling (option seed). */
 MH_INTERNAL void   mh_random(void *buf, size_t n);
 MH_INTERNAL void   mh_random_restart(void);
+MH_INTERNAL void   mh_random_after_fork(void);  /* a forked child takes a sequence of its own */
 MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
 MH_INTERNAL void   os_abort(void) __attribute__((noreturn));
+MH_INTERNAL void   os_exit(int status) __attribute__((noreturn));
+MH_INTERNAL bool   os_read_self(void *dst, const void *src, size_t n); /* false: unreadable, no fault */
 MH_INTERNAL long   os_read_number(const char *path, long fallback);
 MH_INTERNAL bool   os_install_fault_handler(void (*fn)(int, void *, void *));
-MH_INTERNAL void   os_restore_fault_handler(int sig);
+MH_INTERNAL void   os_chain_fault(int sig, void *info, void *uctx);
 MH_INTERNAL uint32_t os_thread_id(void);
 /* How a miniheap is backed: today anonymous memory; a file-backed (memfd)
  * mode for meshing only has to change these three. */
@@ -166,11 +178,14 @@ MH_INTERNAL int sizeclass_for_aligned(size_t size, size_t align); /* -1 if none 
 
 /* ---- slabs (slab.c) ----------------------------------------------------- */
 struct miniheap;
-/* Per-block record kept in debug mode. */
+/* Per-block record kept in debug mode. Written by the block's owner, read
+ * by reports from any thread (a racing double free): relaxed atomics. */
 typedef struct block_dbg {
     uint32_t alloc_stack, free_stack;   /* stack depot ids */
     uint32_t alloc_tid, free_tid;
 } block_dbg_t;
+#define DBG_GET(d, field) __atomic_load_n(&(d)->field, __ATOMIC_RELAXED)
+#define DBG_SET(d, field, v) __atomic_store_n(&(d)->field, (v), __ATOMIC_RELAXED)
 
 /* Per-block info word (when mh_cfg.info): requested size and how it was
  * allocated. 0 means "never handed out". */
@@ -212,9 +227,14 @@ typedef struct slab {
 } slab_t;
 static inline uint8_t *slab_start(const slab_t *s) { return UNMANGLE(s->start_m); }
 static inline uint8_t *slab_ustart(const slab_t *s) { return UNMANGLE(s->ustart_m); }
+/* A block's info word. Relaxed atomics: a report or a heap walk in another
+ * thread may read it while the block's owner writes it. */
+static inline uint32_t block_info(const slab_t *s, uint32_t idx) {
+    return __atomic_load_n(&s->info[idx], __ATOMIC_RELAXED);
+}
 /* Size the program asked for (or the whole slot without canaries). */
 static inline size_t slab_block_size(const slab_t *s, uint32_t idx) {
-    return s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
+    return s->canary ? (block_info(s, idx) & INFO_SIZE_MASK) : s->bsize - s->front;
 }
 
 typedef struct class_bins {
@@ -268,7 +288,8 @@ typedef struct miniheap {
     slab_t  *unit_slab[MH_UNITS];    /* every unit of a slab points at it */
 } miniheap_t;
 
-MH_INTERNAL extern _Atomic(miniheap_t *) *mh_radix;
+typedef _Atomic(miniheap_t *) radix_leaf_t[MH_LEAF_ENTRIES];
+MH_INTERNAL extern _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
 MH_INTERNAL extern mh_lock_t mh_heap_lock;
 MH_INTERNAL miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units);
 MH_INTERNAL void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty);
@@ -280,7 +301,9 @@ static inline uint8_t *mh_base(const miniheap_t *mh) { return UNMANGLE(mh->base_
 static inline miniheap_t *miniheap_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
     if (unlikely(a >> MH_ADDR_BITS)) return NULL;
-    return atomic_load_explicit(&mh_radix[a >> MH_SEG_SHIFT], memory_order_acquire);
+    radix_leaf_t *leaf = atomic_load_explicit(&mh_radix[a >> MH_LEAF_SHIFT], memory_order_acquire);
+    if (unlikely(!leaf)) return NULL;
+    return atomic_load_explicit(&(*leaf)[(a >> MH_SEG_SHIFT) & (MH_LEAF_ENTRIES - 1)], memory_order_acquire);
 }
 
 /* Resolve a pointer to its slab and block index. Returns the slab, or NULL
@@ -301,12 +324,21 @@ static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
 }
 
 /* ---- large blocks (large.c) -------------------------------------------- */
+enum { LARGE_DONE, LARGE_NOT_OURS, LARGE_BUSY, LARGE_COPY, LARGE_FAILED };
+struct large;
 MH_INTERNAL void  *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled);
-/* 0: not a large block; 1: freed (or reported) */
+/* LARGE_DONE: freed (or reported); LARGE_NOT_OURS; LARGE_BUSY: another
+ * thread is freeing or resizing it right now */
 MH_INTERNAL int    large_free(void *p, bool has_size, size_t sized, int kind, const char *where);
-MH_INTERNAL bool   large_usable(const void *p, size_t *size); /* false: not ours */
-enum { LARGE_DONE, LARGE_NOT_OURS, LARGE_COPY, LARGE_FAILED };
-MH_INTERNAL void  *large_realloc(void *p, size_t size, int *status);
+MH_INTERNAL bool   large_usable(const void *p, size_t *size, const char *check_where); /* false: not ours */
+/* A free or realloc claims the block first (NULL: not live; *busy: claimed
+ * by another thread), then releases it, resizes it or unclaims it. */
+MH_INTERNAL struct large *large_claim(const void *p, bool *busy);
+MH_INTERNAL void   large_unclaim(struct large *l);
+MH_INTERNAL bool   large_check_claimed(struct large *l, bool has_size, size_t sized, int kind, const char *where);
+MH_INTERNAL void   large_release(struct large *l);
+MH_INTERNAL size_t large_size(const struct large *l);
+MH_INTERNAL void  *large_resize(struct large *l, size_t size, int *status);
 MH_INTERNAL void   large_purge(uint64_t now, bool force);
 MH_INTERNAL void   large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached);
 MH_INTERNAL void   large_reset_all(void);
@@ -380,6 +412,8 @@ typedef struct mh_fault {
     const char *where;       /* entry point that noticed: "free", "malloc", ... */
     const char *detail;      /* one more sentence, or NULL */
     uint32_t alloc_stack, free_stack, alloc_tid, free_tid;
+    uintptr_t pc, fp;        /* a fault: where the access was (its stack is printed from there) */
+    bool fatal;              /* the program cannot go on (a fault): abort even with abort_on_error=0 */
 } mh_fault_t;
 MH_INTERNAL void mh_report_fault(const mh_fault_t *f);
 MH_INTERNAL void slab_block_fault(mh_fault_t *f, slab_t *s, uint32_t idx, void *p);
@@ -387,6 +421,8 @@ MH_INTERNAL void mh_report(const char *kind, const void *addr, const void *block
                            size_t bsize, const char *where, const char *detail);
 MH_INTERNAL void mh_fatal(const char *msg) __attribute__((noreturn));
 MH_INTERNAL void mh_report_exit(const char *kind, const char *summary);
+MH_INTERNAL void report_lock_all(void);     /* fork */
+MH_INTERNAL void report_unlock_all(void);
 /* Tiny formatter used by reports and stats: appends to buf, never allocates. */
 typedef struct mh_buf { char *p; size_t len, cap; } mh_buf_t;
 MH_INTERNAL void buf_str(mh_buf_t *b, const char *s);
@@ -400,6 +436,11 @@ MH_INTERNAL void buf_hex(mh_buf_t *b, uintptr_t v);
  * or any ASCII byte) never matches it by chance. */
 #define POISON_FREE 0x6b   /* Linux SLUB's freed-object byte */
 #define FILL_NEW    0xbe
+/* fill_new covers at most this much of a large block (as ASan's
+ * max_malloc_fill_size does): filling a huge block whole would make it all
+ * resident at once, and a request the memory cannot back would end in the
+ * OOM killer instead of in ENOMEM. The rest of a fresh block reads as 0. */
+#define FILL_MAX    ((size_t)1 << 20)
 #define CANARY_HARDENED 8  /* tail bytes checked in hardened mode */
 #define CANARY_DEBUG   256 /* ... and in debug mode */
 
@@ -490,12 +531,27 @@ MH_CHECK_READ size_t poison_find_bad(const uint8_t *from, size_t len) {
 
 /* ---- stacks (stack.c) ----------------------------------------------------- */
 MH_INTERNAL void     stack_init(void);
+MH_INTERNAL void     stack_lock_all(void);        /* fork */
+MH_INTERNAL void     stack_unlock_all(void);
 MH_INTERNAL uint32_t stack_capture(void);            /* depot id, 0 when none */
 MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
-MH_INTERNAL void     stack_print_current(mh_buf_t *b);
+/* The stack of this thread, from the faulting pc and frame when pc != 0. */
+MH_INTERNAL void     stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp);
 MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
-MH_INTERNAL void     stack_set_fault_context(uintptr_t pc, uintptr_t fp);
 MH_INTERNAL uint32_t mh_thread_number(void);
+/* A block's allocation (or free) stack and thread, in debug mode. */
+static inline void dbg_record(block_dbg_t *d, bool alloc) {
+    uint32_t stack = stack_capture(), tid = mh_thread_number();
+    if (alloc) {
+        DBG_SET(d, alloc_stack, stack);
+        DBG_SET(d, alloc_tid, tid);
+        DBG_SET(d, free_stack, 0);
+        DBG_SET(d, free_tid, 0);
+    } else {
+        DBG_SET(d, free_stack, stack);
+        DBG_SET(d, free_tid, tid);
+    }
+}
 
 /* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */
 MH_INTERNAL void fault_init(void);
@@ -515,5 +571,21 @@ static inline bool bits_all_set(const uint64_t *map, uint32_t first, uint32_t la
 static inline void bits_clear_range(uint64_t *map, uint32_t first, uint32_t last) {
     for (uint32_t b = first; b <= last; b++) map[b >> 6] &= ~((uint64_t)1 << (b & 63));
 }
+
+/* ---- what the code above assumes ------------------------------------------ */
+_Static_assert(MH_UNITS * MH_UNIT_SIZE == MH_SEG_SIZE, "a miniheap is cut into whole units");
+_Static_assert(MH_UNITS <= 64, "unit bitmaps (free_units, dirty_units, guard_units) are one 64-bit word");
+_Static_assert(MH_USABLE_UNITS < MH_UNITS, "the last unit of a miniheap is its guard");
+_Static_assert(MH_PAGES_PER_UNIT == 16, "slab_t.purged keeps 16 page bits per unit");
+_Static_assert(MH_MAX_SLAB_UNITS * MH_PAGES_PER_UNIT <= 128, "slab_t.purged has 128 page bits");
+_Static_assert(MH_MAX_CLASSES <= 256, "mh_class_index stores a class in a byte");
+_Static_assert(MH_ARENAS <= 256, "slab_t.arena is a byte");
+_Static_assert(MH_BUCKETS <= 32, "class_bins_t.nonempty is a 32-bit mask");
+_Static_assert(MH_MIN_ALIGN + 1 <= 2 * MH_MIN_ALIGN,
+               "the malloc fast path leaves 2 * MH_MIN_ALIGN for the front redzone and the canary byte");
+_Static_assert(MH_SMALL_MAX <= INFO_SIZE_MASK, "an info word holds any small block's size");
+_Static_assert(KIND_NEW_ARRAY < (1u << (32 - INFO_KIND_SHIFT)), "an info word holds the allocation kind");
+_Static_assert(MH_ROOT_ENTRIES * MH_LEAF_ENTRIES << MH_SEG_SHIFT == (size_t)1 << MH_ADDR_BITS,
+               "the radix table covers the whole address space");
 
 #endif

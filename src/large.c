@@ -20,6 +20,7 @@ typedef struct large {
     size_t req;              /* requested size */
     uint64_t freed_ms;
     uint8_t kind, guarded, sampled;
+    uint8_t busy;            /* claimed: a free or realloc of it is under way (large_claim) */
     uint8_t tail_canary;     /* the slack after req carries a canary (as allocated) */
     uint16_t front_len;      /* canary bytes before a sampled block (as allocated) */
     uint32_t alloc_stack, free_stack, alloc_tid, free_tid;
@@ -33,7 +34,7 @@ typedef struct large {
 #define QUARANTINE_MAX_BLOCKS 256
 
 static mh_lock_t large_lock = MH_LOCK_INIT;
-static large_t **table;
+static large_t *table[HASH_SIZE];
 static large_t *cache;
 static large_t *live_list;
 static large_t *quar_head, *quar_tail;
@@ -45,11 +46,6 @@ static inline uint8_t *l_map(const large_t *l) { return UNMANGLE(l->map_m); }
  * rest (a sampled malloc(0) has size 0), else everything up to the guard. */
 static inline size_t l_size(const large_t *l) { return l->tail_canary ? l->req : l->usable; }
 
-MH_INTERNAL void large_init(void);
-void large_init(void) {
-    table = os_map_noreserve(HASH_SIZE * sizeof(large_t *));
-    if (!table) mh_fatal("cannot map the large-block table");
-}
 
 static size_t hash_of(const void *p) {
     return (size_t)((((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
@@ -81,20 +77,20 @@ static void hash_insert(large_t *l) {
     live_mapped += l->map_size;
 }
 
-static large_t *hash_remove(const void *p) {
-    for (large_t **pp = &table[hash_of(p)]; *pp; pp = &(*pp)->next) {
-        if (l_user(*pp) == p) {
-            large_t *l = *pp;
+/* Take l out of the table and the live list (found by identity: a block
+ * being resized may already have its new address). */
+static void hash_unlink(large_t *l, const void *key) {
+    for (large_t **pp = &table[hash_of(key)]; *pp; pp = &(*pp)->next) {
+        if (*pp == l) {
             *pp = l->next;
-            if (l->lprev) l->lprev->lnext = l->lnext; else live_list = l->lnext;
-            if (l->lnext) l->lnext->lprev = l->lprev;
-            n_live--;
-            live_bytes -= l->usable;
-            live_mapped -= l->map_size;
-            return l;
+            break;
         }
     }
-    return NULL;
+    if (l->lprev) l->lprev->lnext = l->lnext; else live_list = l->lnext;
+    if (l->lnext) l->lnext->lprev = l->lprev;
+    n_live--;
+    live_bytes -= l->usable;
+    live_mapped -= l->map_size;
 }
 
 static large_t *hash_find(const void *p) {
@@ -214,7 +210,7 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
     }
     if (dirty) track_open(user, l->usable); /* a cached block: inaccessible since its free */
     if (zero && dirty) memset(user, 0, size < dirty ? size : dirty);
-    else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size);
+    else if (!zero && mh_opt.fill_new) memset(user, FILL_NEW, size < FILL_MAX ? size : FILL_MAX);
     canaries_choose(l);
     canaries_fill(l);
     /* The tools see what malloc_usable_size promises: the request when a
@@ -353,8 +349,9 @@ static large_t *quarantine_take_oldest(void) {
 /* Checks on free of a large block; false when the free must not go on. */
 static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, const char *where) {
     uint8_t *user = l_user(l);
-    mh_fault_t f = {NULL, user, user, l->req, where, NULL, l->alloc_stack, 0, l->alloc_tid, 0};
-    if (mh_cfg.info && kind && l->kind && kind != l->kind) {
+    mh_fault_t f = {.addr = user, .block = user, .size = l->req, .where = where, .alloc_stack = l->alloc_stack,
+                    .alloc_tid = l->alloc_tid};
+    if (mh_opt.mismatch && kind && l->kind && kind != l->kind) {
         f.kind = "alloc-dealloc-mismatch";
         f.detail = kind == KIND_MALLOC ? (l->kind == KIND_NEW ? "allocated with operator new, freed with free"
                                                               : "allocated with operator new[], freed with free")
@@ -365,7 +362,7 @@ static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, con
         mh_report_fault(&f);
         return false;
     }
-    if (has_size && mh_cfg.info && sized != l->req) {
+    if (has_size && (mh_opt.mismatch ? sized != l->req && sized != l_size(l) : sized > l_size(l))) {
         f.kind = "size-mismatch";
         f.detail = "the size given to the sized free differs from the size allocated";
         mh_report_fault(&f);
@@ -378,29 +375,47 @@ static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, con
     return true;
 }
 
-int large_free(void *p, bool has_size, size_t sized, int kind, const char *where) {
+/* Claiming a live block makes this thread its only user until it releases
+ * (frees) or unclaims it: a free or realloc of it by another thread in the
+ * meantime finds it busy and is reported, as a second claim of a slab
+ * block's live bit is. */
+large_t *large_claim(const void *p, bool *busy) {
+    *busy = false;
+    mh_lock(&large_lock);
+    large_t *l = hash_find(p);
+    if (l && __atomic_load_n(&l->busy, __ATOMIC_ACQUIRE)) {
+        *busy = true;
+        l = NULL;
+    }
+    if (l) __atomic_store_n(&l->busy, 1, __ATOMIC_RELAXED);
+    mh_unlock(&large_lock);
+    return l;
+}
+
+void large_unclaim(large_t *l) { __atomic_store_n(&l->busy, 0, __ATOMIC_RELEASE); }
+
+size_t large_size(const large_t *l) { return l_size(l); }
+
+/* Checks before a claimed block is freed or resized; false (after a report)
+ * when the operation must not go on: the block stays claimed. */
+bool large_check_claimed(large_t *l, bool has_size, size_t sized, int kind, const char *where) {
+    if (!mh_cfg.hard && !has_size) return true;
+    return check_on_free(l, has_size, sized, kind, where);
+}
+
+/* Free a claimed, checked block: quarantine, cache or unmap. */
+void large_release(large_t *l) {
     uint64_t now = os_now_ms();
     size_t max = (size_t)mh_opt.large_cache_mb << 20;
     large_t *evict = NULL;
-    mh_lock(&large_lock);
-    large_t *l = hash_remove(p);
-    if (!l) {
-        mh_unlock(&large_lock);
-        return 0;
-    }
-    mh_unlock(&large_lock);
-    if (mh_cfg.hard && !check_on_free(l, has_size, sized, kind, where)) {
-        mh_lock(&large_lock);
-        hash_insert(l); /* leave it allocated: the report may not abort */
-        mh_unlock(&large_lock);
-        return 1;
-    }
     if (mh_opt.stacks) {
         l->free_stack = stack_capture();
         l->free_tid = mh_thread_number();
     }
     track_free(l_user(l), l_size(l), 0);
     mh_lock(&large_lock);
+    hash_unlink(l, l_user(l));
+    __atomic_store_n(&l->busy, 0, __ATOMIC_RELAXED);
     if (l->sampled || mh_cfg.quarantine) {
         /* Inaccessible while it waits: a stale access faults right there. */
         os_protect_none(l_map(l), l->map_size);
@@ -442,17 +457,43 @@ int large_free(void *p, bool has_size, size_t sized, int kind, const char *where
     mh_unlock(&large_lock);
     if (l) unmap_block(l);
     unmap_list(evict);
-    return 1;
 }
 
-bool large_usable(const void *p, size_t *size) {
+int large_free(void *p, bool has_size, size_t sized, int kind, const char *where) {
+    bool busy;
+    large_t *l = large_claim(p, &busy);
+    if (!l) return busy ? LARGE_BUSY : LARGE_NOT_OURS;
+    if (!large_check_claimed(l, has_size, sized, kind, where)) {
+        large_unclaim(l); /* leave it allocated: the report may not abort */
+        return LARGE_DONE;
+    }
+    large_release(l);
+    return LARGE_DONE;
+}
+
+/* The usable size of a live large block; with check_where, its canaries are
+ * checked too (the owner may not free it concurrently). */
+bool large_usable(const void *p, size_t *size, const char *check_where) {
+    bool busy;
+    large_t *l = check_where && mh_cfg.hard ? large_claim(p, &busy) : NULL;
+    if (l) {
+        *size = l_size(l);
+        check_on_free(l, false, 0, 0, check_where);
+        large_unclaim(l);
+        return true;
+    }
     mh_lock(&large_lock);
-    large_t *l = hash_find(p);
+    l = hash_find(p);
     if (l) *size = l_size(l);
     mh_unlock(&large_lock);
-    /* Its canary is checked here too (the owner may not free it concurrently). */
-    if (l && mh_cfg.hard) check_on_free(l, false, 0, 0, "malloc_usable_size");
     return l != NULL;
+}
+
+/* A report about large block l (its stacks included). */
+static void large_fault(mh_fault_t *f, const large_t *l, const char *kind, const void *addr, const char *detail) {
+    *f = (mh_fault_t){.kind = kind, .addr = addr, .block = l_user(l), .size = l_size(l), .detail = detail,
+                      .alloc_stack = l->alloc_stack, .free_stack = l->free_stack, .alloc_tid = l->alloc_tid,
+                      .free_tid = l->free_tid};
 }
 
 /* p is not a live large block: was it one, freed and still cached or in
@@ -463,16 +504,16 @@ bool large_was_freed(const void *p, mh_fault_t *f) {
     for (uint32_t i = 0; i < GONE_SLOTS && !found; i++) {
         const gone_t *g = &gone[i];
         if (!g->user_m || UNMANGLE(g->user_m) != p) continue;
-        *f = (mh_fault_t){"double-free", p, p, g->size, NULL, "the block was already freed (and unmapped)",
-                          g->alloc_stack, g->free_stack, g->alloc_tid, g->free_tid};
+        *f = (mh_fault_t){.kind = "double-free", .addr = p, .block = p, .size = g->size,
+                          .detail = "the block was already freed (and unmapped)", .alloc_stack = g->alloc_stack,
+                          .free_stack = g->free_stack, .alloc_tid = g->alloc_tid, .free_tid = g->free_tid};
         found = true;
     }
     large_t *lists[2] = {cache, quar_head};
     for (int i = 0; i < 2 && !found; i++) {
         for (large_t *l = lists[i]; l; l = l->next) {
             if (l_user(l) != p) continue;
-            *f = (mh_fault_t){"double-free", p, p, l_size(l), NULL, "the block was already freed",
-                              l->alloc_stack, l->free_stack, l->alloc_tid, l->free_tid};
+            large_fault(f, l, "double-free", p, "the block was already freed");
             found = true;
             break;
         }
@@ -481,72 +522,63 @@ bool large_was_freed(const void *p, mh_fault_t *f) {
     return found;
 }
 
-/* Resize in place when it fits, else move the pages with mremap (no copy)
- * into a fresh guarded reservation. *status: LARGE_DONE, LARGE_NOT_OURS,
- * LARGE_COPY (the caller must allocate, copy and free), LARGE_FAILED
- * (reported, or ENOMEM). */
-void *large_realloc(void *p, size_t size, int *status) {
-    mh_lock(&large_lock);
-    large_t *l = hash_find(p);
-    *status = l ? LARGE_DONE : LARGE_NOT_OURS;
-    if (!l) {
-        mh_unlock(&large_lock);
-        return NULL;
-    }
-    if (l->sampled) { /* a sampled block stays on its page: new block, copy */
-        mh_unlock(&large_lock);
-        *status = LARGE_COPY;
-        return NULL;
-    }
-    hash_remove(p);
-    bool guard = n_live < GUARDED_MAX;
-    mh_unlock(&large_lock);
-    if (mh_cfg.hard && !check_on_free(l, false, 0, 0, "realloc")) {
-        mh_lock(&large_lock);
-        hash_insert(l);
-        mh_unlock(&large_lock);
-        *status = LARGE_FAILED;
-        return NULL;
-    }
-    size_t old_size = l_size(l);
+/* Resize a claimed (and checked) block in place when it fits, else move
+ * its pages with mremap (no copy) into a fresh guarded reservation; the
+ * block stays claimed. *status: LARGE_DONE (the new address is returned),
+ * LARGE_COPY (a sampled block, or tools that cannot follow moved pages: the
+ * caller allocates, copies and releases), LARGE_FAILED (ENOMEM). The work
+ * is done on a copy of the descriptor, published under the lock, so a
+ * concurrent lookup of the old address finds the block, busy, throughout. */
+void *large_resize(large_t *l, size_t size, int *status) {
+    *status = LARGE_COPY;
     size_t need = size + mh_cfg.tail;
     size_t pages = (need + MH_PAGE - 1) & ~(MH_PAGE - 1);
-    if (size > MH_MAX_REQUEST || need < size) goto fail;
-    if (pages > l->usable && track_active()) {
-        /* memcheck and ASan do not follow a live block's pages that mremap
-         * moves: a new block and a copy instead. */
-        mh_lock(&large_lock);
-        hash_insert(l);
-        mh_unlock(&large_lock);
-        *status = LARGE_COPY;
+    if (l->sampled || (pages > l->usable && track_active())) return NULL;
+    *status = LARGE_FAILED;
+    if (size > MH_MAX_REQUEST || need < size) {
+        errno = ENOMEM;
         return NULL;
     }
+    mh_lock(&large_lock);
+    bool guard = n_live < GUARDED_MAX;
+    mh_unlock(&large_lock);
+    large_t n = *l;
+    size_t old_size = l_size(l);
     /* Before a shrink unmaps the tail; to what malloc_usable_size will say. */
     const size_t keep = (size_t)64 << 10;
-    size_t new_open = mh_cfg.tail ? size : pages_after_resize(l, pages, keep);
+    size_t new_open = mh_cfg.tail ? size : pages_after_resize(&n, pages, keep);
     track_resize(l_user(l), old_size, new_open, 0);
-    if (!resize_pages(l, pages, guard, keep)) goto fail;
-    uint8_t *user = l_user(l);
-    if (mh_opt.fill_new && size > l->req) memset(user + l->req, FILL_NEW, size - l->req);
-    l->req = size;
-    l->tail_canary = mh_cfg.tail != 0; /* resized: the canary of the options now */
-    size_t slack = l->usable - size;
-    if (l->tail_canary && slack) {
+    if (!resize_pages(&n, pages, guard, keep)) {
+        track_resize(l_user(l), new_open, old_size, 0);
+        errno = ENOMEM;
+        return NULL;
+    }
+    uint8_t *user = l_user(&n);
+    if (mh_opt.fill_new && size > n.req && n.req < FILL_MAX)
+        memset(user + n.req, FILL_NEW, (size < FILL_MAX ? size : FILL_MAX) - n.req);
+    n.req = size;
+    n.tail_canary = mh_cfg.tail != 0; /* resized: the canary of the options now */
+    size_t slack = n.usable - size;
+    if (n.tail_canary && slack) {
         track_open(user + size, slack < MH_PAGE ? slack : MH_PAGE);
         canary_fill(user + size, slack < MH_PAGE ? slack : MH_PAGE);
         track_noaccess(user + size, slack);
     }
+    uint32_t moved_stack = user != l_user(l) && mh_opt.stacks ? stack_capture() : 0;
     mh_lock(&large_lock);
+    void *old_key = l_user(l);
+    hash_unlink(l, old_key);
+    if (user != old_key) { /* the old address was freed by this realloc: a later free of it is a double free */
+        l->free_stack = moved_stack;
+        l->free_tid = moved_stack ? mh_thread_number() : 0;
+        remember_gone(l);
+    }
+    n.next = NULL;
+    *l = n;
     hash_insert(l);
     mh_unlock(&large_lock);
+    *status = LARGE_DONE;
     return user;
-fail:
-    mh_lock(&large_lock);
-    hash_insert(l);
-    mh_unlock(&large_lock);
-    *status = LARGE_FAILED;
-    errno = ENOMEM;
-    return NULL;
 }
 
 void large_purge(uint64_t now, bool force) {
@@ -583,8 +615,10 @@ void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) 
 int large_check(void) {
     mh_lock(&large_lock);
     for (large_t *l = live_list; l; l = l->lnext) {
+        if (__atomic_load_n(&l->busy, __ATOMIC_ACQUIRE)) continue; /* being freed or resized: its owner checks it */
         uint8_t *user = l_user(l);
-        mh_fault_t f = {NULL, NULL, user, l->req, "mh_check", NULL, l->alloc_stack, 0, l->alloc_tid, 0};
+        mh_fault_t f = {.block = user, .size = l->req, .where = "mh_check", .alloc_stack = l->alloc_stack,
+                        .alloc_tid = l->alloc_tid};
         if (!canary_fault(l, &f)) continue;
         mh_unlock(&large_lock);
         mh_report_fault(&f);
@@ -609,18 +643,14 @@ bool large_explain(uintptr_t addr, mh_fault_t *f) {
     for (large_t *l = cache; l && !found; l = l->next) {
         uintptr_t map = (uintptr_t)l_map(l);
         if (addr >= map && addr < map + l->map_size) {
-            *f = (mh_fault_t){"use-after-free", (void *)addr, l_user(l), l_size(l), NULL,
-                              "the block was freed (its mapping is kept for reuse)", l->alloc_stack,
-                              l->free_stack, l->alloc_tid, l->free_tid};
+            large_fault(f, l, "use-after-free", (void *)addr, "the block was freed (its mapping is kept for reuse)");
             found = true;
         }
     }
     for (large_t *l = quar_head; l && !found; l = l->next) {
         uintptr_t map = (uintptr_t)l_map(l);
         if (addr >= map && addr < map + l->map_size) {
-            *f = (mh_fault_t){"use-after-free", (void *)addr, l_user(l), l_size(l), NULL,
-                              "the block was freed and is in quarantine", l->alloc_stack, l->free_stack,
-                              l->alloc_tid, l->free_tid};
+            large_fault(f, l, "use-after-free", (void *)addr, "the block was freed and is in quarantine");
             found = true;
         }
     }
@@ -629,9 +659,9 @@ bool large_explain(uintptr_t addr, mh_fault_t *f) {
             uintptr_t map = (uintptr_t)l_map(l), user = (uintptr_t)l_user(l);
             if (addr < map || addr >= map + l->map_size) continue;
             bool before = addr < user;
-            *f = (mh_fault_t){before ? "heap-buffer-underflow" : "heap-buffer-overflow", (void *)addr,
-                              (void *)user, l_size(l), NULL, "the access hit a guard page",
-                              l->alloc_stack, 0, l->alloc_tid, 0};
+            large_fault(f, l, before ? "heap-buffer-underflow" : "heap-buffer-overflow", (void *)addr,
+                        "the access hit a guard page");
+            f->free_stack = f->free_tid = 0;
             found = true;
         }
     }

@@ -43,9 +43,9 @@ static void collect_slab(slab_t *s, void *arg) {
         while (live) {
             uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(live);
             live &= live - 1;
-            size_t size = s->canary ? (s->info[idx] & INFO_SIZE_MASK) : s->bsize - s->front;
+            size_t size = slab_block_size(s, idx);
             add_span(st, (uintptr_t)(ustart + (size_t)idx * s->bsize), size,
-                     s->dbg ? s->dbg[idx].alloc_stack : 0);
+                     s->dbg ? DBG_GET(&s->dbg[idx], alloc_stack) : 0);
         }
     }
 }

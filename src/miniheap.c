@@ -8,7 +8,7 @@
 #include "internal.h"
 #include "track.h"
 
-_Atomic(miniheap_t *) *mh_radix;
+_Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
 mh_lock_t mh_heap_lock = MH_LOCK_INIT;
 
 static miniheap_t *by_used[MH_USABLE_UNITS + 1]; /* index: used units */
@@ -57,6 +57,20 @@ static int find_run(uint64_t free_units, uint32_t units) {
     return m ? __builtin_ctzll(m) : -1;
 }
 
+/* The radix slot of a miniheap at base, its leaf mapped on first use (under
+ * mh_heap_lock). Leaves stay mapped: there are few, and a lookup racing
+ * with a give-back must never read an unmapped leaf. */
+static _Atomic(miniheap_t *) *radix_slot(const uint8_t *base) {
+    uintptr_t a = (uintptr_t)base;
+    radix_leaf_t *leaf = atomic_load_explicit(&mh_radix[a >> MH_LEAF_SHIFT], memory_order_relaxed);
+    if (!leaf) {
+        leaf = os_map(sizeof(radix_leaf_t));
+        if (!leaf) return NULL;
+        atomic_store_explicit(&mh_radix[a >> MH_LEAF_SHIFT], leaf, memory_order_release);
+    }
+    return &(*leaf)[(a >> MH_SEG_SHIFT) & (MH_LEAF_ENTRIES - 1)];
+}
+
 static miniheap_t *miniheap_create(void) {
     miniheap_t *mh = spare_descs;
     if (mh) {
@@ -67,7 +81,9 @@ static miniheap_t *miniheap_create(void) {
         if (!mh) return NULL;
     }
     uint8_t *base = os_segment_alloc(NULL);
-    if (!base) {
+    _Atomic(miniheap_t *) *slot = base ? radix_slot(base) : NULL;
+    if (!slot) {
+        if (base) os_segment_free(base);
         mh->next = spare_descs;
         spare_descs = mh;
         return NULL;
@@ -76,7 +92,7 @@ static miniheap_t *miniheap_create(void) {
     track_region_add(base, MH_SEG_SIZE);
     mh->free_units = usable_mask;
     mh->dirty_units = 0;
-    atomic_store_explicit(&mh_radix[(uintptr_t)base >> MH_SEG_SHIFT], mh, memory_order_release);
+    atomic_store_explicit(slot, mh, memory_order_release);
     n_miniheaps++;
     list_insert(mh);
     return mh;
@@ -86,7 +102,7 @@ static void miniheap_destroy(miniheap_t *mh) {
     list_remove(mh);
     atomic_fetch_add(&slab_guard_budget, __builtin_popcountll(atomic_load(&mh->guard_units)));
     uint8_t *base = mh_base(mh);
-    atomic_store_explicit(&mh_radix[(uintptr_t)base >> MH_SEG_SHIFT], NULL, memory_order_release);
+    atomic_store_explicit(radix_slot(base), NULL, memory_order_release);
     track_region_remove(base, MH_SEG_SIZE);
     track_unmap(base, MH_SEG_SIZE);
     os_segment_free(base);

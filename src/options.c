@@ -17,38 +17,51 @@ typedef struct option_def {
     uint32_t min, max;
     uint32_t preset[3];  /* fast, hardened, debug */
     const char *help;
+    bool layout;         /* shapes blocks and metadata: fixed while blocks exist */
 } option_def_t;
+
+/* Set when the first block is handed out, cleared by mh_reset(): from then
+ * on the layout options (canaries, redzones, poison, per-block records,
+ * caches, sampling) cannot change, since blocks already handed out and the
+ * thread caches of every thread were made with the old ones. */
+_Atomic int mh_layout_fixed;
 
 #define O(field) &mh_opt.field
 /* One table: the presets of every mode and the limits of every key. */
 static const option_def_t options[] = {
-    {"mode", O(mode), 0, 2, {0, 1, 2}, "fast | hardened | debug"},
-    {"canary", O(canary), 0, 1, {0, 1, 1}, "canary right after the requested size"},
-    {"underflow", O(underflow), 0, 1, {0, 0, 1}, "canary in front of each block"},
-    {"poison", O(poison), 0, 2, {0, 1, 2}, "poison freed blocks: 0 no, 1 first 32 bytes, 2 whole"},
-    {"fill_new", O(fill_new), 0, 1, {0, 0, 1}, "fill new blocks with 0xbe"},
-    {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 16}, "MiB of freed blocks held back per thread"},
-    {"random", O(random), 0, 1, {0, 1, 1}, "randomised slot choice"},
-    {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab"},
-    {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 512}, "1 in N blocks between guard pages"},
-    {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks"},
-    {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack"},
-    {"leak_report", O(leak_report), 0, 1, {0, 0, 1}, "report unreachable blocks at exit"},
-    {"check_every", O(check_every), 0, 1u << 30, {0, 0, 0}, "mh_check() every N operations"},
-    {"mismatch", O(mismatch), 0, 1, {0, 1, 1}, "check malloc/new/new[] pairs and sized frees"},
-    {"decay_ms", O(decay_ms), 0, 600000, {500, 500, 500}, "ms free memory is kept before it is given back"},
-    {"miniheap_cache", O(miniheap_cache), 0, 1024, {2, 2, 2}, "empty miniheaps kept mapped"},
-    {"large_cache_mb", O(large_cache_mb), 0, 1 << 20, {64, 64, 64}, "MiB of freed large blocks kept for reuse"},
-    {"float_pct", O(float_pct), 0, 100, {25, 25, 25}, "realloc moves blocks out of slabs less full than this %"},
-    {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches"},
-    {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)"},
-    {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence"},
+    {"mode", O(mode), 0, 2, {0, 1, 2}, "fast | hardened | debug", true},
+    {"canary", O(canary), 0, 1, {0, 1, 1}, "canary right after the requested size", true},
+    {"underflow", O(underflow), 0, 1, {0, 0, 1}, "canary in front of each block", true},
+    {"poison", O(poison), 0, 2, {0, 1, 2}, "poison freed blocks: 0 no, 1 first 32 bytes, 2 whole", true},
+    {"fill_new", O(fill_new), 0, 1, {0, 0, 1}, "fill new blocks with 0xbe", false},
+    {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 16}, "MiB of freed blocks held back per thread", true},
+    {"random", O(random), 0, 1, {0, 1, 1}, "randomised slot choice", false},
+    {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab", false},
+    {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 512}, "1 in N blocks between guard pages", true},
+    {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks", true},
+    {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack", false},
+    {"leak_report", O(leak_report), 0, 1, {0, 0, 1}, "report unreachable blocks at exit", false},
+    {"check_every", O(check_every), 0, 1u << 30, {0, 0, 0}, "mh_check() every N operations", false},
+    {"mismatch", O(mismatch), 0, 1, {0, 1, 1}, "check malloc/new/new[] pairs and sized frees", true},
+    {"decay_ms", O(decay_ms), 0, 600000, {500, 500, 500}, "ms free memory is kept before it is given back", false},
+    {"miniheap_cache", O(miniheap_cache), 0, 1024, {2, 2, 2}, "empty miniheaps kept mapped", false},
+    {"large_cache_mb", O(large_cache_mb), 0, 1 << 20, {64, 64, 64}, "MiB of freed large blocks kept for reuse", false},
+    {"float_pct", O(float_pct), 0, 100, {25, 25, 25}, "realloc moves blocks out of slabs less full than this %", false},
+    {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches", true},
+    {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)", false},
+    {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence", false},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
+/* A preset sets every key, except abort_on_error once running (a program
+ * that chose it keeps it) and, while blocks exist, the layout keys. */
 static void apply_preset(uint32_t mode) {
-    for (size_t i = 0; i < NOPTIONS; i++)
-        if (options[i].value != &mh_opt.abort_on_error || !mh_ready) *options[i].value = options[i].preset[mode];
+    bool fixed = atomic_load(&mh_layout_fixed);
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        if (options[i].value == &mh_opt.abort_on_error && mh_ready) continue;
+        if (options[i].layout && fixed) continue;
+        *options[i].value = options[i].preset[mode];
+    }
 }
 
 void mh_config_update(void) {
@@ -66,14 +79,21 @@ static bool name_is(const char *s, size_t n, const char *name) {
     return strlen(name) == n && memcmp(s, name, n) == 0;
 }
 
-static void complain(const char *what, const char *s, size_t n) {
-    char text[256];
+static void complain(const char *source, const char *what, const char *s, size_t n, const char *why) {
+    char text[320];
     mh_buf_t b = {text, 0, sizeof text};
     buf_str(&b, "miniheap: warning: ");
     buf_str(&b, what);
-    buf_str(&b, " in MINIHEAP_OPTIONS: '");
+    buf_str(&b, " in ");
+    buf_str(&b, source);
+    buf_str(&b, ": '");
     for (size_t i = 0; i < n && b.len + 8 < b.cap; i++) b.p[b.len++] = s[i];
-    buf_str(&b, "' (ignored)\n");
+    buf_str(&b, "' (ignored");
+    if (why) {
+        buf_str(&b, ": ");
+        buf_str(&b, why);
+    }
+    buf_str(&b, ")\n");
     os_write_stderr(text, b.len);
 }
 
@@ -96,9 +116,11 @@ static bool parse_value(const option_def_t *o, const char *v, const char *end, u
 }
 
 /* Two passes: a mode sets its preset first, then every other key tunes it,
- * whatever the order they were written in. */
-int mh_options_parse(const char *str, bool report) {
+ * whatever the order they were written in. While blocks exist, a layout
+ * key may only be given its current value. */
+int mh_options_parse(const char *str, const char *report) {
     int rc = 0;
+    bool fixed = atomic_load(&mh_layout_fixed);
     for (int pass = 0; pass < 2; pass++) {
         for (const char *s = str; s && *s;) {
             const char *end = s;
@@ -112,12 +134,21 @@ int mh_options_parse(const char *str, bool report) {
                 bool is_mode = o && o->value == &mh_opt.mode;
                 uint32_t v;
                 if (o && eq < end && parse_value(o, eq + 1, end, &v)) {
-                    if (pass == 0 && is_mode) apply_preset(v);
-                    if (pass == 1 && !is_mode) *o->value = v;
-                    if (pass == 1 && o->value == &mh_opt.seed) mh_random_restart();
+                    if (o->layout && fixed && v != *o->value) {
+                        if (pass == 1) {
+                            rc = -1;
+                            if (report)
+                                complain(report, "layout option", s, (size_t)(end - s),
+                                         "it cannot change once blocks are allocated; call mh_reset() first");
+                        }
+                    } else {
+                        if (pass == 0 && is_mode) apply_preset(v);
+                        if (pass == 1 && !is_mode) *o->value = v;
+                        if (pass == 1 && o->value == &mh_opt.seed) mh_random_restart();
+                    }
                 } else if (pass == 1) {
                     rc = -1;
-                    if (report) complain(o ? "bad value" : "unknown option", s, (size_t)(end - s));
+                    if (report) complain(report, o ? "bad value" : "unknown option", s, (size_t)(end - s), NULL);
                 }
             }
             s = *end ? end + 1 : end;
@@ -136,12 +167,21 @@ static const char *env_get(const char *name) {
     return NULL;
 }
 
+/* A privileged program (set-user-ID, capabilities: AT_SECURE) ignores
+ * MINIHEAP_OPTIONS: whoever started it must not be able to switch its
+ * protections off (mode=fast), nor make it write reports or files. */
 void mh_options_init(void) {
     apply_preset(MH_DEFAULT_MODE);
-    mh_options_parse(env_get("MINIHEAP_OPTIONS"), true);
+    const char *env = env_get("MINIHEAP_OPTIONS");
+    if (env && os_secure()) {
+        static const char msg[] = "miniheap: warning: MINIHEAP_OPTIONS ignored in a privileged (AT_SECURE) program\n";
+        os_write_stderr(msg, sizeof msg - 1);
+        env = NULL;
+    }
+    mh_options_parse(env, "MINIHEAP_OPTIONS");
 }
 
 MH_API int mh_set_options(const char *s) {
     mh_ensure_init();
-    return mh_options_parse(s, true);
+    return mh_options_parse(s, "mh_set_options()");
 }

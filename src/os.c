@@ -6,7 +6,9 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <fcntl.h>
+#include <sys/auxv.h>
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,7 +31,11 @@ static void *map_raw(void *hint, size_t size, int prot, int extra) {
 }
 
 void *os_map(size_t size) { return map_raw(NULL, size, PROT_READ | PROT_WRITE, 0); }
-void *os_reserve(size_t size) { return map_raw(NULL, size, PROT_NONE, MAP_NORESERVE); }
+/* Not MAP_NORESERVE: the kernel then charges the pages os_commit makes
+ * writable (and what mremap grows them by) against its overcommit policy,
+ * as it charges glibc's mmap, so a request no memory could back fails with
+ * ENOMEM instead of succeeding. */
+void *os_reserve(size_t size) { return map_raw(NULL, size, PROT_NONE, 0); }
 void *os_map_noreserve(size_t size) {
     return map_raw(NULL, size, PROT_READ | PROT_WRITE, MAP_NORESERVE);
 }
@@ -142,12 +148,49 @@ void os_write_stderr(const char *s, size_t n) {
     errno = saved;
 }
 
+/* As abort() does, without its stdio work (which may allocate): the
+ * program's own SIGABRT handler runs first (a fuzzer's saves the crashing
+ * input there, a test harness records the failure); only if it returns,
+ * the default action. */
 void os_abort(void) {
-    /* abort() may flush stdio, which may allocate; raise SIGABRT directly. */
-    signal(SIGABRT, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGABRT);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(SIGABRT);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGABRT, &dfl, NULL);
     raise(SIGABRT);
     _exit(134);
 }
+
+void os_exit(int status) { _exit(status); }
+
+/* Copy n bytes of this process's memory without ever faulting: false when
+ * any of them is unreadable (unmapped, a guard page). Used by stack walks
+ * that may meet a bad frame pointer, in reports and in the fault handler. */
+bool os_read_self(void *dst, const void *src, size_t n) {
+    static _Atomic int unusable; /* process_vm_readv forbidden here (seccomp) */
+    if (atomic_load_explicit(&unusable, memory_order_relaxed)) return false;
+    int saved = errno;
+    struct iovec local = {dst, n}, remote = {(void *)src, n};
+    ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    if (r < 0 && (errno == ENOSYS || errno == EPERM)) atomic_store_explicit(&unusable, 1, memory_order_relaxed);
+    errno = saved;
+    return r == (ssize_t)n;
+}
+
+/* From the kernel's auxiliary vector, as the dynamic loader got it. */
+size_t os_page_size(void) {
+    unsigned long v = getauxval(AT_PAGESZ);
+    return v ? (size_t)v : MH_PAGE;
+}
+
+/* A set-user-ID or otherwise privileged program (AT_SECURE): its
+ * environment was chosen by a less privileged user. */
+bool os_secure(void) { return getauxval(AT_SECURE) != 0; }
 
 uint32_t os_cpu_count(void) {
     cpu_set_t set;
@@ -173,22 +216,61 @@ long os_read_number(const char *path, long fallback) {
 
 static struct sigaction old_segv, old_bus;
 
+/* On the program's alternate signal stack if it has one (a fault from a
+ * stack overflow has no room on its own stack); SIGSEGV and SIGBUS stay
+ * blocked while the handler runs, so a fault in it cannot re-enter it. */
 bool os_install_fault_handler(void (*fn)(int, void *, void *)) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = (void (*)(int, siginfo_t *, void *))(void *)fn;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGSEGV);
+    sigaddset(&sa.sa_mask, SIGBUS);
     int saved = errno;
     bool ok = sigaction(SIGSEGV, &sa, &old_segv) == 0 && sigaction(SIGBUS, &sa, &old_bus) == 0;
     errno = saved;
     return ok;
 }
 
-/* Put back whatever handled the signal before us; returning from our
- * handler then re-runs the access, which faults into it. */
-void os_restore_fault_handler(int sig) {
-    sigaction(sig, sig == SIGBUS ? &old_bus : &old_segv, NULL);
+/* A fault that is not miniheap's goes to whatever handled the signal before
+ * miniheap started, as if miniheap were not there; our handler stays
+ * installed for the next fault. */
+void os_chain_fault(int sig, void *info, void *uctx) {
+    struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
+    siginfo_t *si = info;
+    if ((old->sa_flags & SA_SIGINFO) ? old->sa_sigaction == NULL
+                                     : (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN)) {
+        bool sent = si->si_code <= 0; /* kill(), tgkill(): returning would not re-raise it */
+        if (sent && old->sa_handler == SIG_IGN) return;
+        /* The default action: the access runs again and faults with it,
+         * or a signal sent by a program is raised again. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+        if (sent) {
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, sig);
+            pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+            raise(sig);
+        }
+        return;
+    }
+    /* The program's handler, with the mask and flags it asked for. */
+    sigset_t saved;
+    pthread_sigmask(SIG_BLOCK, &old->sa_mask, &saved);
+    if (old->sa_flags & SA_SIGINFO) {
+        void (*fn)(int, siginfo_t *, void *) = old->sa_sigaction;
+        if (old->sa_flags & SA_RESETHAND) old->sa_sigaction = NULL;
+        fn(sig, si, uctx);
+    } else {
+        void (*fn)(int) = old->sa_handler;
+        if (old->sa_flags & SA_RESETHAND) old->sa_handler = SIG_DFL;
+        fn(sig);
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
 }
 
 /* ---- miniheap backing ----------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 static _Atomic uint64_t drawn; /* words drawn from the seeded sequence */
+static uint64_t stream;         /* which sequence: 0, or one of a forked child's */
 
 static uint64_t mix(uint64_t z) { /* splitmix64's finaliser */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -21,7 +22,7 @@ void mh_random(void *buf, size_t n) {
     uint8_t *out = buf;
     while (n) {
         uint64_t i = atomic_fetch_add_explicit(&drawn, 1, memory_order_relaxed);
-        uint64_t w = mix(((uint64_t)mh_opt.seed << 32 ^ i) * 0x9e3779b97f4a7c15ull);
+        uint64_t w = mix(((uint64_t)mh_opt.seed << 32 ^ i) * 0x9e3779b97f4a7c15ull ^ stream);
         size_t k = n < sizeof w ? n : sizeof w;
         memcpy(out, &w, k);
         out += k;
@@ -30,3 +31,10 @@ void mh_random(void *buf, size_t n) {
 }
 
 void mh_random_restart(void) { atomic_store_explicit(&drawn, 0, memory_order_relaxed); }
+
+/* With seed=N a child still repeats from run to run: its sequence depends
+ * only on the parent's and on how far the parent had drawn. */
+void mh_random_after_fork(void) {
+    stream = mix(stream ^ (atomic_load(&drawn) + 0x5851f42d4c957f2dull));
+    atomic_store_explicit(&drawn, 0, memory_order_relaxed);
+}

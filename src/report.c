@@ -10,6 +10,30 @@ static mh_error_handler_t handler;
 static void *handler_arg;
 static mh_lock_t report_lock = MH_LOCK_INIT;
 
+/* Each thread writes its reports into a buffer of its own, mapped at its
+ * first report, so the text a handler receives is not overwritten by
+ * another thread's report once the lock is dropped. */
+#define REPORT_BYTES 16384
+static __thread char *t_text __attribute__((tls_model("initial-exec")));
+static __thread uint8_t t_reporting __attribute__((tls_model("initial-exec")));
+static char shared_text[REPORT_BYTES]; /* when a thread's buffer cannot be mapped: used under the lock */
+
+void report_lock_all(void) { mh_lock(&report_lock); }
+void report_unlock_all(void) { mh_unlock(&report_lock); }
+
+/* A report from inside a report (a fault while walking its stack, an
+ * allocation from the program's SIGABRT handler that finds the heap broken):
+ * taking the lock again would deadlock, so say so in one raw write and end. */
+static void nested_report(const char *kind) {
+    char text[200];
+    mh_buf_t b = {text, 0, sizeof text};
+    buf_str(&b, "miniheap: ERROR: ");
+    buf_str(&b, kind ? kind : "fault");
+    buf_str(&b, " while reporting another error; exiting\n");
+    os_write_stderr(text, b.len);
+    os_exit(134);
+}
+
 void buf_str(mh_buf_t *b, const char *s) {
     while (*s && b->len + 1 < b->cap) b->p[b->len++] = *s++;
     b->p[b->len] = 0;
@@ -72,9 +96,12 @@ static void stack_section(mh_buf_t *b, const char *title, uint32_t tid, uint32_t
 }
 
 void mh_report_fault(const mh_fault_t *f) {
-    static char text[8192];
+    if (t_reporting) nested_report(f->kind);
+    t_reporting = 1;
+    if (!t_text) t_text = os_map(REPORT_BYTES);
     mh_lock(&report_lock);
-    mh_buf_t b = {text, 0, sizeof text};
+    char *text = t_text ? t_text : shared_text;
+    mh_buf_t b = {text, 0, REPORT_BYTES};
     buf_str(&b, "miniheap: ERROR: ");
     buf_str(&b, f->kind);
     buf_str(&b, " on address ");
@@ -89,7 +116,7 @@ void mh_report_fault(const mh_fault_t *f) {
     }
     buf_dec(&b, mh_thread_number());
     buf_str(&b, ":\n");
-    stack_print_current(&b);
+    stack_print_current(&b, f->pc, f->fp);
     if (f->alloc_stack) stack_section(&b, "allocated", f->alloc_tid, f->alloc_stack);
     if (f->free_stack) stack_section(&b, "freed", f->free_tid, f->free_stack);
     if (f->detail) {
@@ -103,20 +130,30 @@ void mh_report_fault(const mh_fault_t *f) {
     buf_str(&b, f->kind);
     buf_str(&b, "\n");
     mh_error_t err = {f->kind, f->addr, f->block, f->size, text};
-    if (!mh_opt.abort_on_error && handler) {
+    if (!mh_opt.abort_on_error && handler && !f->fatal) {
         mh_error_handler_t h = handler;
-        mh_unlock(&report_lock);
-        h(&err, handler_arg);
+        if (text == shared_text) { /* the text is only ours under the lock */
+            h(&err, handler_arg);
+            mh_unlock(&report_lock);
+        } else {
+            mh_unlock(&report_lock);
+            t_reporting = 0;
+            h(&err, handler_arg);
+        }
+        t_reporting = 0;
         return;
     }
     os_write_stderr(text, b.len);
-    if (mh_opt.abort_on_error) os_abort();
+    /* Lock and flag stay taken: another report from this thread (the
+     * program's SIGABRT handler) ends at once, other threads wait. */
+    if (mh_opt.abort_on_error || f->fatal) os_abort();
     mh_unlock(&report_lock);
+    t_reporting = 0;
 }
 
 void mh_report(const char *kind, const void *addr, const void *block, size_t bsize,
                const char *where, const char *detail) {
-    mh_fault_t f = {kind, addr, block, bsize, where, detail, 0, 0, 0, 0};
+    mh_fault_t f = {.kind = kind, .addr = addr, .block = block, .size = bsize, .where = where, .detail = detail};
     mh_report_fault(&f);
 }
 

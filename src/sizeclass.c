@@ -61,6 +61,12 @@ void sizeclass_init(void) {
         c->tcache_cap = tc;
         c->batch = tc / 2 ? tc / 2 : 1;
         prev = size;
+        /* slab_index() divides by multiplying with a 40-bit reciprocal: it
+         * must be exact for every offset of the slab (its error grows with
+         * the offset, so the last byte is the one to check). */
+        uint64_t magic = ((uint64_t)1 << 40) / size + 1, last = (uint64_t)cap * size - 1;
+        if ((last * magic) >> 40 != cap - 1 || ((last - size + 1) * magic) >> 40 != cap - 1)
+            mh_fatal("size class table is inconsistent (slab_index)");
     }
     uint32_t cls = 0;
     for (size_t i = 0; i <= (MH_SMALL_MAX >> 4); i++) {

@@ -68,7 +68,7 @@ static void dirty_add(class_bins_t *b, slab_t *s, uint64_t now) {
     s->on_dirty = 1;
     s->dirty_ms = now;
     s->dirty_next = b->dirty;
-    b->dirty = s;
+    __atomic_store_n(&b->dirty, s, __ATOMIC_RELAXED); /* purge_bins reads it unlocked, as a hint */
 }
 
 _Atomic int32_t slab_guard_budget = 8192;
@@ -230,7 +230,7 @@ static uint32_t slab_pop(slab_t *s, void **out, uint32_t n, uint64_t *rng) {
         s->free_map[w] = word;
         if (!word && k < n) w = (w + 1 == s->nwords) ? 0 : w + 1;
     }
-    s->used += k;
+    __atomic_store_n(&s->used, s->used + k, __ATOMIC_RELAXED); /* sparse() reads it unlocked */
     if (!rng) s->hint = w;
     return k;
 }
@@ -277,7 +277,7 @@ static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
     if (unlikely(s->free_map[idx >> 6] & bit)) mh_fatal("metadata-corruption: block freed into its slab twice");
     s->free_map[idx >> 6] |= bit;
     if (s->poisoned && ((uintptr_t)tagged & TAG_POISONED)) s->poisoned[idx >> 6] |= bit;
-    s->used--;
+    __atomic_store_n(&s->used, s->used - 1, __ATOMIC_RELAXED);
     if (idx / 64 < s->hint) s->hint = idx / 64;
     dirty_add(b, s, now);
     rebucket(b, s);
@@ -296,7 +296,7 @@ static void release_list(class_bins_t *b, slab_t **rel, uint32_t nrel) {
     /* Drop released slabs from the dirty list before their descriptors go. */
     if (!nrel) return;
     for (slab_t **pp = &b->dirty; *pp;) {
-        if ((*pp)->on_dirty == 2) { *pp = (*pp)->dirty_next; continue; }
+        if ((*pp)->on_dirty == 2) { __atomic_store_n(pp, (*pp)->dirty_next, __ATOMIC_RELAXED); continue; }
         pp = &(*pp)->dirty_next;
     }
     for (uint32_t i = 0; i < nrel; i++) slab_release(rel[i]);
@@ -402,7 +402,7 @@ static void purge_bins(class_bins_t *b, uint64_t now, bool force) {
         if (force || now - s->dirty_ms >= mh_opt.decay_ms) {
             if (s->used < s->capacity) purge_pages(s);
             s->on_dirty = 0;
-            *pp = s->dirty_next;
+            __atomic_store_n(pp, s->dirty_next, __ATOMIC_RELAXED);
         } else {
             pp = &s->dirty_next;
         }
@@ -468,7 +468,7 @@ void slab_reset_all(void) {
         memset(b->bucket, 0, sizeof b->bucket);
         b->nonempty = 0;
         b->empty_slabs = 0;
-        b->dirty = NULL;
+        __atomic_store_n(&b->dirty, NULL, __ATOMIC_RELAXED);
         b->rng = 0; /* drawn again: with seed=N a reset run repeats its choices */
     }
     bins_unlock_all();
@@ -498,9 +498,9 @@ void slab_block_fault(mh_fault_t *f, slab_t *s, uint32_t idx, void *p) {
     f->block = p;
     f->size = slab_block_size(s, idx);
     if (s->dbg) {
-        f->alloc_stack = s->dbg[idx].alloc_stack;
-        f->alloc_tid = s->dbg[idx].alloc_tid;
-        f->free_stack = s->dbg[idx].free_stack;
-        f->free_tid = s->dbg[idx].free_tid;
+        f->alloc_stack = DBG_GET(&s->dbg[idx], alloc_stack);
+        f->alloc_tid = DBG_GET(&s->dbg[idx], alloc_tid);
+        f->free_stack = DBG_GET(&s->dbg[idx], free_stack);
+        f->free_tid = DBG_GET(&s->dbg[idx], free_tid);
     }
 }

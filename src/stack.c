@@ -60,6 +60,8 @@ static int find_self(struct dl_phdr_info *info, size_t size, void *arg) {
 }
 
 void stack_init(void) { dl_iterate_phdr(find_self, (void *)(uintptr_t)&stack_init); }
+void stack_lock_all(void) { mh_lock(&depot_lock); }
+void stack_unlock_all(void) { mh_unlock(&depot_lock); }
 
 /* The depot is mapped on first use (debug mode only); caller holds the lock. */
 static bool depot_map(void) {
@@ -83,10 +85,24 @@ static uintptr_t stack_top(uintptr_t sp) {
     return sp;
 }
 
-static uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n, uint32_t max) {
+/* Follow the frame-pointer chain from fp. The hot walk (a debug-mode
+ * capture, from our own frame) reads frames directly, trusting only those
+ * inside the thread's stack; a `safe` walk (reports, the fault handler,
+ * which may start from a faulting frame whose rbp is anything) reads each
+ * frame with os_read_self, so a bad pointer ends the trace instead of
+ * faulting inside the report. */
+static uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n, uint32_t max, bool safe) {
     uintptr_t top = stack_top(fp);
+    if (safe && top == fp) top = fp + ((uintptr_t)64 << 20); /* a stack of the program's own making */
     while (n < max && fp && !(fp & 7) && fp + 16 <= top) {
-        uintptr_t next = ((uintptr_t *)fp)[0], ret = ((uintptr_t *)fp)[1];
+        uintptr_t pair[2];
+        if (safe) {
+            if (!os_read_self(pair, (const void *)fp, sizeof pair)) break;
+        } else {
+            pair[0] = ((uintptr_t *)fp)[0];
+            pair[1] = ((uintptr_t *)fp)[1];
+        }
+        uintptr_t next = pair[0], ret = pair[1];
         if (ret < 4096 || ret >> MH_ADDR_BITS) break; /* not a code address: the chain is broken */
         if (!(ret >= self_lo && ret < self_hi)) frames[n++] = ret;
         if (next <= fp) break;
@@ -96,14 +112,7 @@ static uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n, uint32_t 
 }
 
 static uint32_t walk(uintptr_t *frames, uint32_t max) {
-    return walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, max);
-}
-
-/* Where a fault interrupted the program: its pc first, then its frames. */
-static uintptr_t fault_pc, fault_fp;
-void stack_set_fault_context(uintptr_t pc, uintptr_t fp) {
-    fault_pc = pc;
-    fault_fp = fp;
+    return walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, max, false);
 }
 
 uint32_t stack_capture(void) {
@@ -180,22 +189,22 @@ static void print_frame(mh_buf_t *b, uint32_t i, uintptr_t pc) {
 }
 
 void stack_print(mh_buf_t *b, uint32_t id) {
-    if (!id || !buckets || id >= n_entries) {
+    if (!id || !__atomic_load_n(&buckets, __ATOMIC_ACQUIRE) || id >= __atomic_load_n(&n_entries, __ATOMIC_ACQUIRE)) {
         buf_str(b, "    (no stack recorded)\n");
         return;
     }
-    depot_entry_t *e = entries[id];
+    depot_entry_t *e = __atomic_load_n(&entries[id], __ATOMIC_ACQUIRE);
     for (uint32_t i = 0; i < e->depth; i++) print_frame(b, i, e->frames[i]);
 }
 
-void stack_print_current(mh_buf_t *b) {
+void stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp) {
     uintptr_t frames[MAX_DEPTH];
     uint32_t n;
-    if (fault_pc) { /* +1: print_frame looks up pc - 1, right for return addresses */
-        frames[0] = fault_pc + 1;
-        n = walk_from(fault_fp, frames, 1, MAX_DEPTH);
+    if (pc) { /* +1: print_frame looks up pc - 1, right for return addresses */
+        frames[0] = pc + 1;
+        n = walk_from(fp, frames, 1, MAX_DEPTH, true);
     } else {
-        n = walk(frames, MAX_DEPTH);
+        n = walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, MAX_DEPTH, true);
     }
     if (!n) buf_str(b, "    (no stack: frame pointers missing)\n");
     for (uint32_t i = 0; i < n; i++) print_frame(b, i, frames[i]);
@@ -203,8 +212,9 @@ void stack_print_current(mh_buf_t *b) {
 
 /* Was the stack's innermost frame in a module whose path contains needle? */
 bool stack_top_in_module(uint32_t id, const char *needle) {
-    if (!id || !buckets || id >= n_entries) return false;
-    depot_entry_t *e = entries[id];
+    if (!id || !__atomic_load_n(&buckets, __ATOMIC_ACQUIRE) || id >= __atomic_load_n(&n_entries, __ATOMIC_ACQUIRE))
+        return false;
+    depot_entry_t *e = __atomic_load_n(&entries[id], __ATOMIC_ACQUIRE);
     Dl_info info;
     return e->depth && dladdr((void *)(e->frames[0] - 1), &info) && info.dli_fname &&
            strstr(info.dli_fname, needle);

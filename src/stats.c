@@ -25,7 +25,7 @@ static void walk_miniheap(miniheap_t *mh, void *arg) {
                 while (bits) {
                     uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(bits);
                     bits &= bits - 1;
-                    st->live_bytes += s->info[idx] & INFO_SIZE_MASK;
+                    st->live_bytes += block_info(s, idx) & INFO_SIZE_MASK;
                 }
             }
         } else {

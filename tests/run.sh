@@ -100,7 +100,12 @@ run_test threads            direct  "$T/test_threads"
 run_test threads_plain      preload "$T/test_threads_plain"
 run_test fork               direct  "$T/test_fork"
 run_test fork_plain         preload "$T/test_fork_plain"
+run_test fork_modes         direct  "$T/test_fork_modes"
+run_test reports            direct  "$T/test_reports"
+run_test faults             direct  "$T/test_faults"
 run_test spike_plain        preload "$T/test_spike_plain"
+run_test oom                direct  "$T/test_oom"
+run_test oom_plain          preload "$T/test_oom_plain"
 run_test programs           direct  tests/test_programs.sh
 
 for script in tests/t_*.sh; do

@@ -905,34 +905,36 @@ static void error_child(void)
           log.count, log.count ? log.kind[0] : "");
     CHECK(log.has_message == log.count, "an error report had no message");
 
-    /* Blocks keep the canaries they were allocated with when the options
-     * change: a sampled block from hardened mode (no front canary) freed in
-     * debug mode is no underflow; one from debug mode freed in fast mode
-     * still has its tail canary checked. */
+    /* Layout options cannot change while blocks exist (issue #10: debug ->
+     * hardened with blocks live made malloc(40) hand out blocks 48 bytes
+     * apart with 32 usable, and write canaries past them). Each is refused
+     * with a warning and the heap goes on as it was; the other options
+     * still apply, and a layout key may be given its current value. */
+    static const char *const layout_changes[] = {
+        "mode=debug", "mode=fast", "canary=0", "underflow=1", "poison=2", "mismatch=0", "stacks=1",
+        "tcache=0", "quarantine_mb=4", "sample_rate=1",
+    };
     memset(&log, 0, sizeof log);
-    CHECK(mh_set_options("mode=hardened:sample_rate=1:abort_on_error=0") == 0, "options rejected");
-    p = mh_malloc(24);
-    REQUIRE(p != NULL, "mh_malloc failed");
-    CHECK(mh_set_options("mode=debug:sample_rate=1:abort_on_error=0") == 0, "options rejected");
-    CHECK(mh_check() == 0, "mh_check() after a mode change: a false report");
-    mh_free(p);
-    CHECK(log.count == 0, "sampled block from hardened mode freed in debug mode: %d reports, first \"%s\"",
-          log.count, log.count ? log.kind[0] : "");
-    p = mh_malloc(24);
-    REQUIRE(p != NULL, "mh_malloc failed");
-    volatile char *c = p;
-    char saved = c[24];
-    c[24] = (char)(saved + 1); /* into the canary */
-    CHECK(mh_set_options("mode=fast:sample_rate=1:abort_on_error=0") == 0, "options rejected");
-    mh_free(p);
-    CHECK(log.count == 1 && strcmp(log.kind[0], "heap-buffer-overflow") == 0,
-          "overflow of a debug-mode sampled block freed in fast mode: %d reports, first \"%s\"", log.count,
-          log.count ? log.kind[0] : "");
-    c[24] = saved; /* the reported block stayed allocated: mend it and free it */
-    mh_free(p);
-    CHECK(log.count == 1, "freeing the mended block reported an error");
-    CHECK(mh_set_options("mode=hardened:sample_rate=0:abort_on_error=0") == 0, "options rejected");
-    memset(&log, 0, sizeof log);
+    for (size_t i = 0; i < sizeof layout_changes / sizeof layout_changes[0]; i++)
+        CHECK(mh_set_options(layout_changes[i]) == -1, "\"%s\" accepted while blocks are live", layout_changes[i]);
+    CHECK(mh_set_options("mode=hardened:canary=1:decay_ms=400:fill_new=1") == 0,
+          "current layout values or a non-layout option refused while blocks are live");
+    CHECK(mh_set_options("decay_ms=500:fill_new=0") == 0, "non-layout options refused while blocks are live");
+    CHECK(log.count == 0, "refusing an option reported an error");
+    for (int round = 0; round < 2; round++) {
+        p = mh_malloc(40);
+        REQUIRE(p != NULL, "mh_malloc failed");
+        CHECK(mh_malloc_usable_size(p) == 40, "usable size %zu of a 40-byte block after refused changes",
+              mh_malloc_usable_size(p));
+        volatile char *c = p;
+        char saved = c[40];
+        c[40] = (char)(saved + 1); /* into the canary */
+        mh_free(p);
+        CHECK(log.count == 1 && strcmp(log.kind[0], "heap-buffer-overflow") == 0,
+              "overflow by 1 after refused layout changes: %d reports, first \"%s\"", log.count,
+              log.count ? log.kind[0] : "");
+        memset(&log, 0, sizeof log); /* a small block is freed all the same: its neighbours are intact */
+    }
 
     /* The heap survived: consistent, the neighbour intact, still working. */
     CHECK(mh_check() == 0, "mh_check() failed after the reported errors");
@@ -1002,8 +1004,9 @@ static void test_reset(void)
  * reset, with randomised slot choice and the given seed. */
 static void slot_offsets(const char *opts, uintptr_t *off)
 {
-    REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
     mh_reset();
+    REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
+    mh_reset(); /* restarts the seeded sequence */
     void *p[64];
     for (int i = 0; i < 64; i++) {
         p[i] = mh_malloc(48);
@@ -1022,8 +1025,8 @@ static void test_seed(void)
     slot_offsets("mode=hardened:abort_on_error=0:seed=8", c);
     CHECK(memcmp(a, b, sizeof a) == 0, "seed=7 twice: different slot choices");
     CHECK(memcmp(a, c, sizeof a) != 0, "seed=7 and seed=8: the same slot choices");
-    CHECK(mh_set_options("mode=hardened:abort_on_error=0:seed=0") == 0, "seed=0 rejected");
     mh_reset();
+    CHECK(mh_set_options("mode=hardened:abort_on_error=0:seed=0") == 0, "seed=0 rejected");
 }
 #endif
 

@@ -16,18 +16,42 @@ TEST_CFLAGS   := $(CSTD) -O2 -g $(WARN) -fno-builtin -pthread -Iinclude -Itests 
 TEST_LDLIBS   := -pthread -ldl
 TEST_DEPS     := tests/mh_test.h include/miniheap.h tests/tests.mk
 
-TEST_PREFIXED := $(TEST_DIR)/test_api $(TEST_DIR)/test_threads $(TEST_DIR)/test_fork
+TEST_PREFIXED := $(TEST_DIR)/test_api $(TEST_DIR)/test_threads $(TEST_DIR)/test_fork $(TEST_DIR)/test_oom \
+                 $(TEST_DIR)/test_fork_modes $(TEST_DIR)/test_reports $(TEST_DIR)/test_faults
 TEST_PLAIN    := $(TEST_DIR)/test_api_plain $(TEST_DIR)/test_threads_plain $(TEST_DIR)/test_fork_plain \
-                 $(TEST_DIR)/test_spike_plain
+                 $(TEST_DIR)/test_spike_plain $(TEST_DIR)/test_oom_plain
 TEST_BINS     := $(TEST_PREFIXED) $(TEST_PLAIN)
 
 include tests/bugs/bugs.mk
+
+# A libFuzzer target with a planted overflow (tests/t_fuzz_crash_file.sh),
+# with miniheap preloaded and linked in. clang: libFuzzer comes with it.
+FUZZ_TARGET_DIR  := $(TEST_DIR)/fuzzing
+FUZZ_TARGET_BINS := $(FUZZ_TARGET_DIR)/overflow_target $(FUZZ_TARGET_DIR)/overflow_target_linked
+$(FUZZ_TARGET_DIR)/overflow_target: tests/fuzzing/overflow_target.c tests/tests.mk
+	@mkdir -p $(dir $@)
+	clang -O1 -g -fno-builtin -fsanitize=fuzzer $< -o $@
+$(FUZZ_TARGET_DIR)/overflow_target_linked: tests/fuzzing/overflow_target.c tests/tests.mk $(BUILD)/libminiheap.a
+	@mkdir -p $(dir $@)
+	clang++ -O1 -g -fno-builtin -fsanitize=fuzzer -x c $< -x none -Wl,--whole-archive $(BUILD)/libminiheap.a \
+	    -Wl,--no-whole-archive -pthread -o $@
 
 .PHONY: test-unit test-bins test-bins-plain
 test-bins: $(TEST_BINS)
 test-bins-plain: $(TEST_PLAIN)
 
-test-unit: lib $(TEST_BINS) $(BUGS_BINS)
+# Start-up environments (tests/t_startup.sh): a fake page size, a
+# set-user-ID program linked with libminiheap.a.
+STARTUP_DIR  := $(TEST_DIR)/startup
+STARTUP_BINS := $(STARTUP_DIR)/pagesize_shim.so $(STARTUP_DIR)/overflow_static
+$(STARTUP_DIR)/pagesize_shim.so: tests/startup/pagesize_shim.c tests/tests.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O1 -shared -fPIC $< -o $@ -ldl
+$(STARTUP_DIR)/overflow_static: tests/startup/overflow_static.c tests/tests.mk $(BUILD)/libminiheap.a
+	@mkdir -p $(dir $@)
+	$(CXX) -x c $(CSTD) -O1 -g -fno-builtin $< -x none $(BUILD)/libminiheap.a -pthread -o $@
+
+test-unit: lib $(TEST_BINS) $(BUGS_BINS) $(FUZZ_TARGET_BINS) $(STARTUP_BINS)
 	BUILD=$(BUILD) bash tests/run.sh
 
 $(TEST_PREFIXED): $(TEST_DIR)/%: tests/%.c $(TEST_DEPS) $(BUILD)/libminiheap_prefixed.a

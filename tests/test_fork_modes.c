@@ -1,0 +1,211 @@
+/* fork() in every mode, while other threads allocate and report (issue #10).
+ *
+ * For each mode (fast, hardened, debug), in a process of its own:
+ *   - allocating threads churn blocks (in debug mode each with new stacks,
+ *     so the stack depot's lock is taken often);
+ *   - a reporting thread makes error reports over and over (double frees,
+ *     with abort_on_error=0 and a handler), so the report lock is often held;
+ *   - the main thread forks FORKS times. Each child must allocate, free,
+ *     make a report of its own and pass mh_check() within a few seconds
+ *     (alarm): a lock the fork left held would hang it.
+ * Then, once per mode, slot randomness: a parent and its child each take 64
+ * blocks of a fresh class; they must not get the same slots in the same
+ * order (the child reseeds), with kernel randomness and with seed=N.
+ */
+#include "mh_test.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#define FORKS 40
+#define NALLOC 2
+
+static atomic_int stop;
+static atomic_long reports;
+
+static void on_report(const mh_error_t *e, void *arg)
+{
+    (void)arg;
+    (void)e;
+    atomic_fetch_add(&reports, 1);
+}
+
+/* Recursion of varying depth: in debug mode every depth is a new stack. */
+static __attribute__((noinline)) void *alloc_at_depth(int depth, size_t n)
+{
+    if (depth <= 0)
+        return mh_malloc(n);
+    void *p = alloc_at_depth(depth - 1, n);
+    __asm__ volatile("" ::: "memory"); /* no tail call: each level is a frame */
+    return p;
+}
+
+static void *allocator_thread(void *arg)
+{
+    rng_t r;
+    rng_seed(&r, (uint64_t)(uintptr_t)arg);
+    void *slots[64] = {0};
+    while (!atomic_load(&stop)) {
+        int i = (int)(rng_next(&r) % 64);
+        if (slots[i]) {
+            mh_free(slots[i]);
+            slots[i] = NULL;
+        } else {
+            size_t n = rng_range(&r, 1, rng_next(&r) % 16 ? 2000 : 300000);
+            slots[i] = alloc_at_depth((int)(rng_next(&r) % 24), n);
+            if (slots[i])
+                memset(slots[i], 1, n < 64 ? n : 64);
+        }
+    }
+    for (int i = 0; i < 64; i++)
+        mh_free(slots[i]);
+    return NULL;
+}
+
+static void *reporter_thread(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop)) {
+        void *p = mh_malloc(32);
+        mh_free(p);
+        mh_free(opaque_ptr(p)); /* a double free: reported, then ignored */
+    }
+    return NULL;
+}
+
+static void child_work(void)
+{
+    alarm(10); /* a lock the fork left held: SIGALRM kills the child */
+    long before = atomic_load(&reports);
+    void *a[100];
+    for (int i = 0; i < 100; i++) {
+        a[i] = mh_malloc((size_t)i * 97 + (i % 10 == 0 ? 200000 : 1));
+        if (!a[i])
+            _exit(2);
+    }
+    for (int i = 0; i < 100; i++)
+        mh_free(a[i]);
+    void *p = mh_malloc(48);
+    mh_free(p);
+    mh_free(opaque_ptr(p)); /* the report lock must be free in the child */
+    if (atomic_load(&reports) != before + 1)
+        _exit(3);
+    if (mh_check() != 0)
+        _exit(4);
+    /* A thread in the child allocates too. */
+    pthread_t t;
+    atomic_store(&stop, 0);
+    if (pthread_create(&t, NULL, allocator_thread, (void *)(uintptr_t)99) != 0)
+        _exit(5);
+    usleep(2000);
+    atomic_store(&stop, 1);
+    pthread_join(t, NULL);
+    _exit(0);
+}
+
+static void forks_while_busy(const char *mode)
+{
+    atomic_store(&stop, 0);
+    pthread_t th[NALLOC + 1];
+    for (int i = 0; i < NALLOC; i++)
+        REQUIRE(pthread_create(&th[i], NULL, allocator_thread, (void *)(uintptr_t)(i + 1)) == 0, "pthread_create");
+    REQUIRE(pthread_create(&th[NALLOC], NULL, reporter_thread, NULL) == 0, "pthread_create");
+    usleep(20000);
+    int hung = 0, failed = 0;
+    for (int k = 0; k < FORKS; k++) {
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork failed");
+        if (pid == 0)
+            child_work();
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
+            hung++;
+        else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            failed++;
+        usleep(500);
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i <= NALLOC; i++)
+        pthread_join(th[i], NULL);
+    CHECK(hung == 0, "[%s] %d of %d children hung (a lock held across fork)", mode, hung, FORKS);
+    CHECK(failed == 0, "[%s] %d of %d children failed", mode, failed, FORKS);
+    printf("  [%s] %d forks while 2 threads allocate and 1 reports: %d hung, %d failed; %ld reports in the parent\n",
+           mode, FORKS, hung, failed, atomic_load(&reports));
+}
+
+/* Where 64 blocks of a fresh class land; the child sends its own over a pipe. */
+static void take_slots(uintptr_t *off)
+{
+    void *p[64];
+    for (int i = 0; i < 64; i++) {
+        p[i] = mh_malloc(700);
+        off[i] = (uintptr_t)p[i];
+    }
+    for (int i = 0; i < 64; i++)
+        mh_free(p[i]);
+}
+
+static void child_slots_differ(const char *mode, const char *opts)
+{
+    mh_reset();
+    REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
+    mh_reset();
+    void *warm = mh_malloc(700); /* the class's generator is drawn before the fork */
+    int fd[2];
+    REQUIRE(pipe(fd) == 0, "pipe");
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork failed");
+    uintptr_t mine[64], theirs[64];
+    if (pid == 0) {
+        take_slots(mine);
+        ssize_t w = write(fd[1], mine, sizeof mine);
+        _exit(w == (ssize_t)sizeof mine ? 0 : 1);
+    }
+    take_slots(mine);
+    ssize_t n = read(fd[0], theirs, sizeof theirs);
+    waitpid(pid, NULL, 0);
+    close(fd[0]);
+    close(fd[1]);
+    REQUIRE(n == (ssize_t)sizeof theirs, "short read from the child");
+    CHECK(memcmp(mine, theirs, sizeof mine) != 0, "[%s] %s: parent and child took the same 64 slots in the same order",
+          mode, opts);
+    mh_free(warm);
+}
+
+static int run_mode(const char *mode)
+{
+    char opts[160];
+    mh_reset();
+    snprintf(opts, sizeof opts, "mode=%s:abort_on_error=0:leak_report=0", mode);
+    REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
+    mh_set_error_handler(on_report, NULL);
+    forks_while_busy(mode);
+    snprintf(opts, sizeof opts, "mode=%s:abort_on_error=0:leak_report=0:random=1:seed=0", mode);
+    child_slots_differ(mode, opts);
+    snprintf(opts, sizeof opts, "mode=%s:abort_on_error=0:leak_report=0:random=1:seed=5", mode);
+    child_slots_differ(mode, opts);
+    return mh_test_failed() ? 1 : 0;
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mh_test_check_allocator("test_fork_modes");
+    static const char *const modes[] = {"fast", "hardened", "debug"};
+    for (size_t m = 0; m < 3; m++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork failed");
+        if (pid == 0)
+            _exit(run_mode(modes[m]));
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (WIFSIGNALED(st))
+            CHECK(0, "[%s] killed by signal %d (%s)", modes[m], WTERMSIG(st), strsignal(WTERMSIG(st)));
+        else
+            CHECK(WEXITSTATUS(st) == 0, "[%s] failed (exit %d)", modes[m], WEXITSTATUS(st));
+    }
+    return mh_test_exit("test_fork_modes");
+}

@@ -1,0 +1,242 @@
+/* Out of memory never aborts and never lies (issue #10).
+ *
+ *   - Requests no memory could back (1 TiB, 64 TiB) fail with NULL and
+ *     ENOMEM from every entry point, in every mode, and a failed realloc
+ *     leaves its block intact. The kernel decides what "could be backed"
+ *     means, as it does for glibc's mmap: with vm.overcommit_memory=1 it
+ *     promises everything, and these cases are skipped.
+ *   - Under an address-space limit (RLIMIT_AS, what `ulimit -v` sets),
+ *     allocating until failure ends in NULL + ENOMEM, never in an abort,
+ *     and the allocator works again once blocks are freed.
+ *
+ * A watchdog thread ends the test if the process ever becomes resident
+ * beyond 768 MiB: an allocator that touched the pages of a huge request
+ * (debug mode fills new blocks) fails here instead of taking the machine
+ * down. Each mode runs in a child process of its own.
+ */
+#include "mh_test.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+
+#define MiB ((size_t)1 << 20)
+#define RSS_LIMIT (768 * MiB)
+
+static const char *const modes[] = {"fast", "hardened", "debug"};
+
+static size_t resident_bytes(void)
+{
+    int fd = open("/proc/self/statm", O_RDONLY);
+    if (fd < 0)
+        return 0;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    unsigned long size = 0, rss = 0;
+    if (sscanf(buf, "%lu %lu", &size, &rss) != 2)
+        return 0;
+    return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        size_t rss = resident_bytes();
+        if (rss > RSS_LIMIT) {
+            char msg[160];
+            int n = snprintf(msg, sizeof msg, "FAIL watchdog: %zu MiB resident (limit %zu MiB): a huge request was touched\n",
+                             rss / MiB, RSS_LIMIT / MiB);
+            if (write(1, msg, (size_t)n) < 0) {}
+            _exit(3);
+        }
+        usleep(1000);
+    }
+    return NULL;
+}
+
+static int overcommit_policy(void)
+{
+    FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+    int v = 0;
+    if (f) {
+        if (fscanf(f, "%d", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+/* Every entry point asked for n bytes must fail with NULL and ENOMEM. */
+static void expect_enomem(size_t n, const char *mode)
+{
+    void *p, *out = NULL;
+#define EXPECT(call, what)                                                                                    \
+    do {                                                                                                      \
+        errno = 0;                                                                                            \
+        p = (call);                                                                                           \
+        CHECK(p == NULL && errno == ENOMEM, "[%s] %s(%#zx) = %p, errno %d: want NULL and ENOMEM", mode, what, \
+              n, p, errno);                                                                                   \
+        if (p)                                                                                                \
+            A_FREE(p);                                                                                        \
+    } while (0)
+    EXPECT(A_MALLOC(opaque(n)), "malloc");
+    EXPECT(A_CALLOC(1, opaque(n)), "calloc");
+    EXPECT(A_CALLOC(opaque(n) / 16, 16), "calloc(n/16, 16)");
+    EXPECT(A_REALLOC(NULL, opaque(n)), "realloc(NULL)");
+    EXPECT(A_ALIGNED_ALLOC(64, opaque(n)), "aligned_alloc(64)");
+    EXPECT(A_MEMALIGN((size_t)2 << 20, opaque(n)), "memalign(2 MiB)");
+    EXPECT(A_VALLOC(opaque(n)), "valloc");
+    EXPECT(A_PVALLOC(opaque(n)), "pvalloc");
+#undef EXPECT
+    int rc = A_POSIX_MEMALIGN(&out, 4096, opaque(n));
+    CHECK(rc == ENOMEM && out == NULL, "[%s] posix_memalign(4096, %#zx) = %d: want ENOMEM", mode, n, rc);
+    if (rc == 0)
+        A_FREE(out);
+
+    /* realloc of a small and a large block: NULL, ENOMEM, the block intact. */
+    size_t sizes[] = {100, 5000, 3 * MiB};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        uint8_t *b = A_MALLOC(sizes[i]);
+        REQUIRE(b != NULL, "[%s] malloc(%zu) failed", mode, sizes[i]);
+        pat_fill(b, sizes[i]);
+        errno = 0;
+        void *q = A_REALLOC(b, opaque(n));
+        CHECK(q == NULL && errno == ENOMEM, "[%s] realloc(%zu-byte block, %#zx) = %p, errno %d: want NULL and ENOMEM",
+              mode, sizes[i], n, q, errno);
+        if (q) {
+            A_FREE(q);
+            continue;
+        }
+        CHECK(pat_check(b, sizes[i]) == (size_t)-1, "[%s] the %zu-byte block changed after a failed realloc", mode,
+              sizes[i]);
+        A_FREE(b);
+    }
+}
+
+static void test_huge_requests(const char *mode)
+{
+    if (overcommit_policy() == 1) {
+        printf("  [%s] SKIP huge requests: vm.overcommit_memory=1 promises any size (glibc's malloc succeeds too)\n",
+               mode);
+        return;
+    }
+    size_t sizes[] = {(size_t)1 << 40, (size_t)1 << 46, ((size_t)1 << 47) - 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        expect_enomem(sizes[i], mode);
+}
+
+/* Allocate blocks of `size` until the allocator says no (at most `max`),
+ * then free them all. Returns how many it got. */
+static size_t exhaust(size_t size, size_t max, const char *mode)
+{
+    void **blocks = mmap(NULL, max * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(blocks != MAP_FAILED, "mmap for the block list failed");
+    size_t n = 0;
+    for (; n < max; n++) {
+        errno = 0;
+        blocks[n] = A_MALLOC(size);
+        if (!blocks[n])
+            break;
+        ((volatile char *)blocks[n])[0] = 1;
+    }
+    CHECK(n < max, "[%s] %zu blocks of %zu bytes under a %s limit: never failed", mode, n, size, "RLIMIT_AS");
+    if (n < max)
+        CHECK(errno == ENOMEM, "[%s] malloc(%zu) failed with errno %d, want ENOMEM", mode, size, errno);
+    for (size_t i = 0; i < n; i++)
+        A_FREE(blocks[i]);
+    munmap(blocks, max * sizeof(void *));
+    return n;
+}
+
+static void test_address_limit(const char *mode)
+{
+    /* Room for a few hundred MiB more than the process maps now. */
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_AS, &old);
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long vsize_pages = 0;
+    if (f) {
+        if (fscanf(f, "%lu", &vsize_pages) != 1)
+            vsize_pages = 0;
+        fclose(f);
+    }
+    size_t now = (size_t)vsize_pages * (size_t)sysconf(_SC_PAGESIZE);
+    lim.rlim_cur = lim.rlim_max = now + 256 * MiB;
+    REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit(RLIMIT_AS) failed");
+    size_t big = exhaust(MiB, 4096, mode);
+    size_t mid = exhaust(200000, 8192, mode);
+    size_t small = exhaust(100, (size_t)8 << 20, mode);
+    printf("  [%s] under RLIMIT_AS = VmSize + 256 MiB: %zu blocks of 1 MiB, %zu of 200000 B, %zu of 100 B, then ENOMEM\n",
+           mode, big, mid, small);
+    CHECK(big > 16 && mid > 16 && small > 1000, "[%s] too few blocks before failing (%zu, %zu, %zu)", mode, big, mid,
+          small);
+    /* Everything freed: the allocator works again. */
+    void *p = A_MALLOC(MiB);
+    CHECK(p != NULL, "[%s] malloc(1 MiB) failed after everything was freed", mode);
+    A_FREE(p);
+    p = A_MALLOC(100);
+    CHECK(p != NULL, "[%s] malloc(100) failed after everything was freed", mode);
+    A_FREE(p);
+    setrlimit(RLIMIT_AS, &old);
+}
+
+static int run_mode(const char *mode)
+{
+#ifndef USE_PLAIN
+    char opts[128];
+    snprintf(opts, sizeof opts, "mode=%s:leak_report=0", mode);
+    mh_reset();
+    REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
+#endif
+    test_huge_requests(mode);
+    test_address_limit(mode);
+    return mh_test_failed() ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mh_test_check_allocator("test_oom");
+    pthread_t w;
+    REQUIRE(pthread_create(&w, NULL, watchdog, NULL) == 0, "cannot start the watchdog");
+    if (argc == 2) /* one mode, in this process */
+        return run_mode(argv[1]);
+    int bad = 0;
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork failed");
+        if (pid == 0) {
+#ifdef USE_PLAIN
+            /* The mode comes from the environment: start again with it. */
+            char opts[128];
+            snprintf(opts, sizeof opts, "mode=%s:leak_report=0", modes[m]);
+            setenv("MINIHEAP_OPTIONS", opts, 1);
+            execl("/proc/self/exe", argv[0], modes[m], (char *)NULL);
+            _exit(127);
+#else
+            _exit(run_mode(modes[m]));
+#endif
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (WIFSIGNALED(st)) {
+            CHECK(0, "[%s] killed by signal %d (%s)", modes[m], WTERMSIG(st), strsignal(WTERMSIG(st)));
+            bad = 1;
+        } else if (WEXITSTATUS(st) != 0) {
+            CHECK(0, "[%s] failed (exit %d)", modes[m], WEXITSTATUS(st));
+            bad = 1;
+        } else {
+            printf("  [%s] ok\n", modes[m]);
+        }
+    }
+    (void)bad;
+    return mh_test_exit("test_oom");
+}
