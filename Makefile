@@ -25,7 +25,7 @@ CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/obj/%.o)
 OVERRIDE_OBJ := $(BUILD)/obj/override.o $(BUILD)/obj/new.o
 HEADERS := $(wildcard src/*.h) include/miniheap.h
 
-.PHONY: all lib clean test build-clang demo
+.PHONY: all lib clean test build-clang demo test-repeat
 all: lib
 lib: $(BUILD)/libminiheap.so $(BUILD)/libminiheap.a $(BUILD)/libminiheap_prefixed.a
 
@@ -66,6 +66,11 @@ test: lib
 	@set -e; for t in $(TEST_PARTS); do \
 	  echo "==== make $$t"; $(MAKE) --no-print-directory $$t; done; \
 	echo "==== all test parts passed: $(TEST_PARTS)"
+
+# make test N times in a row, each in a fresh clone of HEAD (tests/repeat.sh).
+N ?= 5
+test-repeat:
+	tests/repeat.sh $(N) $(or $(REPEAT_TARGET),test)
 
 # Warning-free with clang too (gcc is the default CC).
 build-clang:

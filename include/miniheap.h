@@ -77,15 +77,18 @@ typedef struct mh_error {
     const void *address;   /* the address at fault */
     const void *block;     /* start of the block involved, or NULL */
     size_t block_size;     /* its size, or 0 */
-    const char *message;   /* the whole report, NUL-terminated */
+    const char *message;   /* the whole report, NUL-terminated; this thread's own
+                              buffer, valid until its next report */
 } mh_error_t;
 typedef void (*mh_error_handler_t)(const mh_error_t *err, void *arg);
 MH_API void mh_set_error_handler(mh_error_handler_t handler, void *arg);
 
 /* Options, with the syntax of MINIHEAP_OPTIONS ("key=value:key=value").
  * Returns 0 if all pairs were accepted, -1 if any was rejected (and
- * reported). Meant to be called before the first allocation, or between
- * runs after mh_reset(). */
+ * reported). The keys that shape blocks (mode, canary, underflow, poison,
+ * mismatch, stacks, tcache, quarantine_mb, sample_rate) can only change
+ * before the first allocation or after mh_reset(); a change to them while
+ * blocks exist is rejected. The other keys apply at once. */
 MH_API int mh_set_options(const char *options);
 
 /* Free every block still live and return the allocator to its initial state

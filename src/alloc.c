@@ -102,6 +102,13 @@ void mh_init_slow(void) {
     mh_unlock(&init_lock);
 }
 
+/* decay_ms changed: the next tick comes on the new clock (with the start-up
+ * schedule, decay_ms=0 set later would wait the default 500 ms). */
+void mh_tick_reschedule(void) {
+    uint32_t step = mh_opt.decay_ms / 4;
+    atomic_store_explicit(&next_tick_ms, os_now_ms() + (step < 10 ? 10 : step), memory_order_relaxed);
+}
+
 /* The give-back clock. Called from slow paths and every MH_TICK_OPS
  * operations of a thread; no background thread. */
 void mh_tick(bool force) {
@@ -215,6 +222,9 @@ static inline void *take_block(tcache_t *t, uint32_t cls) {
         mh_tick(false);
         return tcache_refill(t, cls);
     }
+    /* No thread cache (tcache=0, an exiting thread): the clock is read here,
+     * or such a program would never give memory back. */
+    mh_tick(false);
     void *p;
     return slab_alloc_batch(0, cls, &p, 1) == 1 ? p : NULL;
 }
@@ -311,6 +321,7 @@ static inline void release_to_cache(slab_t *s, void *tagged) {
         return;
     }
     slab_free_batch(s->cls, &tagged, 1);
+    mh_tick(false);
 }
 
 void block_release(void *tagged) {

@@ -395,6 +395,7 @@ MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc
 /* ---- give-back clock (alloc.c) ----------------------------------------- */
 #define MH_TICK_OPS 256
 MH_INTERNAL void mh_tick(bool force);
+MH_INTERNAL void mh_tick_reschedule(void);
 
 /* ---- start-up ------------------------------------------------------------ */
 MH_INTERNAL extern _Atomic int mh_ready;

@@ -183,5 +183,8 @@ void mh_options_init(void) {
 
 MH_API int mh_set_options(const char *s) {
     mh_ensure_init();
-    return mh_options_parse(s, "mh_set_options()");
+    uint32_t decay = mh_opt.decay_ms;
+    int rc = mh_options_parse(s, "mh_set_options()");
+    if (mh_opt.decay_ms != decay) mh_tick_reschedule();
+    return rc;
 }

@@ -104,6 +104,21 @@ static void child_work(void)
     _exit(0);
 }
 
+/* Wait for a child at most `secs` seconds: a child that hangs in fork's
+ * own handlers (before it could set an alarm) is killed and counted. */
+static int wait_child(pid_t pid, int secs, int *st)
+{
+    for (int ms = 0; ms < secs * 1000; ms += 2) {
+        pid_t r = waitpid(pid, st, WNOHANG);
+        if (r == pid)
+            return 1;
+        usleep(2000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, st, 0);
+    return 0;
+}
+
 static void forks_while_busy(const char *mode)
 {
     atomic_store(&stop, 0);
@@ -119,8 +134,7 @@ static void forks_while_busy(const char *mode)
         if (pid == 0)
             child_work();
         int st = 0;
-        waitpid(pid, &st, 0);
-        if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
+        if (!wait_child(pid, 15, &st) || (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM))
             hung++;
         else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
             failed++;
@@ -159,15 +173,17 @@ static void child_slots_differ(const char *mode, const char *opts)
     REQUIRE(pid >= 0, "fork failed");
     uintptr_t mine[64], theirs[64];
     if (pid == 0) {
+        alarm(10);
         take_slots(mine);
         ssize_t w = write(fd[1], mine, sizeof mine);
         _exit(w == (ssize_t)sizeof mine ? 0 : 1);
     }
     take_slots(mine);
-    ssize_t n = read(fd[0], theirs, sizeof theirs);
-    waitpid(pid, NULL, 0);
-    close(fd[0]);
     close(fd[1]);
+    ssize_t n = read(fd[0], theirs, sizeof theirs);
+    int st;
+    wait_child(pid, 15, &st);
+    close(fd[0]);
     REQUIRE(n == (ssize_t)sizeof theirs, "short read from the child");
     CHECK(memcmp(mine, theirs, sizeof mine) != 0, "[%s] %s: parent and child took the same 64 slots in the same order",
           mode, opts);

@@ -6,12 +6,15 @@
 #   make valgrind-baseline   the same programs and checks on the system
 #                            allocator (checks the tests, not miniheap)
 #   make sanitizer-libs      $(BUILD)/{asan,msan,ubsan}/libminiheap_prefixed.a
-#   make sanitizer-test      asan-test msan-test ubsan-test:
+#   make sanitizer-test      asan-test msan-test ubsan-test tsan-test:
 #     asan-test    valgrind/tests/ programs built with -fsanitize=address on the
 #                  mh_* API, linked with $(BUILD)/asan/libminiheap_prefixed.a
 #     msan-test    the same with -fsanitize=memory (clang): uninitialised reads
 #     ubsan-test   the clean programs, the unit tests of tests/ and the fuzz
 #                  corpus (fuzz/) with miniheap built with -fsanitize=undefined
+#     tsan-test    the thread tests of tests/ (threads, fork_modes, reports)
+#                  with miniheap and the tests built with -fsanitize=thread
+#                  (clang); any report fails
 #
 # The sanitizer libraries are built by the top-level Makefile's own rules in a
 # sub-make (BUILD=$(BUILD)/asan EXTRA_CFLAGS=-fsanitize=address ...), so they
@@ -36,7 +39,7 @@ VG_MSAN_FLAGS  ?= -fsanitize=memory -fsanitize-memory-track-origins=2 -fno-omit-
 VG_UBSAN_FLAGS ?= -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 .PHONY: valgrind-test valgrind-baseline valgrind-test-bins sanitizer-libs sanitizer-test \
-        sanitizer-test-bins asan-test msan-test ubsan-test ubsan-unit-test ubsan-fuzz-corpus \
+        sanitizer-test-bins asan-test msan-test ubsan-test ubsan-unit-test ubsan-fuzz-corpus tsan-test \
         valgrind-clean
 
 # ---- memcheck ------------------------------------------------------------------
@@ -156,12 +159,40 @@ ubsan-fuzz-corpus: $(VG_FUZZ_BINS)
 	    n=$$((n + count)); \
 	done; echo "PASS ubsan-fuzz-corpus ($$n inputs)"
 
+# ---- TSan: the thread tests ----------------------------------------------------
+# The library by the top-level rules in a sub-make (BUILD=$(BUILD)/tsan), the
+# prefixed thread tests against it. Nothing is suppressed. Two TSan options
+# are set, each for a reason that is not a race: detect_deadlocks=0, since its
+# lock-order detector holds at most 64 locks and mh_check(), mh_stats() and
+# fork() take every class lock (up to 8 x 68); die_after_fork=0, since
+# test_fork_modes starts a thread in a child forked from a threaded parent.
+VG_TSAN_CC    ?= clang
+VG_TSAN_FLAGS ?= -fsanitize=thread
+VG_TSAN_TESTS ?= test_threads test_fork_modes test_reports
+VG_TSAN_BINS  := $(VG_TSAN_TESTS:%=$(BUILD)/tsan/tests/%)
+VG_TSAN_ENV   := TSAN_OPTIONS=halt_on_error=1:exitcode=66:detect_deadlocks=0:die_after_fork=0:second_deadlock_stack=1
+
+$(BUILD)/tsan/libminiheap_prefixed.a: VG_FORCE
+	@$(call vg_stamp,$(BUILD)/tsan,$(VG_TSAN_CC) $(VG_TSAN_FLAGS))
+	+$(call vg_sublib,$(BUILD)/tsan,$(VG_TSAN_CC),$(VG_TSAN_FLAGS),$@)
+
+$(BUILD)/tsan/tests/%: tests/%.c $(TEST_DEPS) $(BUILD)/tsan/libminiheap_prefixed.a
+	@mkdir -p $(dir $@)
+	$(VG_TSAN_CC) $(CSTD) -O1 -g $(WARN) -fno-builtin -pthread -Iinclude -Itests $(VG_TSAN_FLAGS) $< -o $@ \
+	    $(BUILD)/tsan/libminiheap_prefixed.a $(TEST_LDLIBS)
+
+tsan-test: $(VG_TSAN_BINS)
+	@set -e; for t in $(VG_TSAN_BINS); do \
+	    if $(VG_TSAN_ENV) $$t >$$t.log 2>&1; then echo "PASS tsan $$(basename $$t)"; \
+	    else tail -n 80 $$t.log; echo "FAIL tsan $$(basename $$t) (log: $$t.log)"; exit 1; fi; \
+	done
+
 ubsan-test: $(VG_UBSAN_BINS)
 	BUILD=$(BUILD) VG_QUIET=1 valgrind/run-tests.sh --mode=ubsan
 	$(MAKE) --no-print-directory ubsan-unit-test
 	$(MAKE) --no-print-directory ubsan-fuzz-corpus
 
-sanitizer-test: asan-test msan-test ubsan-test
+sanitizer-test: asan-test msan-test ubsan-test tsan-test
 
 valgrind-clean:
-	rm -rf $(VG_DIR) $(BUILD)/asan $(BUILD)/msan $(BUILD)/ubsan
+	rm -rf $(VG_DIR) $(BUILD)/asan $(BUILD)/msan $(BUILD)/ubsan $(BUILD)/tsan

@@ -1,0 +1,462 @@
+/* Every option of the README's table does what it says (issue #10).
+ *
+ * Each case runs in a child process of its own: mh_reset(), the options,
+ * then a small program whose outcome depends on the option, run once with
+ * the option off and once on (or with two values). A case passes only if
+ * the two runs differ as the option says; so an option that had no effect
+ * (mismatch=0 followed canary) fails here.
+ */
+#include "mh_test.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+
+#define KiB ((size_t)1024)
+#define MiB ((size_t)1024 * 1024)
+
+/* ---- reports ------------------------------------------------------------- */
+static int nreports;
+static char kinds[8][40];
+static char messages[2][4096];
+
+static void record(const mh_error_t *e, void *arg)
+{
+    (void)arg;
+    if (nreports < 8)
+        snprintf(kinds[nreports], sizeof kinds[0], "%s", e->kind);
+    if (nreports < 2)
+        snprintf(messages[nreports], sizeof messages[0], "%s", e->message);
+    nreports++;
+}
+
+static int reported(const char *kind)
+{
+    for (int i = 0; i < nreports && i < 8; i++)
+        if (!strcmp(kinds[i], kind))
+            return 1;
+    return 0;
+}
+
+static void set(const char *opts)
+{
+    char full[256];
+    mh_reset();
+    snprintf(full, sizeof full, "abort_on_error=0:leak_report=0:%s", opts);
+    REQUIRE(mh_set_options(full) == 0, "mh_set_options(\"%s\") rejected", full);
+    mh_set_error_handler(record, NULL);
+    nreports = 0;
+}
+
+/* Permissions of the page holding addr, from /proc/self/maps ("rw-p", "---p"). */
+static void perms_at(uintptr_t addr, char out[5])
+{
+    strcpy(out, "none");
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[5];
+        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3 && addr >= lo && addr < hi) {
+            memcpy(out, perms, 5);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* ---- the cases: each returns what it observed, the caller compares ---------- */
+
+/* Overflow by one, then free: was it reported? */
+static int obs_overflow(const char *opts)
+{
+    set(opts);
+    char *p = mh_malloc(24);
+    p[24] = 'X';
+    mh_free(p);
+    return reported("heap-buffer-overflow");
+}
+
+static int obs_underflow(const char *opts)
+{
+    set(opts);
+    char *p = mh_malloc(24);
+    p[-1] = 'X';
+    mh_free(p);
+    return reported("heap-buffer-underflow");
+}
+
+/* Write after free at `off` in a 120-byte block, then take it again. */
+static int obs_write_after_free(const char *opts, size_t off)
+{
+    set(opts);
+    char *p = mh_malloc(120);
+    mh_free(p);
+    p[off] = 'X';
+    for (int i = 0; i < 4; i++) {
+        void *q = mh_malloc(120);
+        if (q == p)
+            break;
+    }
+    return reported("use-after-free");
+}
+
+static int obs_fill(const char *opts)
+{
+    set(opts);
+    unsigned char *p = mh_malloc(100);
+    memset(p, 0x11, 100);
+    mh_free(p);
+    p = mh_malloc(100);
+    int filled = 1;
+    for (int i = 0; i < 100; i++)
+        filled &= p[i] == 0xbe;
+    mh_free(p);
+    return filled;
+}
+
+/* Is a freed block handed out again by the next 100 allocations? */
+static int obs_reuse(const char *opts)
+{
+    set(opts);
+    void *p = mh_malloc(200);
+    mh_free(p);
+    int again = 0;
+    void *keep[100];
+    for (int i = 0; i < 100; i++) {
+        keep[i] = mh_malloc(200);
+        again |= keep[i] == p;
+    }
+    for (int i = 0; i < 100; i++)
+        mh_free(keep[i]);
+    return again;
+}
+
+/* Are 64 fresh blocks of 48 B handed out in address order (one way or the
+ * other: a thread cache hands out its batch last first)? */
+static int obs_sequential(const char *opts)
+{
+    set(opts);
+    char *p[64];
+    int up = 1, down = 1;
+    for (int i = 0; i < 64; i++) {
+        p[i] = mh_malloc(48);
+        if (i && p[i] != p[i - 1] + 48)
+            up = 0;
+        if (i && p[i] != p[i - 1] - 48)
+            down = 0;
+    }
+    int seq = up || down;
+    for (int i = 0; i < 64; i++)
+        mh_free(p[i]);
+    return seq;
+}
+
+/* Is the last page of the first 4 KiB-block slab a guard page? */
+static int obs_slab_guard(const char *opts)
+{
+    set(opts);
+    void *p = mh_malloc(4096);
+    char perms[5];
+    perms_at(((uintptr_t)p & ~(uintptr_t)0xffff) + 60 * KiB, perms);
+    mh_free(p);
+    return !strcmp(perms, "---p");
+}
+
+/* Does a 24-byte block end right before an inaccessible page? (The third
+ * one: sampling starts after a random count of at most 2 * sample_rate.) */
+static int obs_sampled(const char *opts)
+{
+    set(opts);
+    char *p = NULL;
+    for (int i = 0; i < 3; i++)
+        p = mh_malloc(24);
+    uintptr_t next = ((uintptr_t)p + 24 + 4095) & ~(uintptr_t)4095;
+    char perms[5];
+    perms_at(next, perms);
+    int sampled = next - ((uintptr_t)p + 24) < 64 && !strcmp(perms, "---p");
+    mh_free(p);
+    return sampled;
+}
+
+static __attribute__((noinline)) void *alloc_deep(int depth)
+{
+    if (depth == 0)
+        return mh_malloc(40);
+    void *p = alloc_deep(depth - 1);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+/* Frames under "allocated by" in a double-free report (-1: no such section). */
+static int obs_alloc_frames(const char *opts)
+{
+    set(opts);
+    void *p = alloc_deep(12);
+    mh_free(p);
+    mh_free(opaque_ptr(p));
+    const char *s = strstr(messages[0], "allocated by");
+    if (nreports != 1 || !s)
+        return -1;
+    int frames = 0;
+    for (s = strchr(s, '\n'); s && !strncmp(s + 1, "    #", 5); s = strchr(s + 1, '\n'))
+        frames++;
+    return frames;
+}
+
+static int obs_sized_free_smaller(const char *opts)
+{
+    set(opts);
+    void *p = mh_malloc(24);
+    mh_free_sized(p, 16);
+    int r = reported("size-mismatch");
+    if (r)
+        mh_free(p); /* left allocated by the report */
+    return r;
+}
+
+/* Overflow by one of a live block, then one malloc: reported then? */
+static int obs_check_every(const char *opts)
+{
+    set(opts);
+    char *p = mh_malloc(24);
+    p[24] = 'X';
+    void *q = mh_malloc(10);
+    int r = reported("heap-buffer-overflow");
+    p[24] = 0; /* (wrong canary byte: the free reports it again, uncounted) */
+    (void)q;
+    return r;
+}
+
+
+/* Bytes given back (madvise) after 16 MiB freed, a pause and some activity. */
+static uint64_t obs_purged(const char *opts)
+{
+    set(opts);
+    void *b[4096];
+    for (int i = 0; i < 4096; i++)
+        b[i] = mh_malloc(4000);
+    for (int i = 0; i < 4096; i++)
+        mh_free(b[i]);
+    mh_stats_t st;
+    mh_stats(&st);
+    uint64_t before = st.purged_bytes;
+    usleep(50000);
+    for (int i = 0; i < 2000; i++)
+        mh_free(mh_malloc(64));
+    mh_stats(&st);
+    return st.purged_bytes - before;
+}
+
+/* Miniheaps still mapped after 24 MiB of 100 KiB blocks came and went. */
+static size_t obs_miniheaps_kept(const char *opts)
+{
+    set(opts);
+    void *b[240];
+    for (int i = 0; i < 240; i++)
+        b[i] = mh_malloc(100 * KiB);
+    for (int i = 0; i < 240; i++)
+        mh_free(b[i]);
+    usleep(50000);
+    for (int i = 0; i < 2000; i++)
+        mh_free(mh_malloc(64));
+    mh_stats_t st;
+    mh_stats(&st);
+    return st.miniheaps;
+}
+
+static size_t obs_large_cached(const char *opts)
+{
+    set(opts);
+    void *p = mh_malloc(MiB);
+    mh_free(p);
+    mh_stats_t st;
+    mh_stats(&st);
+    return st.cached_bytes;
+}
+
+/* Does realloc (same size) move the last block of a nearly empty slab? */
+static int obs_floats(const char *opts)
+{
+    set(opts);
+    char *p[128];
+    for (int i = 0; i < 128; i++)
+        p[i] = mh_malloc(1024);
+    /* Two slabs of 64: the first keeps one block, the second has one free. */
+    for (int i = 1; i < 64; i++)
+        mh_free(p[i]);
+    mh_free(p[100]);
+    void *q = mh_realloc(p[0], 1024);
+    int moved = q != p[0];
+    mh_free(q);
+    for (int i = 64; i < 128; i++)
+        if (i != 100)
+            mh_free(p[i]);
+    return moved;
+}
+
+/* Bytes in caches after one of two blocks is freed. */
+static size_t obs_cached_small(const char *opts)
+{
+    set(opts);
+    void *a = mh_malloc(1000), *b = mh_malloc(1000);
+    mh_free(a);
+    mh_stats_t st;
+    mh_stats(&st);
+    mh_free(b);
+    return st.cached_bytes;
+}
+
+/* abort_on_error: does a double free end the process (SIGABRT)? */
+static int obs_aborts(const char *opts)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        mh_reset();
+        mh_set_options(opts);
+        mh_set_error_handler(record, NULL);
+        int fd = open("/dev/null", 0);
+        dup2(fd, 2);
+        void *p = mh_malloc(10);
+        mh_free(p);
+        mh_free(opaque_ptr(p));
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+}
+
+static int obs_leak_exit(const char *opts);
+
+/* ---- the table ------------------------------------------------------------- */
+#define EXPECT_DIFF(name, off, on, fmt)                                                                      \
+    do {                                                                                                     \
+        CHECK((off) != (on), "%s: the same outcome with and without (" fmt ")", name, off);                 \
+        printf("  %-16s off: " fmt ", on: " fmt "\n", name, off, on);                                        \
+    } while (0)
+
+static void run_all(void)
+{
+    int a, b;
+    a = obs_overflow("mode=fast"), b = obs_overflow("mode=hardened");
+    CHECK(!a && b, "mode: overflow reported fast %d hardened %d", a, b);
+    printf("  %-16s overflow by 1 reported: fast %d, hardened %d\n", "mode", a, b);
+    a = obs_overflow("mode=hardened:canary=0"), b = obs_overflow("mode=fast:canary=1");
+    CHECK(!a && b, "canary: hardened canary=0 %d, fast canary=1 %d", a, b);
+    printf("  %-16s overflow by 1 reported: hardened canary=0 %d, fast canary=1 %d\n", "canary", a, b);
+    a = obs_underflow("mode=debug:underflow=0"), b = obs_underflow("mode=hardened:underflow=1");
+    CHECK(!a && b, "underflow: debug underflow=0 %d, hardened underflow=1 %d", a, b);
+    printf("  %-16s underflow by 1 reported: debug underflow=0 %d, hardened underflow=1 %d\n", "underflow", a, b);
+    int p0 = obs_write_after_free("mode=fast:poison=0", 0), p1_0 = obs_write_after_free("mode=fast:poison=1", 0),
+        p1_40 = obs_write_after_free("mode=fast:poison=1", 40), p2_40 = obs_write_after_free("mode=fast:poison=2", 40);
+    CHECK(!p0 && p1_0 && !p1_40 && p2_40, "poison: 0@0 %d, 1@0 %d, 1@40 %d, 2@40 %d", p0, p1_0, p1_40, p2_40);
+    printf("  %-16s write after free caught: poison=0 at 0: %d, poison=1 at 0: %d, at 40: %d, poison=2 at 40: %d\n",
+           "poison", p0, p1_0, p1_40, p2_40);
+    a = obs_fill("mode=fast:fill_new=0"), b = obs_fill("mode=fast:fill_new=1");
+    CHECK(!a && b, "fill_new: 0xbe fill with 0: %d, with 1: %d", a, b);
+    printf("  %-16s new block reads 0xbe: %d / %d\n", "fill_new", a, b);
+    a = obs_reuse("mode=hardened:random=0:quarantine_mb=0"), b = obs_reuse("mode=hardened:random=0:quarantine_mb=1");
+    CHECK(a && !b, "quarantine_mb: freed block reused with 0: %d, with 1: %d", a, b);
+    printf("  %-16s freed block reused within 100 allocations: 0 MiB %d, 1 MiB %d\n", "quarantine_mb", a, b);
+    a = obs_sequential("mode=fast:random=0"), b = obs_sequential("mode=fast:random=1");
+    CHECK(a && !b, "random: sequential with 0: %d, with 1: %d", a, b);
+    printf("  %-16s 64 blocks in address order: random=0 %d, random=1 %d\n", "random", a, b);
+    a = obs_slab_guard("mode=fast:slab_guards=0"), b = obs_slab_guard("mode=fast:slab_guards=1");
+    CHECK(!a && b, "slab_guards: guard page with 0: %d, with 1: %d", a, b);
+    printf("  %-16s last page of a slab inaccessible: %d / %d\n", "slab_guards", a, b);
+    a = obs_sampled("mode=fast:sample_rate=0"), b = obs_sampled("mode=fast:sample_rate=1");
+    CHECK(!a && b, "sample_rate: block before a guard page with 0: %d, with 1: %d", a, b);
+    printf("  %-16s 24-byte block ends at a guard page: sample_rate=0 %d, 1 %d\n", "sample_rate", a, b);
+    a = obs_alloc_frames("mode=hardened:stacks=0"), b = obs_alloc_frames("mode=hardened:stacks=1");
+    CHECK(a == -1 && b > 2, "stacks: allocation frames with 0: %d, with 1: %d", a, b);
+    printf("  %-16s frames of the allocation stack in a report: stacks=0 %d (none), stacks=1 %d\n", "stacks", a, b);
+    a = obs_alloc_frames("mode=debug:stack_depth=2"), b = obs_alloc_frames("mode=debug:stack_depth=16");
+    CHECK(a >= 1 && a <= 2 && b > a, "stack_depth: frames with 2: %d, with 16: %d", a, b);
+    printf("  %-16s frames: stack_depth=2 %d, 16 %d\n", "stack_depth", a, b);
+    a = obs_leak_exit("mode=debug:abort_on_error=1:leak_report=0"),
+    b = obs_leak_exit("mode=debug:abort_on_error=1:leak_report=1");
+    CHECK(a == 0 && b == 23, "leak_report: exit status with 0: %d, with 1: %d", a, b);
+    printf("  %-16s exit status of a leaking child: %d / %d\n", "leak_report", a, b);
+    a = obs_sized_free_smaller("mode=hardened:mismatch=0"), b = obs_sized_free_smaller("mode=hardened:mismatch=1");
+    CHECK(!a && b, "mismatch: free_sized(24 B, 16) reported with 0: %d, with 1: %d", a, b);
+    printf("  %-16s free_sized(24-byte block, 16) reported: mismatch=0 %d, 1 %d\n", "mismatch", a, b);
+    a = obs_check_every("mode=hardened:check_every=0"), b = obs_check_every("mode=hardened:check_every=1");
+    CHECK(!a && b, "check_every: overflow of a live block found at the next malloc with 0: %d, with 1: %d", a, b);
+    printf("  %-16s overflow of a live block found by the next malloc: %d / %d\n", "check_every", a, b);
+    uint64_t pa = obs_purged("mode=fast:decay_ms=60000"), pb = obs_purged("mode=fast:decay_ms=0");
+    CHECK(pa == 0 && pb >= 8 * MiB, "decay_ms: purged after 50 ms with 60000: %llu, with 0: %llu",
+          (unsigned long long)pa, (unsigned long long)pb);
+    printf("  %-16s bytes given back 50 ms after 16 MiB were freed: 60000 ms %llu, 0 ms %llu\n", "decay_ms",
+           (unsigned long long)pa, (unsigned long long)pb);
+    size_t ma = obs_miniheaps_kept("mode=fast:tcache=0:decay_ms=0:miniheap_cache=0"),
+           mb = obs_miniheaps_kept("mode=fast:tcache=0:decay_ms=0:miniheap_cache=8");
+    CHECK(ma <= 3 && mb >= 5, "miniheap_cache: miniheaps kept with 0: %zu, with 8: %zu", ma, mb);
+    printf("  %-16s miniheaps mapped after 24 MiB came and went: 0 -> %zu, 8 -> %zu\n", "miniheap_cache", ma, mb);
+    size_t la = obs_large_cached("mode=fast:large_cache_mb=0:decay_ms=60000"),
+           lb = obs_large_cached("mode=fast:large_cache_mb=64:decay_ms=60000");
+    CHECK(la < MiB && lb >= MiB, "large_cache_mb: cached after a 1 MiB free with 0: %zu, with 64: %zu", la, lb);
+    printf("  %-16s bytes cached after a 1 MiB block is freed: 0 MiB %zu, 64 MiB %zu\n", "large_cache_mb", la, lb);
+    a = obs_floats("mode=fast:random=0:tcache=0:float_pct=0"), b = obs_floats("mode=fast:random=0:tcache=0:float_pct=25");
+    CHECK(!a && b, "float_pct: realloc moved the survivor with 0: %d, with 25: %d", a, b);
+    printf("  %-16s realloc moves the survivor of a nearly empty slab: 0 %d, 25 %d\n", "float_pct", a, b);
+    size_t ca = obs_cached_small("mode=fast:tcache=0"), cb = obs_cached_small("mode=fast:tcache=1");
+    CHECK(ca == 0 && cb >= 1000, "tcache: bytes cached after a free with 0: %zu, with 1: %zu", ca, cb);
+    printf("  %-16s bytes in caches after a free: 0 -> %zu, 1 -> %zu\n", "tcache", ca, cb);
+    a = obs_aborts("abort_on_error=0"), b = obs_aborts("abort_on_error=1");
+    CHECK(!a && b, "abort_on_error: a double free aborted with 0: %d, with 1: %d", a, b);
+    printf("  %-16s a double free ends the process: 0 %d, 1 %d\n", "abort_on_error", a, b);
+}
+
+/* ---- leak_report: a child that leaks; its exit status ---- */
+static __attribute__((noinline)) void leak_three(void)
+{
+    for (int i = 0; i < 3; i++) {
+        void *p = mh_malloc(100 + (size_t)i);
+        __asm__ volatile("" : : "r"(p) : "memory");
+    }
+}
+/* No stale copy of a leaked pointer may stay on the dead part of the stack
+ * (the scan is conservative): overwrite it. */
+static __attribute__((noinline)) void clear_stack(void)
+{
+    volatile char buf[64 * 1024];
+    memset((char *)buf, 0, sizeof buf);
+    __asm__ volatile("" : : "r"(buf) : "memory");
+}
+static int obs_leak_exit(const char *opts)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        mh_reset();
+        if (mh_set_options(opts) != 0)
+            _exit(99);
+        int fd = open("/dev/null", 1);
+        dup2(fd, 2);
+        leak_three();
+        clear_stack();
+        exit(0); /* the leak report runs at exit */
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mh_test_check_allocator("test_options");
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        run_all();
+        _exit(mh_test_failed() ? 1 : 0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the option cases failed (status %#x)", st);
+    return mh_test_exit("test_options");
+}
