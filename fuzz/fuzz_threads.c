@@ -271,6 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!once) {
         once = 1;
         fz_init();
+        fz_background = 1;
         sem_init(&step_done, 0, 0);
         for (int i = 0; i < TSLOTS; i++) pthread_mutex_init(&slots[i].lock, NULL);
     }

@@ -66,6 +66,8 @@ void fz_init(void);
  * leaks from one input into the next). Call after mh_reset(). */
 #define FZ_OPTION_BYTES 3
 void fz_apply_options(fz_reader_t *r, fz_config_t *cfg);
+/* background= for every input (the purge thread): 0 unless a harness sets it. */
+extern int fz_background;
 /* Whether the allocator accepted option key `key` at start. */
 bool fz_key_supported(const char *key);
 

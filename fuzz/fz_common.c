@@ -68,6 +68,9 @@ void fz_apply_options(fz_reader_t *r, fz_config_t *cfg) {
     cfg->tcache = !(a & 1); /* on by default, as in production */
     appendf(cfg, "abort_on_error=0:tcache=%u:decay_ms=%u:float_pct=%u:miniheap_cache=%u:large_cache_mb=%u",
             cfg->tcache, decay[(a >> 1) & 3], fl[(a >> 3) & 3], (a >> 5) & 7, lc[b & 3]);
+    /* The purge thread gives memory back on its own clock: on where runs
+     * race anyway (fuzz_threads), off where an input must replay exactly. */
+    appendf(cfg, ":background=%d", fz_background);
     if (key_ok[1]) {
         cfg->quarantine_mb = qmb[(b >> 4) & 3];
         appendf(cfg, ":quarantine_mb=%u", cfg->quarantine_mb);
@@ -342,6 +345,7 @@ void fz_check_empty_after_trim(void) {
 
 /* ---- set-up ------------------------------------------------------------------------------ */
 int fz_verbose;
+int fz_background;
 
 void fz_init(void) {
     static int done;

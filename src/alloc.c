@@ -8,8 +8,6 @@ int mh_track_valgrind;
 uintptr_t mh_ptr_key;
 uint64_t mh_secret;
 static mh_lock_t init_lock = MH_LOCK_INIT;
-static mh_lock_t tick_lock = MH_LOCK_INIT;
-static _Atomic uint64_t next_tick_ms;
 
 MH_INTERNAL void tcache_init(void);
 
@@ -18,7 +16,7 @@ MH_INTERNAL void tcache_init(void);
  * innermost. */
 static void fork_prepare(void) {
     report_lock_all();
-    mh_lock(&tick_lock);
+    mh_lock(&mh_tick_lock);
     bins_lock_all();
     mh_lock(&mh_heap_lock);
     large_lock_all();
@@ -33,13 +31,14 @@ static void fork_parent(void) {
     large_unlock_all();
     mh_unlock(&mh_heap_lock);
     bins_unlock_all();
-    mh_unlock(&tick_lock);
+    mh_unlock(&mh_tick_lock);
     report_unlock_all();
 }
 static void fork_child(void) {
     stack_unlock_all();
     meta_unlock_all();
     tcache_after_fork_child();
+    purge_after_fork_child();
     large_unlock_all();
     mh_unlock(&mh_heap_lock);
     /* The child draws its own slot choices: with the parent's generator
@@ -47,7 +46,7 @@ static void fork_child(void) {
     for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) mh_bins[c].rng = 0;
     mh_random_after_fork();
     bins_unlock_all();
-    mh_unlock(&tick_lock);
+    mh_unlock(&mh_tick_lock);
     report_unlock_all();
 }
 
@@ -73,6 +72,9 @@ void mh_init_slow(void) {
              * reused, and reports leaks itself */
             if (!mh_opt.quarantine_mb) mh_opt.quarantine_mb = 16;
             mh_opt.leak_report = 0;
+            /* No purge thread: its TLS would show in memcheck's leak
+             * summary, which must read as it does on glibc. */
+            mh_opt.background = 0;
             mh_config_update();
         }
 #ifdef MH_TRACK_ASAN
@@ -94,35 +96,12 @@ void mh_init_slow(void) {
         stack_init();
         fault_init();
         leak_init();
-        atomic_store_explicit(&next_tick_ms, os_now_ms() + mh_opt.decay_ms, memory_order_relaxed);
+        mh_tick_reschedule();
         atomic_store_explicit(&mh_ready, 1, memory_order_release);
         /* May allocate (through us, now ready). */
         pthread_atfork(fork_prepare, fork_parent, fork_child);
     }
     mh_unlock(&init_lock);
-}
-
-/* decay_ms changed: the next tick comes on the new clock (with the start-up
- * schedule, decay_ms=0 set later would wait the default 500 ms). */
-void mh_tick_reschedule(void) {
-    uint32_t step = mh_opt.decay_ms / 4;
-    atomic_store_explicit(&next_tick_ms, os_now_ms() + (step < 10 ? 10 : step), memory_order_relaxed);
-}
-
-/* The give-back clock. Called from slow paths and every MH_TICK_OPS
- * operations of a thread; no background thread. */
-void mh_tick(bool force) {
-    uint64_t now = os_now_ms();
-    if (!force && now < atomic_load_explicit(&next_tick_ms, memory_order_relaxed)) return;
-    if (force) mh_lock(&tick_lock);
-    else if (!mh_trylock(&tick_lock)) return;
-    uint32_t step = mh_opt.decay_ms / 4;
-    atomic_store_explicit(&next_tick_ms, now + (step < 10 ? 10 : step), memory_order_relaxed);
-    tcache_adopt_orphans();
-    for (uint32_t c = 0; c < mh_nclasses; c++) slab_purge_class(c, now, force);
-    miniheap_purge(now, force);
-    large_purge(now, force);
-    mh_unlock(&tick_lock);
 }
 
 /* ---- block life cycle ------------------------------------------------------ */
@@ -163,8 +142,8 @@ static inline bool sparse(const slab_t *s) {
  * pages (after a drop, the caches would otherwise keep ~1 MB resident). */
 static MH_NOINLINE void op_tick(tcache_t *t) {
     t->ops_left = MH_TICK_OPS;
-    if (os_now_ms() < atomic_load_explicit(&next_tick_ms, memory_order_relaxed)) return;
-    if (t->last_flush_ms + mh_opt.decay_ms <= os_now_ms()) {
+    if (!mh_tick_due()) return;
+    if (t->last_flush_ms + OPT(decay_ms) <= os_now_ms()) {
         t->last_flush_ms = os_now_ms();
         tcache_flush_all(t);
     }
@@ -537,6 +516,7 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
         return;
     }
     if (mh_tcache) mh_tcache->frees++;
+    mh_tick(false); /* (and the purge thread, if this free is the first thing to give back) */
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
@@ -805,7 +785,7 @@ MH_API int mh_trim(size_t pad) {
 
 MH_API void mh_reset(void) {
     mh_ensure_init();
-    mh_lock(&tick_lock);
+    mh_lock(&mh_tick_lock);
     tcache_reset_all();
     tcache_drop_current();
     slab_reset_all();
@@ -813,5 +793,5 @@ MH_API void mh_reset(void) {
     large_reset_all();
     mh_random_restart();
     atomic_store(&mh_layout_fixed, 0);
-    mh_unlock(&tick_lock);
+    mh_unlock(&mh_tick_lock);
 }

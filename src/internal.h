@@ -91,10 +91,15 @@ typedef struct mh_options {
     uint32_t large_cache_mb;  /* freed large mappings kept for reuse, in MiB */
     uint32_t float_pct;       /* realloc moves a block out of a slab less than this % full */
     uint32_t tcache;          /* per-thread caches on/off */
+    uint32_t background;      /* a purge thread gives memory back while the program sleeps (purge.c) */
     uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
     uint32_t seed;            /* 0: randomness from the kernel; N: a fixed sequence (src/random.c) */
 } mh_options_t;
 MH_INTERNAL extern mh_options_t mh_opt;
+/* An option read by the purge thread, or by any thread while another may
+ * set it with mh_set_options(): a relaxed atomic load (options are stored
+ * with relaxed atomic stores). */
+#define OPT(field) __atomic_load_n(&mh_opt.field, __ATOMIC_RELAXED)
 MH_INTERNAL extern _Atomic int mh_layout_fixed;   /* blocks exist: layout options are fixed */
 MH_INTERNAL void mh_options_init(void);
 MH_INTERNAL int  mh_options_parse(const char *s, const char *report); /* report: where s came from, NULL: quiet */
@@ -140,6 +145,8 @@ MH_INTERNAL void   mh_random_restart(void);
 MH_INTERNAL void   mh_random_after_fork(void);  /* a forked child takes a sequence of its own */
 MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
+/* A detached thread with every signal blocked, named for ps and gdb. */
+MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out);
 MH_INTERNAL void   os_abort(void) __attribute__((noreturn));
 MH_INTERNAL void   os_exit(int status) __attribute__((noreturn));
 MH_INTERNAL bool   os_read_self(void *dst, const void *src, size_t n); /* false: unreadable, no fault */
@@ -266,7 +273,8 @@ MH_INTERNAL void     slab_free_batch(uint32_t cls, void **ptrs, uint32_t n);
 MH_INTERNAL bool     slab_block_cached(void *p, uint32_t cls);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
-MH_INTERNAL void     slab_purge_class(uint32_t cls, uint64_t now, bool force);
+/* Give-back passes: each returns when its next piece falls due (UINT64_MAX: none). */
+MH_INTERNAL uint64_t slab_purge_class(uint32_t cls, uint64_t now, bool force);
 MH_INTERNAL void     slab_foreach(void (*fn)(slab_t *, void *), void *arg); /* locks taken inside */
 MH_INTERNAL void     slab_reset_all(void);
 
@@ -293,7 +301,7 @@ MH_INTERNAL extern _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
 MH_INTERNAL extern mh_lock_t mh_heap_lock;
 MH_INTERNAL miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units);
 MH_INTERNAL void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty);
-MH_INTERNAL void miniheap_purge(uint64_t now, bool force);
+MH_INTERNAL uint64_t miniheap_purge(uint64_t now, bool force);
 MH_INTERNAL void miniheap_reset_all(void);
 MH_INTERNAL void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg); /* lock held by caller */
 static inline uint8_t *mh_base(const miniheap_t *mh) { return UNMANGLE(mh->base_m); }
@@ -339,7 +347,7 @@ MH_INTERNAL bool   large_check_claimed(struct large *l, bool has_size, size_t si
 MH_INTERNAL void   large_release(struct large *l);
 MH_INTERNAL size_t large_size(const struct large *l);
 MH_INTERNAL void  *large_resize(struct large *l, size_t size, int *status);
-MH_INTERNAL void   large_purge(uint64_t now, bool force);
+MH_INTERNAL uint64_t large_purge(uint64_t now, bool force);
 MH_INTERNAL void   large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached);
 MH_INTERNAL void   large_reset_all(void);
 MH_INTERNAL void   large_lock_all(void);
@@ -392,10 +400,16 @@ MH_INTERNAL void  quarantine_drain(tcache_t *t);
 MH_INTERNAL void  block_release(void *tagged);       /* alloc.c: back to cache/slab */
 MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
 
-/* ---- give-back clock (alloc.c) ----------------------------------------- */
+/* ---- giving memory back (purge.c) ------------------------------------- */
 #define MH_TICK_OPS 256
-MH_INTERNAL void mh_tick(bool force);
-MH_INTERNAL void mh_tick_reschedule(void);
+MH_INTERNAL extern mh_lock_t mh_tick_lock;  /* one give-back pass at a time; mh_reset, fork */
+MH_INTERNAL void mh_tick(bool force);       /* a give-back pass if one is due (force: now, everything) */
+MH_INTERNAL bool mh_tick_due(void);
+MH_INTERNAL void mh_tick_reschedule(void);  /* decay_ms or background changed */
+MH_INTERNAL void purge_pending(void);       /* something became free to give back (locks may be held) */
+MH_INTERNAL void purge_stop(void);          /* at exit */
+MH_INTERNAL void purge_after_fork_child(void);
+MH_INTERNAL bool purge_thread_running(void);
 
 /* ---- start-up ------------------------------------------------------------ */
 MH_INTERNAL extern _Atomic int mh_ready;

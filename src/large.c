@@ -406,7 +406,7 @@ bool large_check_claimed(large_t *l, bool has_size, size_t sized, int kind, cons
 /* Free a claimed, checked block: quarantine, cache or unmap. */
 void large_release(large_t *l) {
     uint64_t now = os_now_ms();
-    size_t max = (size_t)mh_opt.large_cache_mb << 20;
+    size_t max = (size_t)OPT(large_cache_mb) << 20;
     large_t *evict = NULL;
     if (mh_opt.stacks) {
         l->free_stack = stack_capture();
@@ -431,13 +431,14 @@ void large_release(large_t *l) {
             evict = old;
         }
         l = NULL;
-    } else if (l->usable <= max && mh_opt.decay_ms > 0) {
+    } else if (l->usable <= max && OPT(decay_ms) > 0) {
         /* Hardened: a cached block is inaccessible until reused, so a stale
          * access faults and is reported instead of reading recycled data. */
         if (mh_cfg.hard) os_protect_none(l_map(l), l->map_size);
         l->freed_ms = now;
         l->next = cache;
         cache = l;
+        purge_pending();
         cached_bytes += l->usable;
         n_cached++;
         /* Over the bound: drop the oldest (the list is newest first). */
@@ -581,23 +582,26 @@ void *large_resize(large_t *l, size_t size, int *status) {
     return user;
 }
 
-void large_purge(uint64_t now, bool force) {
+uint64_t large_purge(uint64_t now, bool force) {
     large_t *evict = NULL;
+    uint64_t due = UINT64_MAX;
     mh_lock(&large_lock);
     for (large_t **pp = &cache; *pp;) {
         large_t *l = *pp;
-        if (force || now - l->freed_ms >= mh_opt.decay_ms) {
+        if (force || now - l->freed_ms >= OPT(decay_ms)) {
             *pp = l->next;
             cached_bytes -= l->usable;
             n_cached--;
             l->next = evict;
             evict = l;
         } else {
+            if (l->freed_ms + OPT(decay_ms) < due) due = l->freed_ms + OPT(decay_ms);
             pp = &l->next;
         }
     }
     mh_unlock(&large_lock);
     unmap_list(evict);
+    return due;
 }
 
 void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) {

@@ -194,6 +194,7 @@ static void leak_check_at_exit(void) {
  * block still waiting there would otherwise never be seen. */
 __attribute__((destructor(101))) static void leak_destructor(void) {
     if (!atomic_load(&mh_ready)) return;
+    purge_stop(); /* first: no give-back pass runs while the heap is walked */
     tcache_t *t = mh_tcache;
     if (t && t->q.count) quarantine_drain(t);
     leak_check_at_exit();

@@ -45,6 +45,7 @@ static void mark_dirty(miniheap_t *mh, uint64_t now) {
     if (!mh->on_dirty) {
         mh->on_dirty = 1;
         mh->dirty_ms = now;
+        purge_pending();
         mh->dirty_next = dirty_list;
         dirty_list = mh;
     }
@@ -157,6 +158,7 @@ void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint
     if (mh->used_units == 0) mh->empty_ms = now;
     list_insert(mh);
     if (mh->dirty_units) mark_dirty(mh, now);
+    if (mh->used_units == 0 && n_empty > OPT(miniheap_cache)) purge_pending(); /* to be unmapped */
     mh_unlock(&mh_heap_lock);
 }
 
@@ -174,35 +176,40 @@ static void purge_units(miniheap_t *mh) {
     mh->dirty_units = 0;
 }
 
-void miniheap_purge(uint64_t now, bool force) {
+uint64_t miniheap_purge(uint64_t now, bool force) {
+    uint64_t due = UINT64_MAX;
     mh_lock(&mh_heap_lock);
     miniheap_t **pp = &dirty_list;
     while (*pp) {
         miniheap_t *mh = *pp;
-        if (force || now - mh->dirty_ms >= mh_opt.decay_ms) {
+        if (force || now - mh->dirty_ms >= OPT(decay_ms)) {
             purge_units(mh);
             *pp = mh->dirty_next;
             mh->on_dirty = 0;
         } else {
+            if (mh->dirty_ms + OPT(decay_ms) < due) due = mh->dirty_ms + OPT(decay_ms);
             pp = &mh->dirty_next;
         }
     }
     /* Unmap empty miniheaps that stayed empty for decay_ms, keeping a few. */
-    uint32_t keep = force ? 0 : mh_opt.miniheap_cache;
+    uint32_t keep = force ? 0 : OPT(miniheap_cache);
     miniheap_t *mh = by_used[0];
     while (mh && n_empty > keep) {
         miniheap_t *next = mh->next;
-        if (force || now - mh->empty_ms >= mh_opt.decay_ms) {
+        if (force || now - mh->empty_ms >= OPT(decay_ms)) {
             if (mh->on_dirty) { /* take it off the dirty list first */
                 for (miniheap_t **q = &dirty_list; *q; q = &(*q)->dirty_next)
                     if (*q == mh) { *q = mh->dirty_next; break; }
                 mh->on_dirty = 0;
             }
             miniheap_destroy(mh);
+        } else if (mh->empty_ms + OPT(decay_ms) < due) {
+            due = mh->empty_ms + OPT(decay_ms);
         }
         mh = next;
     }
     mh_unlock(&mh_heap_lock);
+    return due;
 }
 
 void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg) {

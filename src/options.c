@@ -48,6 +48,7 @@ static const option_def_t options[] = {
     {"large_cache_mb", O(large_cache_mb), 0, 1 << 20, {64, 64, 64}, "MiB of freed large blocks kept for reuse", false},
     {"float_pct", O(float_pct), 0, 100, {25, 25, 25}, "realloc moves blocks out of slabs less full than this %", false},
     {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches", true},
+    {"background", O(background), 0, 1, {1, 1, 1}, "a thread gives memory back while the program sleeps", false},
     {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)", false},
     {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence", false},
 };
@@ -60,7 +61,7 @@ static void apply_preset(uint32_t mode) {
     for (size_t i = 0; i < NOPTIONS; i++) {
         if (options[i].value == &mh_opt.abort_on_error && mh_ready) continue;
         if (options[i].layout && fixed) continue;
-        *options[i].value = options[i].preset[mode];
+        __atomic_store_n(options[i].value, options[i].preset[mode], __ATOMIC_RELAXED);
     }
 }
 
@@ -143,7 +144,7 @@ int mh_options_parse(const char *str, const char *report) {
                         }
                     } else {
                         if (pass == 0 && is_mode) apply_preset(v);
-                        if (pass == 1 && !is_mode) *o->value = v;
+                        if (pass == 1 && !is_mode) __atomic_store_n(o->value, v, __ATOMIC_RELAXED);
                         if (pass == 1 && o->value == &mh_opt.seed) mh_random_restart();
                     }
                 } else if (pass == 1) {
@@ -183,8 +184,8 @@ void mh_options_init(void) {
 
 MH_API int mh_set_options(const char *s) {
     mh_ensure_init();
-    uint32_t decay = mh_opt.decay_ms;
+    uint32_t decay = mh_opt.decay_ms, background = mh_opt.background;
     int rc = mh_options_parse(s, "mh_set_options()");
-    if (mh_opt.decay_ms != decay) mh_tick_reschedule();
+    if (mh_opt.decay_ms != decay || mh_opt.background != background) mh_tick_reschedule();
     return rc;
 }

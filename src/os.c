@@ -192,6 +192,23 @@ size_t os_page_size(void) {
  * environment was chosen by a less privileged user. */
 bool os_secure(void) { return getauxval(AT_SECURE) != 0; }
 
+bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited: no signal of the program lands on it */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, (size_t)128 << 10);
+    int saved = errno;
+    int rc = pthread_create(out, &attr, fn, NULL);
+    if (rc == 0) pthread_setname_np(*out, name);
+    errno = saved;
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc == 0;
+}
+
 uint32_t os_cpu_count(void) {
     cpu_set_t set;
     int saved = errno;

@@ -67,6 +67,7 @@ static void dirty_add(class_bins_t *b, slab_t *s, uint64_t now) {
     if (s->on_dirty) return;
     s->on_dirty = 1;
     s->dirty_ms = now;
+    purge_pending();
     s->dirty_next = b->dirty;
     __atomic_store_n(&b->dirty, s, __ATOMIC_RELAXED); /* purge_bins reads it unlocked, as a hint */
 }
@@ -392,18 +393,20 @@ static void purge_pages(slab_t *s) {
     }
 }
 
-static void purge_bins(class_bins_t *b, uint64_t now, bool force) {
+static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
     /* A hint, checked again under the lock; a forced trim always looks, for
      * empty slabs that were purged already. */
-    if (!force && !__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return;
+    if (!force && !__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return UINT64_MAX;
+    uint64_t due = UINT64_MAX;
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
-        if (force || now - s->dirty_ms >= mh_opt.decay_ms) {
+        if (force || now - s->dirty_ms >= OPT(decay_ms)) {
             if (s->used < s->capacity) purge_pages(s);
             s->on_dirty = 0;
             __atomic_store_n(pp, s->dirty_next, __ATOMIC_RELAXED);
         } else {
+            if (s->dirty_ms + OPT(decay_ms) < due) due = s->dirty_ms + OPT(decay_ms);
             pp = &s->dirty_next;
         }
     }
@@ -419,10 +422,16 @@ static void purge_bins(class_bins_t *b, uint64_t now, bool force) {
         for (uint32_t i = 0; i < nrel; i++) slab_release(rel[i]);
     }
     mh_unlock(&b->lock);
+    return due;
 }
 
-void slab_purge_class(uint32_t cls, uint64_t now, bool force) {
-    for (uint32_t a = 0; a < mh_narenas; a++) purge_bins(bins_of(a, cls), now, force);
+uint64_t slab_purge_class(uint32_t cls, uint64_t now, bool force) {
+    uint64_t due = UINT64_MAX;
+    for (uint32_t a = 0; a < mh_narenas; a++) {
+        uint64_t d = purge_bins(bins_of(a, cls), now, force);
+        if (d < due) due = d;
+    }
+    return due;
 }
 
 /* realloc's floating: move p (live, of slab s) into a fuller slab of the same

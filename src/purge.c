@@ -1,0 +1,181 @@
+/* Giving memory back, on two clocks.
+ *
+ * The give-back clock (mh_tick) runs from the allocator's slow paths and
+ * every MH_TICK_OPS operations of a thread: free pages of slabs, free units
+ * and empty miniheaps, and cached large mappings go back to the kernel once
+ * they stayed free for decay_ms.
+ *
+ * The purge thread runs the same passes while the program makes no
+ * allocator call at all: a program that drops its data and sleeps gives the
+ * memory back within decay_ms. It is started lazily, the first time
+ * something becomes free to give back (never in a program that only
+ * allocates), sleeps until the next piece of free memory falls due, and
+ * waits without a timeout when nothing is pending, so it costs nothing then.
+ * A forked child starts its own when it needs one; it is stopped at exit.
+ * background=0 turns it off (a program that must stay single-threaded,
+ * say for unshare(CLONE_NEWUSER)). Thread caches of idle threads are not
+ * its to empty: at most a few blocks per class and thread stay. */
+#include "internal.h"
+
+mh_lock_t mh_tick_lock = MH_LOCK_INIT;
+static _Atomic uint64_t next_tick_ms;
+
+enum { PURGER_OFF, PURGER_STARTING, PURGER_RUNNING, PURGER_FAILED };
+static struct {
+    mh_lock_t lock;          /* guards cond, poked, stopping, stopped; never held while taking another */
+    pthread_cond_t cond;     /* the thread waits here; so does purge_stop for it to end */
+    _Atomic int state;       /* PURGER_* */
+    _Atomic int wanted;      /* something became free to give back and no thread runs: start one */
+    _Atomic int idle;        /* the thread may be about to wait with nothing pending: wake it */
+    _Atomic int allowed;     /* after libc's start-up (our constructor): threads may be created */
+    bool poked, stopping, stopped;
+    pthread_t thread;
+} purger = {.lock = MH_LOCK_INIT, .cond = PTHREAD_COND_INITIALIZER};
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* One pass over everything that may hold memory to give back (tick lock
+ * held); returns when the next of it falls due, UINT64_MAX when nothing
+ * is pending. */
+static uint64_t purge_pass(uint64_t now, bool force) {
+    uint32_t step = OPT(decay_ms) / 4;
+    atomic_store_explicit(&next_tick_ms, now + (step < 10 ? 10 : step), memory_order_relaxed);
+    tcache_adopt_orphans();
+    uint64_t due = UINT64_MAX;
+    for (uint32_t c = 0; c < mh_nclasses; c++) due = min_u64(due, slab_purge_class(c, now, force));
+    due = min_u64(due, miniheap_purge(now, force));
+    due = min_u64(due, large_purge(now, force));
+    return due;
+}
+
+static void purger_start(void);
+
+bool mh_tick_due(void) { return os_now_ms() >= atomic_load_explicit(&next_tick_ms, memory_order_relaxed); }
+
+void mh_tick(bool force) {
+    if (unlikely(atomic_load_explicit(&purger.wanted, memory_order_relaxed))) purger_start();
+    uint64_t now = os_now_ms();
+    if (!force && now < atomic_load_explicit(&next_tick_ms, memory_order_relaxed)) return;
+    if (force) mh_lock(&mh_tick_lock);
+    else if (!mh_trylock(&mh_tick_lock)) return;
+    purge_pass(now, force);
+    mh_unlock(&mh_tick_lock);
+}
+
+static void poke(void) {
+    mh_lock(&purger.lock);
+    purger.poked = true;
+    pthread_cond_broadcast(&purger.cond);
+    mh_unlock(&purger.lock);
+}
+
+/* decay_ms changed: the next tick comes on the new clock (with the start-up
+ * schedule, decay_ms=0 set later would wait the default 500 ms). */
+void mh_tick_reschedule(void) {
+    uint32_t step = OPT(decay_ms) / 4;
+    atomic_store_explicit(&next_tick_ms, os_now_ms() + (step < 10 ? 10 : step), memory_order_relaxed);
+    if (atomic_load(&purger.state) == PURGER_RUNNING) poke();
+}
+
+/* Something just became free to give back (a slab got free pages, a unit
+ * or a miniheap was freed, a large mapping was cached). Called with
+ * allocator locks held, so it never creates the thread itself. */
+void purge_pending(void) {
+    int st = atomic_load_explicit(&purger.state, memory_order_relaxed);
+    if (st == PURGER_OFF) {
+        if (OPT(background) && !atomic_load_explicit(&purger.wanted, memory_order_relaxed))
+            atomic_store_explicit(&purger.wanted, 1, memory_order_relaxed);
+        return;
+    }
+    if (st == PURGER_RUNNING && atomic_load(&purger.idle)) poke();
+}
+
+static void *purge_main(void *arg) {
+    (void)arg;
+    mh_lock(&purger.lock);
+    while (!purger.stopping && OPT(background)) {
+        purger.poked = false;
+        mh_unlock(&purger.lock);
+        /* Idle from before the pass: whatever becomes pending while it runs
+         * (after it looked) pokes, so the wait below cannot miss it. */
+        atomic_store(&purger.idle, 1);
+        mh_lock(&mh_tick_lock);
+        uint64_t due = purge_pass(os_now_ms(), false);
+        mh_unlock(&mh_tick_lock);
+        mh_lock(&purger.lock);
+        if (purger.stopping || purger.poked) continue;
+        if (due == UINT64_MAX) {
+            pthread_cond_wait(&purger.cond, &purger.lock);
+        } else {
+            atomic_store(&purger.idle, 0);
+            uint64_t now = os_now_ms();
+            uint64_t wait_ms = due > now + 10 ? due - now : 10; /* never spin */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+            pthread_cond_timedwait(&purger.cond, &purger.lock, &ts);
+        }
+    }
+    atomic_store(&purger.idle, 0);
+    purger.stopped = true;
+    atomic_store(&purger.state, PURGER_OFF);
+    pthread_cond_broadcast(&purger.cond);
+    mh_unlock(&purger.lock);
+    return NULL;
+}
+
+/* From a slow path that holds no allocator lock (pthread_create allocates
+ * through us). Only one caller gets to start it. */
+static void purger_start(void) {
+    atomic_store_explicit(&purger.wanted, 0, memory_order_relaxed);
+    int expect = PURGER_OFF;
+    if (!OPT(background) || !atomic_load(&purger.allowed) ||
+        !atomic_compare_exchange_strong(&purger.state, &expect, PURGER_STARTING))
+        return;
+    mh_lock(&purger.lock);
+    purger.stopping = purger.stopped = purger.poked = false;
+    mh_unlock(&purger.lock);
+    /* The thread is detached: a thread the program did not make must not
+     * need joining (pthread_join would be the program's business). */
+    if (os_thread_start(purge_main, "miniheap-purge", &purger.thread))
+        atomic_store(&purger.state, PURGER_RUNNING);
+    else
+        atomic_store(&purger.state, PURGER_FAILED); /* no threads here: the give-back clock alone */
+}
+
+/* Our constructors run after libc's: from then on threads may be made. */
+__attribute__((constructor)) static void purge_allow(void) { atomic_store(&purger.allowed, 1); }
+
+/* At exit: end the thread before the exit-time checks walk the heap. It is
+ * waited for a little only: a process that exits from inside the allocator
+ * (a signal handler) must not hang here. */
+void purge_stop(void) {
+    if (atomic_load(&purger.state) != PURGER_RUNNING) return;
+    mh_lock(&purger.lock);
+    purger.stopping = true;
+    pthread_cond_broadcast(&purger.cond);
+    for (int i = 0; i < 10 && !purger.stopped; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000;
+        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+        pthread_cond_timedwait(&purger.cond, &purger.lock, &ts);
+    }
+    mh_unlock(&purger.lock);
+}
+
+/* The child has no purge thread (only the forking thread survives): it
+ * starts its own at its next slow path if the parent had one. */
+void purge_after_fork_child(void) {
+    bool had = atomic_load(&purger.state) == PURGER_RUNNING;
+    pthread_mutex_init(&purger.lock, NULL);
+    pthread_cond_init(&purger.cond, NULL);
+    atomic_store(&purger.idle, 0);
+    atomic_store(&purger.state, PURGER_OFF);
+    atomic_store(&purger.wanted, had ? 1 : 0);
+}
+
+/* For the statistics and tests: is the thread running? */
+bool purge_thread_running(void) { return atomic_load(&purger.state) == PURGER_RUNNING; }
