@@ -84,6 +84,8 @@ typedef struct mh_options {
     uint32_t stacks;          /* remember allocation and free stacks */
     uint32_t stack_depth;
     uint32_t leak_report;     /* report blocks no longer reachable at exit */
+    uint32_t leak_system;     /* ... also those whose allocation stack is all system code */
+    uint32_t exitcode;        /* exit status after a leak report */
     uint32_t check_every;     /* run mh_check() every N operations of a thread (0: never) */
     uint32_t mismatch;        /* record how a block was allocated: malloc/new/new[] pairs, sized frees */
     uint32_t decay_ms;        /* free pages and empty miniheaps kept this long before given back */
@@ -94,6 +96,7 @@ typedef struct mh_options {
     uint32_t background;      /* a purge thread gives memory back while the program sleeps (purge.c) */
     uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
     uint32_t seed;            /* 0: randomness from the kernel; N: a fixed sequence (src/random.c) */
+    char suppressions[256];   /* leak suppressions file (LeakSanitizer's format) */
 } mh_options_t;
 MH_INTERNAL extern mh_options_t mh_opt;
 /* An option read by the purge thread, or by any thread while another may
@@ -151,6 +154,8 @@ MH_INTERNAL void   os_abort(void) __attribute__((noreturn));
 MH_INTERNAL void   os_exit(int status) __attribute__((noreturn));
 MH_INTERNAL bool   os_read_self(void *dst, const void *src, size_t n); /* false: unreadable, no fault */
 MH_INTERNAL long   os_read_number(const char *path, long fallback);
+MH_INTERNAL long   os_read_file(const char *path, char *buf, size_t cap);
+MH_INTERNAL void   os_self_exe(char *buf, size_t cap);
 MH_INTERNAL bool   os_install_fault_handler(void (*fn)(int, void *, void *));
 MH_INTERNAL void   os_chain_fault(int sig, void *info, void *uctx);
 MH_INTERNAL uint32_t os_thread_id(void);
@@ -553,6 +558,7 @@ MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
 /* The stack of this thread, from the faulting pc and frame when pc != 0. */
 MH_INTERNAL void     stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp);
 MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
+MH_INTERNAL uint32_t stack_frames(uint32_t id, const uintptr_t **frames); /* depth, 0 if none */
 MH_INTERNAL uint32_t mh_thread_number(void);
 /* A block's allocation (or free) stack and thread, in debug mode. */
 static inline void dbg_record(block_dbg_t *d, bool alloc) {

@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "track.h"
 
+#include <dlfcn.h>
 #include <link.h>
 
 typedef struct span { uintptr_t lo, hi; uint32_t stack; uint8_t marked; } span_t;
@@ -113,7 +114,118 @@ static MH_NOINLINE void scan_roots(leak_state_t *st) {
     dl_iterate_phdr(scan_object, st);
 }
 
-typedef struct group { uint32_t stack; size_t blocks, bytes; } group_t;
+typedef struct group { uint32_t stack; size_t blocks, bytes; int rule; } group_t;
+
+/* ---- which leaks are reported ------------------------------------------------
+ * As LeakSanitizer does: a suppressions file (option suppressions=) of
+ * "leak:<pattern>" lines; a leak is suppressed when any frame of its
+ * allocation stack has a function name or a module path that matches.
+ * A pattern is a substring, with '*' for anything and '^' / '$' anchoring it
+ * at the start or end.
+ *
+ * And one rule of our own, on unless leak_system=1: a leak allocated wholly
+ * by system code (every frame in /usr, /lib, /bin or /sbin, not /usr/local)
+ * is not the program's to fix. Interpreters and shells do not free
+ * everything at exit, by design (CPython, perl, bash), and with
+ * LD_PRELOAD every process a program starts runs on miniheap too. */
+#define MAX_RULES 256
+#define RULE_SYSTEM (-2)
+#define RULE_NONE (-1)
+static char rules_text[65536];
+static const char *rules[MAX_RULES];
+static size_t rule_hits[MAX_RULES], rule_bytes[MAX_RULES], n_rules;
+static size_t system_hits, system_bytes;
+static char self_exe[512];
+
+/* Wildcard match of p (length pn) against all of s: '*' is any run. */
+static bool glob(const char *p, size_t pn, const char *s) {
+    const char *star = NULL, *retry = NULL;
+    size_t i = 0;
+    while (*s) {
+        if (i < pn && p[i] == '*') {
+            star = p + ++i;
+            retry = s;
+        } else if (i < pn && p[i] == *s) {
+            i++;
+            s++;
+        } else if (star) {
+            i = (size_t)(star - p);
+            s = ++retry;
+        } else {
+            return false;
+        }
+    }
+    while (i < pn && p[i] == '*') i++;
+    return i == pn;
+}
+
+static bool template_match(const char *tpl, const char *s) {
+    if (!s || !*s) return false;
+    char pat[512];
+    size_t n = 0, tl = strlen(tpl);
+    bool start = tl && tpl[0] == '^', end = tl > (size_t)start && tpl[tl - 1] == '$';
+    if (!start) pat[n++] = '*';
+    for (size_t i = start; i < tl - end && n + 2 < sizeof pat; i++) pat[n++] = tpl[i];
+    if (!end) pat[n++] = '*';
+    return glob(pat, n, s);
+}
+
+static void load_rules(void) {
+    n_rules = 0;
+    if (!mh_opt.suppressions[0]) return;
+    long len = os_read_file(mh_opt.suppressions, rules_text, sizeof rules_text);
+    if (len < 0) {
+        char msg[400];
+        mh_buf_t b = {msg, 0, sizeof msg};
+        buf_str(&b, "miniheap: warning: cannot read the suppressions file '");
+        buf_str(&b, mh_opt.suppressions);
+        buf_str(&b, "'\n");
+        os_write_stderr(msg, b.len);
+        return;
+    }
+    for (char *line = rules_text; *line && n_rules < MAX_RULES;) {
+        char *nl = line;
+        while (*nl && *nl != '\n') nl++;
+        char *next = *nl ? nl + 1 : nl;
+        *nl = 0;
+        while (*line == ' ' || *line == '\t') line++;
+        char *e = nl;
+        while (e > line && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = 0;
+        if (strncmp(line, "leak:", 5) == 0 && line[5]) rules[n_rules++] = line + 5;
+        line = next;
+    }
+}
+
+static bool system_path(const char *path) {
+    static const char *const prefixes[] = {"/usr/lib/", "/usr/lib64/", "/usr/libexec/", "/usr/bin/", "/usr/sbin/",
+                                           "/lib/", "/lib64/", "/bin/", "/sbin/", "/usr/share/"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(path, prefixes[i], strlen(prefixes[i])) == 0) return true;
+    return false;
+}
+
+/* Which rule suppresses the leaks allocated at `stack` (RULE_NONE: none). */
+static int suppressed_by(uint32_t stack) {
+    const uintptr_t *frames;
+    uint32_t depth = stack_frames(stack, &frames);
+    if (!depth) return RULE_NONE; /* no stack recorded (stacks=0): nothing to match */
+    bool all_system = true;
+    for (uint32_t i = 0; i < depth; i++) {
+        Dl_info info;
+        const char *fn = NULL, *mod = NULL;
+        if (dladdr((void *)(frames[i] - 1), &info)) {
+            fn = info.dli_sname;
+            mod = info.dli_fname;
+            /* The executable's own entry names it as it was started
+             * ("python3"): use its real path. */
+            if (mod && !strchr(mod, '/') && self_exe[0]) mod = self_exe;
+        }
+        for (size_t r = 0; r < n_rules; r++)
+            if (template_match(rules[r], fn) || template_match(rules[r], mod)) return (int)r;
+        if (!mod || !system_path(mod)) all_system = false;
+    }
+    return all_system && !mh_opt.leak_system ? RULE_SYSTEM : RULE_NONE;
+}
 
 static void report(leak_state_t *st) {
     size_t total = 0, nblocks = 0;
@@ -122,21 +234,43 @@ static void report(leak_state_t *st) {
      * of exited threads: count them as reachable, as LSan does. */
     for (size_t i = 0; i < st->n; i++)
         if (!st->spans[i].marked && stack_top_in_module(st->spans[i].stack, "/ld-linux")) st->spans[i].marked = 1;
+    size_t unreached = 0;
     for (size_t i = 0; i < st->n; i++)
-        if (!st->spans[i].marked) { total += st->spans[i].hi - st->spans[i].lo; nblocks++; }
-    if (!nblocks) return;
-    /* Group by allocation stack (the spans are reused as the group table). */
+        if (!st->spans[i].marked) unreached++;
+    if (!unreached) return;
+    /* Group by allocation stack, then drop the suppressed groups. */
     size_t ngroups = 0;
-    group_t *groups = os_map(nblocks * sizeof(group_t));
+    group_t *groups = os_map(unreached * sizeof(group_t));
     if (!groups) return;
+    os_self_exe(self_exe, sizeof self_exe);
+    load_rules();
     for (size_t i = 0; i < st->n; i++) {
         span_t *sp = &st->spans[i];
         if (sp->marked) continue;
         size_t g = 0;
         while (g < ngroups && groups[g].stack != sp->stack) g++;
-        if (g == ngroups) groups[ngroups++] = (group_t){sp->stack, 0, 0};
+        if (g == ngroups) groups[ngroups++] = (group_t){sp->stack, 0, 0, suppressed_by(sp->stack)};
         groups[g].blocks++;
         groups[g].bytes += sp->hi - sp->lo;
+    }
+    size_t kept = 0;
+    for (size_t g = 0; g < ngroups; g++) {
+        if (groups[g].rule == RULE_NONE) {
+            groups[kept++] = groups[g];
+            total += groups[g].bytes;
+            nblocks += groups[g].blocks;
+        } else if (groups[g].rule == RULE_SYSTEM) {
+            system_hits += groups[g].blocks;
+            system_bytes += groups[g].bytes;
+        } else {
+            rule_hits[groups[g].rule] += groups[g].blocks;
+            rule_bytes[groups[g].rule] += groups[g].bytes;
+        }
+    }
+    ngroups = kept;
+    if (!nblocks) { /* every leak suppressed: a clean exit, silently */
+        os_unmap(groups, unreached * sizeof(group_t));
+        return;
     }
     static char text[8192];
     mh_buf_t b = {text, 0, sizeof text};
@@ -160,6 +294,31 @@ static void report(leak_state_t *st) {
         stack_print(&b, groups[shown].stack);
         os_write_stderr(text, b.len);
     }
+    /* What the suppressions took, as LeakSanitizer lists it. */
+    bool any = system_hits != 0;
+    for (size_t r = 0; r < n_rules; r++) any |= rule_hits[r] != 0;
+    if (any) {
+        b.len = 0;
+        buf_str(&b, "\nSuppressed (blocks, bytes, rule):\n");
+        for (size_t r = 0; r < n_rules; r++) {
+            if (!rule_hits[r]) continue;
+            buf_str(&b, "  ");
+            buf_dec(&b, rule_hits[r]);
+            buf_str(&b, " ");
+            buf_dec(&b, rule_bytes[r]);
+            buf_str(&b, " leak:");
+            buf_str(&b, rules[r]);
+            buf_str(&b, "\n");
+        }
+        if (system_hits) {
+            buf_str(&b, "  ");
+            buf_dec(&b, system_hits);
+            buf_str(&b, " ");
+            buf_dec(&b, system_bytes);
+            buf_str(&b, " allocated by system code only (leak_system=1 reports them)\n");
+        }
+        os_write_stderr(text, b.len);
+    }
     b.len = 0;
     buf_str(&b, "\nSUMMARY: miniheap: memory-leak: ");
     buf_dec(&b, total);
@@ -167,7 +326,7 @@ static void report(leak_state_t *st) {
     buf_dec(&b, nblocks);
     buf_str(&b, " allocations.\n");
     os_write_stderr(text, b.len);
-    os_unmap(groups, nblocks * sizeof(group_t));
+    os_unmap(groups, unreached * sizeof(group_t));
     mh_report_exit("memory-leak", text);
 }
 

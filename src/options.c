@@ -41,6 +41,8 @@ static const option_def_t options[] = {
     {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks", true},
     {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack", false},
     {"leak_report", O(leak_report), 0, 1, {0, 0, 1}, "report unreachable blocks at exit", false},
+    {"leak_system", O(leak_system), 0, 1, {0, 0, 0}, "also report leaks allocated wholly by system code", false},
+    {"exitcode", O(exitcode), 0, 255, {23, 23, 23}, "exit status after a leak report (LeakSanitizer's 23)", false},
     {"check_every", O(check_every), 0, 1u << 30, {0, 0, 0}, "mh_check() every N operations", false},
     {"mismatch", O(mismatch), 0, 1, {0, 1, 1}, "check malloc/new/new[] pairs and sized frees", true},
     {"decay_ms", O(decay_ms), 0, 600000, {500, 500, 500}, "ms free memory is kept before it is given back", false},
@@ -53,6 +55,15 @@ static const option_def_t options[] = {
     {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence", false},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
+
+/* Options whose value is a string (a path). It ends at the next ':' or ','
+ * (as in ASan's options); an empty value clears it. Copied, so the string
+ * given to mh_set_options may go away. */
+typedef struct string_option { const char *name; char *buf; size_t cap; const char *help; } string_option_t;
+static const string_option_t string_options[] = {
+    {"suppressions", mh_opt.suppressions, sizeof mh_opt.suppressions, "file of leak:<pattern> lines (leak report)"},
+};
+#define NSTRING_OPTIONS (sizeof string_options / sizeof string_options[0])
 
 /* A preset sets every key, except abort_on_error once running (a program
  * that chose it keeps it) and, while blocks exist, the layout keys. */
@@ -128,7 +139,19 @@ int mh_options_parse(const char *str, const char *report) {
             while (*end && *end != ':' && *end != ',') end++;
             const char *eq = s;
             while (eq < end && *eq != '=') eq++;
-            if (end > s) {
+            const string_option_t *so = NULL;
+            for (size_t i = 0; i < NSTRING_OPTIONS && end > s; i++)
+                if (name_is(s, (size_t)(eq - s), string_options[i].name)) so = &string_options[i];
+            if (so) {
+                size_t len = eq < end ? (size_t)(end - eq - 1) : 0;
+                if (pass == 1 && (eq >= end || len >= so->cap)) {
+                    rc = -1;
+                    if (report) complain(report, eq >= end ? "bad value" : "value too long", s, (size_t)(end - s), NULL);
+                } else if (pass == 1) {
+                    memcpy(so->buf, eq + 1, len);
+                    so->buf[len] = 0;
+                }
+            } else if (end > s) {
                 const option_def_t *o = NULL;
                 for (size_t i = 0; i < NOPTIONS; i++)
                     if (name_is(s, (size_t)(eq - s), options[i].name)) o = &options[i];

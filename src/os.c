@@ -217,6 +217,32 @@ uint32_t os_cpu_count(void) {
     return n > 0 ? (uint32_t)n : 1;
 }
 
+/* Up to cap - 1 bytes of a file, NUL-terminated; -1 if it cannot be read. */
+long os_read_file(const char *path, char *buf, size_t cap) {
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { errno = saved; return -1; }
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    errno = saved;
+    return (long)n;
+}
+
+/* The path of the running executable ("" if unknown). */
+void os_self_exe(char *buf, size_t cap) {
+    int saved = errno;
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    buf[n > 0 ? n : 0] = 0;
+    errno = saved;
+}
+
 long os_read_number(const char *path, long fallback) {
     int saved = errno;
     int fd = open(path, O_RDONLY | O_CLOEXEC);

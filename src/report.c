@@ -158,9 +158,9 @@ void mh_report(const char *kind, const void *addr, const void *block, size_t bsi
 }
 
 /* A report that is not about one block (the leak report at exit): the
- * handler hears of it, or the program ends with LeakSanitizer's exit status
- * 23. We are in exit(), before stdio is flushed: flush it first, so ending
- * here loses none of the program's output. */
+ * handler hears of it, or the program ends with exit status `exitcode`
+ * (LeakSanitizer's 23). We are in exit(), before stdio is flushed: flush it
+ * first, so ending here loses none of the program's output. */
 void mh_report_exit(const char *kind, const char *summary) {
     mh_error_t err = {kind, NULL, NULL, 0, summary};
     if (!mh_opt.abort_on_error) {
@@ -168,7 +168,7 @@ void mh_report_exit(const char *kind, const char *summary) {
         return;
     }
     fflush(NULL);
-    _exit(23);
+    _exit((int)mh_opt.exitcode);
 }
 
 void mh_fatal(const char *msg) {

@@ -210,6 +210,14 @@ void stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp) {
     for (uint32_t i = 0; i < n; i++) print_frame(b, i, frames[i]);
 }
 
+uint32_t stack_frames(uint32_t id, const uintptr_t **frames) {
+    if (!id || !__atomic_load_n(&buckets, __ATOMIC_ACQUIRE) || id >= __atomic_load_n(&n_entries, __ATOMIC_ACQUIRE))
+        return 0;
+    depot_entry_t *e = __atomic_load_n(&entries[id], __ATOMIC_ACQUIRE);
+    *frames = e->frames;
+    return e->depth;
+}
+
 /* Was the stack's innermost frame in a module whose path contains needle? */
 bool stack_top_in_module(uint32_t id, const char *needle) {
     if (!id || !__atomic_load_n(&buckets, __ATOMIC_ACQUIRE) || id >= __atomic_load_n(&n_entries, __ATOMIC_ACQUIRE))

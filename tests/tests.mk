@@ -53,7 +53,13 @@ $(STARTUP_DIR)/overflow_static: tests/startup/overflow_static.c tests/tests.mk $
 	@mkdir -p $(dir $@)
 	$(CXX) -x c $(CSTD) -O1 -g -fno-builtin $< -x none $(BUILD)/libminiheap.a -pthread -o $@
 
-test-unit: lib $(TEST_BINS) $(BUGS_BINS) $(FUZZ_TARGET_BINS) $(STARTUP_BINS)
+# A program that leaks from two functions (tests/t_leaks.sh).
+LEAK_BINS := $(TEST_DIR)/leaks/leaky
+$(TEST_DIR)/leaks/leaky: tests/leaks/leaky.c tests/tests.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O1 -g -fno-omit-frame-pointer -fno-builtin -rdynamic $< -o $@
+
+test-unit: lib $(TEST_BINS) $(BUGS_BINS) $(FUZZ_TARGET_BINS) $(STARTUP_BINS) $(LEAK_BINS)
 	BUILD=$(BUILD) bash tests/run.sh
 
 $(TEST_PREFIXED): $(TEST_DIR)/%: tests/%.c $(TEST_DEPS) $(BUILD)/libminiheap_prefixed.a
