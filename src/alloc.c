@@ -324,6 +324,14 @@ static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char
     mh_report_fault(&f);
 }
 
+/* How many of a pointer's 8 bytes are `byte` (a pointer partly overwritten
+ * by a pattern still shows it). */
+static int pattern_bytes(uintptr_t v, uint8_t byte) {
+    int n = 0;
+    for (int i = 0; i < 8; i++, v >>= 8) n += (uint8_t)v == byte;
+    return n;
+}
+
 static MH_COLD void report_bad_pointer(void *p, const char *where, const char *kind, bool interior) {
     mh_fault_t f = {.kind = kind, .addr = p, .where = where};
     if (!interior && large_was_freed(p, &f)) { /* a large block freed before */
@@ -346,6 +354,13 @@ static MH_COLD void report_bad_pointer(void *p, const char *where, const char *k
             f.where = where;
         }
         f.detail = "the address points inside a block, not at its start";
+    } else if (pattern_bytes((uintptr_t)p, POISON_FREE) >= 4) {
+        /* The pointer itself was read from a freed block: the use after
+         * free happened before this call. */
+        f.kind = "use-after-free";
+        f.detail = "a pointer read from freed memory: it holds the poison of freed blocks (0x6b6b6b6b6b6b6b6b)";
+    } else if (pattern_bytes((uintptr_t)p, FILL_NEW) >= 4) {
+        f.detail = "a pointer read from uninitialised memory: it holds the fill of new blocks (0xbebebebebebebebe)";
     } else {
         f.detail = miniheap_of(p) ? "the address is in a miniheap but in no slab (freed or never used)"
                                   : "the address was not handed out by miniheap (stack, global, foreign or unmapped memory)";
@@ -422,19 +437,22 @@ static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *whe
             track_peek(raw, s->front);
             track_peek((uint8_t *)p + n, slack);
         }
+        size_t tlen = slack < s->canary_len ? slack : s->canary_len;
         size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
-        size_t tbad = slack ? canary_find_bad((uint8_t *)p + n, slack < s->canary_len ? slack : s->canary_len)
-                            : SIZE_MAX;
+        size_t tbad = slack ? canary_find_bad((uint8_t *)p + n, tlen) : SIZE_MAX;
+        char detail[200];
+        if (unlikely(bad != SIZE_MAX))
+            canary_detail(detail, sizeof detail, raw, s->front, bad, true);
+        else if (unlikely(tbad != SIZE_MAX))
+            canary_detail(detail, sizeof detail, (uint8_t *)p + n, tlen, tbad, false);
         if (unlikely(track_active())) {
             track_unpeek(raw, s->front);
             track_unpeek((uint8_t *)p + n, slack);
         }
         if (unlikely(bad != SIZE_MAX))
-            report_block(s, idx, p, where, "heap-buffer-underflow", raw + bad,
-                         "a canary in front of the block was overwritten");
+            report_block(s, idx, p, where, "heap-buffer-underflow", raw + bad, detail);
         else if (unlikely(tbad != SIZE_MAX))
-            report_block(s, idx, p, where, "heap-buffer-overflow", (uint8_t *)p + n + tbad,
-                         "a canary after the block was overwritten");
+            report_block(s, idx, p, where, "heap-buffer-overflow", (uint8_t *)p + n + tbad, detail);
         /* Either way the block is still freed: its neighbours stay intact. */
     }
     return true;

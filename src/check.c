@@ -13,6 +13,7 @@ typedef struct check_ctx {
     const char *problem;
     const void *where;
     mh_fault_t block_fault;   /* the first damaged block, reported with its own kind */
+    char detail[200];         /* its detail line */
 } check_ctx_t;
 
 static void fail(check_ctx_t *c, const char *problem, const void *where) {
@@ -64,10 +65,17 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
                 track_unpeek(raw, s->front);
                 track_unpeek(p + n, room - n);
             }
-            if (bad != SIZE_MAX)
-                block_fault(c, s, idx, "heap-buffer-underflow", raw + bad, "a canary in front of the block was overwritten");
-            else if (tbad != SIZE_MAX)
-                block_fault(c, s, idx, "heap-buffer-overflow", p + n + tbad, "a canary after the block was overwritten");
+            if (bad != SIZE_MAX) {
+                track_peek(raw, s->front);
+                block_fault(c, s, idx, "heap-buffer-underflow", raw + bad,
+                            canary_detail(c->detail, sizeof c->detail, raw, s->front, bad, true));
+                track_unpeek(raw, s->front);
+            } else if (tbad != SIZE_MAX) {
+                track_peek(p + n, slack);
+                block_fault(c, s, idx, "heap-buffer-overflow", p + n + tbad,
+                            canary_detail(c->detail, sizeof c->detail, p + n, slack, tbad, false));
+                track_unpeek(p + n, slack);
+            }
         } else if (!live && s->poisoned && (s->poisoned[idx >> 6] & bit)) {
             size_t len = s->poison_len;
             track_peek(p, len);

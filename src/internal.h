@@ -87,6 +87,7 @@ typedef struct mh_options {
     uint32_t leak_system;     /* ... also those whose allocation stack is all system code */
     uint32_t exitcode;        /* exit status after a leak report */
     uint32_t check_every;     /* run mh_check() every N operations of a thread (0: never) */
+    uint32_t check_exit;      /* run mh_check() at exit (live blocks' canaries) */
     uint32_t mismatch;        /* record how a block was allocated: malloc/new/new[] pairs, sized frees */
     uint32_t decay_ms;        /* free pages and empty miniheaps kept this long before given back */
     uint32_t miniheap_cache;  /* empty miniheaps kept mapped (their pages given back) */
@@ -441,6 +442,10 @@ MH_INTERNAL void mh_report(const char *kind, const void *addr, const void *block
                            size_t bsize, const char *where, const char *detail);
 MH_INTERNAL void mh_fatal(const char *msg) __attribute__((noreturn));
 MH_INTERNAL void mh_report_exit(const char *kind, const char *summary);
+/* The detail of a canary report, into buf: how far the write went. The
+ * canary of `len` bytes at `from` (after the block, or in front of it) has
+ * its first bad byte at offset `bad`. Returns buf. */
+MH_INTERNAL const char *canary_detail(char *buf, size_t cap, const uint8_t *from, size_t len, size_t bad, bool front);
 MH_INTERNAL void report_lock_all(void);     /* fork */
 MH_INTERNAL void report_unlock_all(void);
 /* Tiny formatter used by reports and stats: appends to buf, never allocates. */
@@ -529,6 +534,16 @@ MH_CHECK_READ size_t canary_find_bad(const uint8_t *from, size_t len) {
     }
     return SIZE_MAX;
 }
+/* Offset of the last byte that is not its canary (call after canary_find_bad
+ * found one): how far an overflow reached. */
+MH_CHECK_READ size_t canary_find_last_bad(const uint8_t *from, size_t len) {
+    for (size_t i = len; i-- > 0;) {
+        uint64_t want = canary_at((uintptr_t)from + i) & 0xff;
+        if (from[i] != (uint8_t)want) return i;
+    }
+    return SIZE_MAX;
+}
+
 /* len is a multiple of 16 (block sizes are). */
 static inline void poison_fill(uint8_t *p, size_t len) {
     const uint64_t pat = 0x0101010101010101ull * POISON_FREE;

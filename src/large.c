@@ -153,20 +153,25 @@ static size_t canary_bad(uint8_t *p, size_t len) {
     return bad;
 }
 
-/* Fill in the fault of the first overwritten canary byte; false if none. */
-static bool canary_fault(const large_t *l, mh_fault_t *f) {
+/* Fill in the fault of the first overwritten canary byte; false if none.
+ * The detail is written into detail[200]. */
+static bool canary_fault(const large_t *l, mh_fault_t *f, char *detail) {
     uint8_t *user = l_user(l);
     size_t t = tail_canary_len(l), fl = front_canary_len(l), bad;
     if ((bad = canary_bad(user - fl, fl)) != SIZE_MAX) {
         f->kind = "heap-buffer-underflow";
         f->addr = user - fl + bad;
-        f->detail = "a canary in front of the block was overwritten";
+        track_peek(user - fl, fl);
+        f->detail = canary_detail(detail, 200, user - fl, fl, bad, true);
+        track_unpeek(user - fl, fl);
         return true;
     }
     if ((bad = canary_bad(user + l->req, t)) != SIZE_MAX) {
         f->kind = "heap-buffer-overflow";
         f->addr = user + l->req + bad;
-        f->detail = "a canary after the block was overwritten";
+        track_peek(user + l->req, t);
+        f->detail = canary_detail(detail, 200, user + l->req, t, bad, false);
+        track_unpeek(user + l->req, t);
         return true;
     }
     return false;
@@ -368,7 +373,8 @@ static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, con
         mh_report_fault(&f);
         return false;
     }
-    if (canary_fault(l, &f)) {
+    char detail[200];
+    if (canary_fault(l, &f, detail)) {
         mh_report_fault(&f);
         return false;
     }
@@ -623,7 +629,8 @@ int large_check(void) {
         uint8_t *user = l_user(l);
         mh_fault_t f = {.block = user, .size = l->req, .where = "mh_check", .alloc_stack = l->alloc_stack,
                         .alloc_tid = l->alloc_tid};
-        if (!canary_fault(l, &f)) continue;
+        char detail[200];
+        if (!canary_fault(l, &f, detail)) continue;
         mh_unlock(&large_lock);
         mh_report_fault(&f);
         return -1;

@@ -350,12 +350,15 @@ static void leak_check_at_exit(void) {
 
 /* Runs after main's atexit handlers and the program's destructors. The
  * exiting thread's quarantine is checked first: a write after free to a
- * block still waiting there would otherwise never be seen. */
+ * block still waiting there would otherwise never be seen. With check_exit
+ * (debug), every live block's canaries too: an overflow of a block that is
+ * never freed is found here, and reported before any leak. */
 __attribute__((destructor(101))) static void leak_destructor(void) {
     if (!atomic_load(&mh_ready)) return;
     purge_stop(); /* first: no give-back pass runs while the heap is walked */
     tcache_t *t = mh_tcache;
     if (t && t->q.count) quarantine_drain(t);
+    if (mh_opt.check_exit) mh_check();
     leak_check_at_exit();
 }
 

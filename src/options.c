@@ -44,6 +44,7 @@ static const option_def_t options[] = {
     {"leak_system", O(leak_system), 0, 1, {0, 0, 0}, "also report leaks allocated wholly by system code", false},
     {"exitcode", O(exitcode), 0, 255, {23, 23, 23}, "exit status after a leak report (LeakSanitizer's 23)", false},
     {"check_every", O(check_every), 0, 1u << 30, {0, 0, 0}, "mh_check() every N operations", false},
+    {"check_exit", O(check_exit), 0, 1, {0, 0, 1}, "mh_check() at exit: canaries of blocks never freed", false},
     {"mismatch", O(mismatch), 0, 1, {0, 1, 1}, "check malloc/new/new[] pairs and sized frees", true},
     {"decay_ms", O(decay_ms), 0, 600000, {500, 500, 500}, "ms free memory is kept before it is given back", false},
     {"miniheap_cache", O(miniheap_cache), 0, 1024, {2, 2, 2}, "empty miniheaps kept mapped", false},

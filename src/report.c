@@ -56,6 +56,35 @@ void buf_hex(mh_buf_t *b, uintptr_t v) {
     b->p[b->len] = 0;
 }
 
+const char *canary_detail(char *buf, size_t cap, const uint8_t *from, size_t len, size_t bad, bool front) {
+    size_t last = canary_find_last_bad(from, len);
+    mh_buf_t b = {buf, 0, cap};
+    buf[0] = 0;
+    if (front) {
+        buf_str(&b, "the canary in front of the block was overwritten, from ");
+        buf_dec(&b, len - bad);
+        buf_str(&b, len - bad == 1 ? " byte" : " bytes");
+        buf_str(&b, " before it");
+        if (last != SIZE_MAX && last + 1 < len) {
+            buf_str(&b, " to ");
+            buf_dec(&b, len - last);
+            buf_str(&b, " before it");
+        }
+        buf_str(&b, " (");
+        buf_dec(&b, len);
+        buf_str(&b, " canary bytes checked)");
+    } else {
+        buf_str(&b, "the canary after the block was overwritten up to ");
+        buf_dec(&b, (last == SIZE_MAX ? bad : last) + 1);
+        buf_str(&b, " bytes past its end (");
+        buf_dec(&b, len);
+        buf_str(&b, " canary bytes checked");
+        if (last + 1 == len) buf_str(&b, ": the write may have gone further");
+        buf_str(&b, ")");
+    }
+    return buf;
+}
+
 MH_API void mh_set_error_handler(mh_error_handler_t h, void *arg) {
     handler = h;
     handler_arg = arg;

@@ -781,6 +781,8 @@ static void test_trim(void)
     rng_t r;
     rng_seed(&r, 7);
     mh_stats_t s0, speak, sfreed, strim;
+    /* No purge thread: what mh_trim gives back must be the trim's doing. */
+    CHECK(mh_set_options("background=0") == 0, "background=0 refused");
     mh_trim(0); /* start from a trimmed heap: the spike cannot reuse resident caches */
     mh_stats(&s0);
     size_t total = 0, nb = 0;
@@ -827,6 +829,7 @@ static void test_trim(void)
     CHECK(strim.live_blocks == s0.live_blocks, "live_blocks %zu -> %zu after the spike", s0.live_blocks,
           strim.live_blocks);
     CHECK(mh_check() == 0, "mh_check() failed after mh_trim");
+    CHECK(mh_set_options("background=1") == 0, "background=1 refused");
     void *p = mh_malloc(1000);
     CHECK(p != NULL, "mh_malloc after mh_trim failed");
     if (p)
