@@ -43,8 +43,10 @@ $(BUILD)/obj/%.o: src/%.cpp $(HEADERS) Makefile
 	$(CXX) $(CXXFLAGS_LIB) -c $< -o $@
 
 # Linked with the C++ driver: operator new throws std::bad_alloc.
+# The soname carries the ABI version (make install adds the links).
+SONAME := libminiheap.so.1
 $(BUILD)/libminiheap.so: $(CORE_OBJS) $(OVERRIDE_OBJ)
-	$(CXX) -shared -o $@ $^ $(LDLIBS_LIB) -Wl,-z,now -Wl,--no-undefined
+	$(CXX) -shared -o $@ $^ $(LDLIBS_LIB) -Wl,-z,now -Wl,--no-undefined -Wl,-soname,$(SONAME)
 
 $(BUILD)/libminiheap.a: $(CORE_OBJS) $(OVERRIDE_OBJ)
 	@rm -f $@
@@ -87,3 +89,4 @@ demo: lib
 -include bench/bench.mk
 -include fuzz/fuzz.mk
 -include valgrind/valgrind.mk
+-include tools/tools.mk

@@ -45,6 +45,7 @@ static void fork_child(void) {
      * state, both would hand out the same slots in the same order. */
     for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) mh_bins[c].rng = 0;
     mh_random_after_fork();
+    stats_after_fork_child();
     bins_unlock_all();
     mh_unlock(&mh_tick_lock);
     report_unlock_all();

@@ -97,7 +97,13 @@ typedef struct mh_options {
     uint32_t background;      /* a purge thread gives memory back while the program sleeps (purge.c) */
     uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
     uint32_t seed;            /* 0: randomness from the kernel; N: a fixed sequence (src/random.c) */
+    uint32_t stats_at_exit;   /* statistics at exit (stats.c) */
+    uint32_t stats_json;      /* ... as JSON lines */
+    uint32_t stats_fd;        /* ... to this descriptor (2), or: */
+    uint32_t stats_signal;    /* ... whenever this signal arrives (0: never) */
+    uint32_t stats_interval_ms; /* ... every N ms (0: never) */
     char suppressions[256];   /* leak suppressions file (LeakSanitizer's format) */
+    char stats_file[256];     /* statistics to this file (%p: pid) */
 } mh_options_t;
 MH_INTERNAL extern mh_options_t mh_opt;
 /* An option read by the purge thread, or by any thread while another may
@@ -151,6 +157,14 @@ MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
 /* A detached thread with every signal blocked, named for ps and gdb. */
 MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out);
+MH_INTERNAL int    os_getpid(void);
+MH_INTERNAL void   os_close(int fd);
+MH_INTERNAL int    os_open_append(const char *path);          /* -1 on failure */
+MH_INTERNAL void   os_write_fd(int fd, const void *buf, size_t n);
+MH_INTERNAL long   os_read_fd(int fd, void *buf, size_t n);
+MH_INTERNAL bool   os_pipe(int fds[2]);                        /* close-on-exec */
+MH_INTERNAL int    os_wait_readable(int fd, int timeout_ms);   /* 1 readable, 0 timeout, -1 error */
+MH_INTERNAL bool   os_install_signal(int sig, void (*fn)(int)); /* SA_RESTART */
 MH_INTERNAL void   os_abort(void) __attribute__((noreturn));
 MH_INTERNAL void   os_exit(int status) __attribute__((noreturn));
 MH_INTERNAL bool   os_read_self(void *dst, const void *src, size_t n); /* false: unreadable, no fault */
@@ -591,6 +605,7 @@ static inline void dbg_record(block_dbg_t *d, bool alloc) {
 
 /* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */
 MH_INTERNAL void fault_init(void);
+MH_INTERNAL void stats_after_fork_child(void);
 MH_INTERNAL void leak_init(void);
 
 /* ---- bitmap helpers ------------------------------------------------------ */

@@ -54,6 +54,11 @@ static const option_def_t options[] = {
     {"background", O(background), 0, 1, {1, 1, 1}, "a thread gives memory back while the program sleeps", false},
     {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)", false},
     {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence", false},
+    {"stats_at_exit", O(stats_at_exit), 0, 1, {0, 0, 0}, "print statistics at exit", false},
+    {"stats_json", O(stats_json), 0, 1, {0, 0, 0}, "statistics as JSON lines", false},
+    {"stats_fd", O(stats_fd), 0, 1u << 20, {2, 2, 2}, "statistics to this file descriptor", false},
+    {"stats_signal", O(stats_signal), 0, 64, {0, 0, 0}, "print statistics on this signal (0: none)", false},
+    {"stats_interval_ms", O(stats_interval_ms), 0, 3600000, {0, 0, 0}, "print statistics every N ms (0: never)", false},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -63,6 +68,7 @@ static const option_def_t options[] = {
 typedef struct string_option { const char *name; char *buf; size_t cap; const char *help; } string_option_t;
 static const string_option_t string_options[] = {
     {"suppressions", mh_opt.suppressions, sizeof mh_opt.suppressions, "file of leak:<pattern> lines (leak report)"},
+    {"stats_file", mh_opt.stats_file, sizeof mh_opt.stats_file, "statistics to this file (%p: the process id)"},
 };
 #define NSTRING_OPTIONS (sizeof string_options / sizeof string_options[0])
 

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/auxv.h>
 #include <sched.h>
 #include <time.h>
@@ -215,6 +216,70 @@ uint32_t os_cpu_count(void) {
     int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
     errno = saved;
     return n > 0 ? (uint32_t)n : 1;
+}
+
+int os_getpid(void) { return (int)getpid(); }
+
+void os_close(int fd) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+}
+
+int os_open_append(const char *path) {
+    int saved = errno;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    errno = saved;
+    return fd;
+}
+
+void os_write_fd(int fd, const void *buf, size_t n) {
+    int saved = errno;
+    const char *s = buf;
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        s += w;
+        n -= (size_t)w;
+    }
+    errno = saved;
+}
+
+long os_read_fd(int fd, void *buf, size_t n) {
+    int saved = errno;
+    ssize_t r;
+    do r = read(fd, buf, n); while (r < 0 && errno == EINTR);
+    errno = saved;
+    return (long)r;
+}
+
+bool os_pipe(int fds[2]) {
+    int saved = errno;
+    bool ok = pipe2(fds, O_CLOEXEC) == 0;
+    errno = saved;
+    return ok;
+}
+
+int os_wait_readable(int fd, int timeout_ms) {
+    int saved = errno;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r;
+    do r = poll(&p, 1, timeout_ms); while (r < 0 && errno == EINTR);
+    errno = saved;
+    return r < 0 ? -1 : r;
+}
+
+bool os_install_signal(int sig, void (*fn)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    int saved = errno;
+    bool ok = sigaction(sig, &sa, NULL) == 0;
+    errno = saved;
+    return ok;
 }
 
 /* Up to cap - 1 bytes of a file, NUL-terminated; -1 if it cannot be read. */

@@ -61,27 +61,173 @@ MH_API void mh_stats(mh_stats_t *st) {
     st->unmapped_bytes = atomic_load(&os_unmapped_total);
 }
 
+/* ---- statistics out of the process -------------------------------------------
+ * Without touching the program: stats_at_exit=1 prints them at exit;
+ * stats_signal=N prints them whenever the process gets signal N (opt-in);
+ * stats_interval_ms=N every N ms. Text (what malloc_stats() prints) or, with
+ * stats_json=1, one JSON object per line (docs/STATS.md has the schema), to
+ * stderr, to stats_fd=N or to stats_file=PATH (%p: the process id).
+ * A signal handler may not take the allocator's locks (the thread it
+ * interrupted may hold one): it writes a byte to a pipe, and a thread of
+ * ours, started only when a signal or an interval is asked for, does the
+ * walk. */
+
+static const struct { const char *name; size_t off; } fields[] = {
+#define F(n) {#n, offsetof(mh_stats_t, n)}
+    F(live_blocks), F(live_bytes), F(small_blocks), F(large_blocks), F(mapped_bytes), F(resident_bytes),
+    F(metadata_bytes), F(miniheaps), F(slabs), F(cached_bytes), F(total_allocs), F(total_frees),
+    F(purged_bytes), F(unmapped_bytes),
+#undef F
+};
+
+static uint64_t field(const mh_stats_t *st, size_t i) {
+    const char *base = (const char *)st;
+    return i < 10 ? (uint64_t)*(const size_t *)(base + fields[i].off) : *(const uint64_t *)(base + fields[i].off);
+}
+
+static uint64_t start_ms;
+
+static void format_stats(mh_buf_t *b, const mh_stats_t *st, bool json, const char *event) {
+    static const char *const mode_names[] = {"fast", "hardened", "debug"};
+    if (json) {
+        buf_str(b, "{\"miniheap_stats\":1,\"event\":\"");
+        buf_str(b, event);
+        buf_str(b, "\",\"pid\":");
+        buf_dec(b, os_getpid());
+        buf_str(b, ",\"time_ms\":");
+        buf_dec(b, os_now_ms() - start_ms);
+        buf_str(b, ",\"mode\":\"");
+        buf_str(b, mode_names[mh_opt.mode < 3 ? mh_opt.mode : 1]);
+        buf_str(b, "\"");
+        for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+            buf_str(b, ",\"");
+            buf_str(b, fields[i].name);
+            buf_str(b, "\":");
+            buf_dec(b, field(st, i));
+        }
+        buf_str(b, "}\n");
+        return;
+    }
+    struct { const char *name; uint64_t v; } rows[] = {
+        {"live blocks", st->live_blocks},       {"live bytes", st->live_bytes},
+        {"  in slabs", st->small_blocks},       {"  large", st->large_blocks},
+        {"mapped bytes", st->mapped_bytes},     {"resident bytes (est.)", st->resident_bytes},
+        {"metadata bytes", st->metadata_bytes}, {"cached bytes", st->cached_bytes},
+        {"miniheaps", st->miniheaps},           {"slabs", st->slabs},
+        {"allocations", st->total_allocs},      {"frees", st->total_frees},
+        {"purged bytes", st->purged_bytes},     {"unmapped bytes", st->unmapped_bytes},
+    };
+    buf_str(b, "miniheap stats:\n");
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        buf_str(b, "  ");
+        buf_str(b, rows[i].name);
+        buf_str(b, ": ");
+        buf_dec(b, rows[i].v);
+        buf_str(b, "\n");
+    }
+}
+
 MH_API void mh_print_stats(void) {
     mh_stats_t st;
     mh_stats(&st);
     char text[1024];
     mh_buf_t b = {text, 0, sizeof text};
-    struct { const char *name; uint64_t v; } rows[] = {
-        {"live blocks", st.live_blocks},       {"live bytes", st.live_bytes},
-        {"  in slabs", st.small_blocks},       {"  large", st.large_blocks},
-        {"mapped bytes", st.mapped_bytes},     {"resident bytes (est.)", st.resident_bytes},
-        {"metadata bytes", st.metadata_bytes}, {"cached bytes", st.cached_bytes},
-        {"miniheaps", st.miniheaps},           {"slabs", st.slabs},
-        {"allocations", st.total_allocs},      {"frees", st.total_frees},
-        {"purged bytes", st.purged_bytes},     {"unmapped bytes", st.unmapped_bytes},
-    };
-    buf_str(&b, "miniheap stats:\n");
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        buf_str(&b, "  ");
-        buf_str(&b, rows[i].name);
-        buf_str(&b, ": ");
-        buf_dec(&b, rows[i].v);
-        buf_str(&b, "\n");
-    }
+    format_stats(&b, &st, false, "call");
     os_write_stderr(text, b.len);
+}
+
+static int out_fd = -1;          /* where stats go: stats_fd, stats_file, or stderr */
+static mh_lock_t out_lock = MH_LOCK_INIT;
+
+static int stats_destination(void) {
+    if (out_fd >= 0) return out_fd;
+    if (mh_opt.stats_file[0]) {
+        char path[300];
+        mh_buf_t b = {path, 0, sizeof path};
+        for (const char *c = mh_opt.stats_file; *c; c++) {
+            if (c[0] == '%' && c[1] == 'p') {
+                buf_dec(&b, os_getpid());
+                c++;
+            } else if (b.len + 1 < b.cap) {
+                b.p[b.len++] = *c;
+                b.p[b.len] = 0;
+            }
+        }
+        out_fd = os_open_append(path);
+        if (out_fd < 0) {
+            char msg[400];
+            mh_buf_t m = {msg, 0, sizeof msg};
+            buf_str(&m, "miniheap: warning: cannot open stats_file '");
+            buf_str(&m, path);
+            buf_str(&m, "'; statistics go to stderr\n");
+            os_write_stderr(msg, m.len);
+            out_fd = 2;
+        }
+    } else {
+        out_fd = (int)mh_opt.stats_fd;
+    }
+    return out_fd;
+}
+
+static void stats_emit(const char *event) {
+    mh_stats_t st;
+    mh_stats(&st);
+    char text[2048];
+    mh_buf_t b = {text, 0, sizeof text};
+    format_stats(&b, &st, mh_opt.stats_json, event);
+    mh_lock(&out_lock);
+    os_write_fd(stats_destination(), text, b.len);
+    mh_unlock(&out_lock);
+}
+
+/* Before the leak report (destructor 101), which may end the process. */
+__attribute__((destructor(102))) static void stats_at_exit(void) {
+    if (atomic_load(&mh_ready) && mh_opt.stats_at_exit) stats_emit("exit");
+}
+
+static int wake_pipe[2] = {-1, -1};
+
+static void on_stats_signal(int sig) {
+    (void)sig;
+    char c = 's';
+    os_write_fd(wake_pipe[1], &c, 1); /* async-signal-safe; the thread does the walk */
+}
+
+/* A forked child has no statistics thread, and must not wake its parent's:
+ * it reports at exit only. */
+void stats_after_fork_child(void) {
+    if (wake_pipe[0] < 0) return;
+    os_close(wake_pipe[0]);
+    os_close(wake_pipe[1]);
+    wake_pipe[0] = wake_pipe[1] = -1;
+}
+
+static void *stats_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        char c;
+        int r = os_wait_readable(wake_pipe[0], mh_opt.stats_interval_ms ? (int)mh_opt.stats_interval_ms : -1);
+        if (r > 0 && os_read_fd(wake_pipe[0], &c, 1) == 1) stats_emit("signal");
+        else if (r == 0) stats_emit("interval");
+    }
+    return NULL;
+}
+
+/* A constructor: after libc's start-up, so a thread may be made (the
+ * allocator itself may start earlier, inside the dynamic loader). Only when
+ * a signal or an interval is asked for. */
+__attribute__((constructor)) static void stats_init(void) {
+    mh_ensure_init();
+    start_ms = os_now_ms();
+    if (!mh_opt.stats_signal && !mh_opt.stats_interval_ms) return;
+    if (!os_pipe(wake_pipe)) return;
+    if (mh_opt.stats_signal && !os_install_signal(mh_opt.stats_signal, on_stats_signal)) {
+        static const char msg[] = "miniheap: warning: cannot handle the stats_signal; statistics on a signal are off\n";
+        os_write_stderr(msg, sizeof msg - 1);
+    }
+    pthread_t t;
+    if (!os_thread_start(stats_main, "miniheap-stats", &t)) {
+        static const char msg[] = "miniheap: warning: cannot start the statistics thread\n";
+        os_write_stderr(msg, sizeof msg - 1);
+    }
 }
