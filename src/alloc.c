@@ -101,6 +101,7 @@ void mh_init_slow(void) {
         atomic_store_explicit(&mh_ready, 1, memory_order_release);
         /* May allocate (through us, now ready). */
         pthread_atfork(fork_prepare, fork_parent, fork_child);
+        stats_init();
     }
     mh_unlock(&init_lock);
 }
@@ -260,6 +261,12 @@ static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool
     tcache_t *t = mh_tcache ? mh_tcache : tcache_get_slow();
     if (unlikely(size > MH_MAX_REQUEST)) goto oom;
     maybe_check(t);
+    if (unlikely(size == 0) && mh_opt.zero_guard && align <= MH_MIN_ALIGN) {
+        /* A slot of the 0-byte class: any access to it faults. */
+        void *tagged = take_block(t, mh_zero_cls);
+        if (!tagged) goto oom;
+        return finish_block(tagged, 0, kind, zero);
+    }
     size_t need = size + mh_cfg.front + mh_cfg.tail;
     if (unlikely(mh_opt.sample_rate) && t && align <= MH_MIN_ALIGN && need <= MH_SMALL_MAX &&
         --t->sample_left <= 0) {
@@ -542,8 +549,9 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
 
 MH_API void *mh_malloc(size_t size) {
     tcache_t *t = mh_tcache;
-    /* The fast path: a thread cache holding a block of the class. */
-    if (likely(t != NULL) && likely(size <= MH_SMALL_MAX - 2 * MH_MIN_ALIGN)) {
+    /* The fast path: a thread cache holding a block of the class (not for
+     * size 0, which wraps here: zero_guard gives it a class of its own). */
+    if (likely(t != NULL) && likely(size - 1 < MH_SMALL_MAX - 2 * MH_MIN_ALIGN)) {
         tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
         if (likely(bin->count)) {
             if (likely(!mh_cfg.hard)) {
@@ -665,7 +673,7 @@ static void *realloc_small(slab_t *s, uint32_t idx, void *p, size_t size) {
         return NULL;
     }
     size_t need = size + s->canary;
-    if (need <= room && (need > room / 2 || s->bsize <= 2 * MH_MIN_ALIGN)) {
+    if (need <= room && (need > room / 2 || s->bsize <= 2 * MH_MIN_ALIGN) && !s->zero) {
         /* Fits: stay, unless floating moves it to a fuller slab. */
         void *q = mh_opt.float_pct ? slab_float(p, s, size) : NULL;
         if (q) {

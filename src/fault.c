@@ -18,6 +18,18 @@ static bool slab_explain(uintptr_t addr, mh_fault_t *f) {
     if (!s && unit == MH_UNITS - 1) s = mh->unit_slab[unit - 1];
     if (!s) return false;
     uintptr_t end = (uintptr_t)slab_start(s) + (size_t)s->units * MH_UNIT_SIZE;
+    if (s->zero && addr >= (uintptr_t)slab_ustart(s) && addr < end) { /* a 0-byte block has no bytes at all */
+        uint32_t i = (uint32_t)((addr - (uintptr_t)slab_ustart(s)) / s->bsize);
+        if (i >= s->capacity) i = s->capacity - 1;
+        bool live = atomic_load_explicit(&s->live[i >> 6], memory_order_relaxed) >> (i & 63) & 1;
+        slab_block_fault(f, s, i, slab_ustart(s) + (size_t)i * s->bsize);
+        f->kind = live || !block_info(s, i) ? "heap-buffer-overflow" : "use-after-free";
+        f->addr = (void *)addr;
+        f->detail = live ? "the block has size 0 (malloc(0)): it has no byte to access"
+                         : "the 0-byte block was freed (and had no byte to access)";
+        if (live) f->free_stack = f->free_tid = 0;
+        return true;
+    }
     bool in_guard = (s->guarded && addr >= end - MH_PAGE && addr < end) || unit == MH_UNITS - 1;
     if (!in_guard) return false;
     uint32_t idx = s->capacity - 1;

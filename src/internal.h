@@ -88,6 +88,7 @@ typedef struct mh_options {
     uint32_t exitcode;        /* exit status after a leak report */
     uint32_t check_every;     /* run mh_check() every N operations of a thread (0: never) */
     uint32_t check_exit;      /* run mh_check() at exit (live blocks' canaries) */
+    uint32_t zero_guard;      /* malloc(0) returns a block that faults on any access */
     uint32_t mismatch;        /* record how a block was allocated: malloc/new/new[] pairs, sized frees */
     uint32_t decay_ms;        /* free pages and empty miniheaps kept this long before given back */
     uint32_t miniheap_cache;  /* empty miniheaps kept mapped (their pages given back) */
@@ -197,7 +198,8 @@ typedef struct size_class {
     uint32_t batch;       /* blocks moved per refill/flush */
 } size_class_t;
 MH_INTERNAL extern size_class_t mh_classes[MH_MAX_CLASSES];
-MH_INTERNAL extern uint32_t mh_nclasses;
+MH_INTERNAL extern uint32_t mh_nclasses;     /* the zero class included */
+MH_INTERNAL extern uint32_t mh_zero_cls;     /* the class of 0-byte blocks (zero_guard), the last */
 MH_INTERNAL extern uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
 MH_INTERNAL void sizeclass_init(void);
 static inline uint32_t size_to_class(size_t n) { return mh_class_index[(n + 15) >> 4]; }
@@ -238,6 +240,7 @@ typedef struct slab {
     uint8_t  front;                  /* front redzone of every block */
     uint8_t  guarded;                /* last page is a guard */
     uint8_t  canary;                 /* blocks carry a tail canary (info holds their size) */
+    uint8_t  zero;                   /* 0-byte blocks: the slab is never accessible (canary_len 0) */
     uint16_t canary_len;             /* tail bytes covered (the slack, up to this) */
     uint32_t poison_len;             /* bytes of a freed block poisoned (as the slab was made) */
     _Atomic uint32_t resize_seq;     /* odd while a block is resized in place (mh_check skips it) */
@@ -605,6 +608,8 @@ static inline void dbg_record(block_dbg_t *d, bool alloc) {
 
 /* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */
 MH_INTERNAL void fault_init(void);
+MH_INTERNAL void stats_init(void);               /* start-up */
+MH_INTERNAL void stats_start_if_wanted(void);    /* from slow paths: the statistics thread, if asked for */
 MH_INTERNAL void stats_after_fork_child(void);
 MH_INTERNAL void leak_init(void);
 

@@ -297,10 +297,15 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
     bool guard = sampled || n_live < GUARDED_MAX;
     if (!sampled && align == MH_PAGE) {
         /* Reuse the cached mapping closest in size, resized: its resident
-         * pages save faults whether it is larger or smaller. */
+         * pages save faults whether it is larger or smaller. In hardened
+         * mode never the one freed last (the list is newest first): it stays
+         * inaccessible, so a write through a stale pointer right after its
+         * free, and the same size allocated again, faults instead of landing
+         * in the new block. */
         large_t **best = NULL;
         size_t best_d = SIZE_MAX;
-        for (large_t **pp = &cache; *pp; pp = &(*pp)->next) {
+        large_t **from = mh_cfg.hard && cache ? &cache->next : &cache;
+        for (large_t **pp = from; *pp; pp = &(*pp)->next) {
             size_t u = (*pp)->usable, d = u > pages ? u - pages : pages - u;
             if (d < best_d) { best = pp; best_d = d; }
         }

@@ -54,6 +54,7 @@ bool mh_tick_due(void) { return os_now_ms() >= atomic_load_explicit(&next_tick_m
 
 void mh_tick(bool force) {
     if (unlikely(atomic_load_explicit(&purger.wanted, memory_order_relaxed))) purger_start();
+    stats_start_if_wanted();
     uint64_t now = os_now_ms();
     if (!force && now < atomic_load_explicit(&next_tick_ms, memory_order_relaxed)) return;
     if (force) mh_lock(&mh_tick_lock);

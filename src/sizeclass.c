@@ -8,6 +8,7 @@
 
 size_class_t mh_classes[MH_MAX_CLASSES];
 uint32_t mh_nclasses;
+uint32_t mh_zero_cls;
 uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
 
 static void pick_slab(uint32_t want, uint32_t *size, uint32_t *units, uint32_t *cap) {
@@ -68,6 +69,13 @@ void sizeclass_init(void) {
         if ((last * magic) >> 40 != cap - 1 || ((last - size + 1) * magic) >> 40 != cap - 1)
             mh_fatal("size class table is inconsistent (slab_index)");
     }
+    /* The class of 0-byte blocks (zero_guard): 16-byte slots in slabs that
+     * are never accessible, so any read or write through malloc(0)'s pointer
+     * faults. Last, and reached only by its index, never by a size. */
+    size_class_t *z = &mh_classes[mh_nclasses];
+    *z = (size_class_t){.size = MH_MIN_ALIGN, .units = 1, .capacity = (uint32_t)(MH_UNIT_SIZE / MH_MIN_ALIGN),
+                        .tcache_cap = 64, .batch = 32};
+    mh_zero_cls = mh_nclasses++;
     uint32_t cls = 0;
     for (size_t i = 0; i <= (MH_SMALL_MAX >> 4); i++) {
         size_t sz = i << 4;
@@ -81,7 +89,7 @@ void sizeclass_init(void) {
 
 int sizeclass_for_aligned(size_t size, size_t align) {
     if (align > MH_UNIT_SIZE) return -1;
-    for (uint32_t c = size_to_class(size ? size : 1); c < mh_nclasses; c++) {
+    for (uint32_t c = size_to_class(size ? size : 1); c < mh_zero_cls; c++) {
         if ((mh_classes[c].size & (align - 1)) == 0) return (int)c;
     }
     return -1;

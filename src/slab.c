@@ -87,7 +87,10 @@ static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, bool in
 static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     const size_class_t *c = &mh_classes[cls];
     uint32_t nwords = (c->capacity + 63) / 64;
-    bool poison = mh_cfg.poison_len != 0, info = mh_cfg.info, dbg = mh_opt.stacks;
+    /* A slab of 0-byte blocks is never touched: no poison, no front redzone;
+     * its info words hold size 0 (what malloc_usable_size says). */
+    bool zero = cls == mh_zero_cls;
+    bool poison = mh_cfg.poison_len != 0 && !zero, info = mh_cfg.info || zero, dbg = mh_opt.stacks;
     size_t bytes = desc_size(nwords, c->capacity, poison, info, dbg);
     slab_t *s = meta_alloc(bytes);
     if (!s) return NULL;
@@ -106,7 +109,7 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
      * of the same shape over the same units costs no system call. */
     uint32_t last = first + c->units - 1;
     uint64_t mine = (((uint64_t)1 << c->units) - 1) << first, lastbit = (uint64_t)1 << last;
-    bool want = mh_opt.slab_guards && room - MH_PAGE >= c->size;
+    bool want = mh_opt.slab_guards && room - MH_PAGE >= c->size && !zero;
     uint64_t stale = atomic_load(&mh->guard_units) & mine & ~(want ? lastbit : 0);
     while (stale) { /* guards left inside this slab's room by an earlier slab */
         uint32_t u = (uint32_t)__builtin_ctzll(stale);
@@ -127,13 +130,17 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
         }
         if (s->guarded) room -= MH_PAGE;
     }
+    if (zero) { /* inaccessible while the kernel's mapping budget lasts; else it just does not fault */
+        if (atomic_fetch_sub(&slab_guard_budget, 1) > 0 && os_protect_none(start, room)) s->zero = 1;
+        else atomic_fetch_add(&slab_guard_budget, 1);
+    }
     uint32_t capacity = (uint32_t)(room / c->size);
     if (capacity > c->capacity) capacity = c->capacity;
     s->mh = mh;
     s->start_m = MANGLE(start);
-    s->front = (uint8_t)mh_cfg.front;
-    s->canary = info && mh_cfg.tail;
-    s->canary_len = (uint16_t)mh_cfg.canary_len;
+    s->front = zero ? 0 : (uint8_t)mh_cfg.front;
+    s->canary = zero || (info && mh_cfg.tail);
+    s->canary_len = zero ? 0 : (uint16_t)mh_cfg.canary_len; /* nothing checked: nothing there */
     /* Fixed for the slab's life, like its canaries: a block freed before
      * an option change is checked as it was poisoned. */
     s->poison_len = (uint32_t)(c->size - s->front < mh_cfg.poison_len ? c->size - s->front : mh_cfg.poison_len);
@@ -184,7 +191,10 @@ static void slab_release(slab_t *s) {
         uint64_t pages = (s->purged[u / 4] >> ((u % 4) * 16)) & 0xffff;
         if (pages != 0xffff) dirty |= (uint64_t)1 << (s->first_unit + u);
     }
-    (void)start; /* a guard page stays (see slab_new) */
+    if (s->zero) { /* its units go back accessible */
+        os_commit(start, (size_t)s->units * MH_UNIT_SIZE);
+        atomic_fetch_add(&slab_guard_budget, 1);
+    }
     miniheap_release_units(s->mh, s->first_unit, s->units, dirty);
     meta_free(s, s->desc_bytes);
 }

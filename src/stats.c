@@ -186,6 +186,7 @@ __attribute__((destructor(102))) static void stats_at_exit(void) {
 }
 
 static int wake_pipe[2] = {-1, -1};
+static _Atomic int thread_wanted, thread_allowed;
 
 static void on_stats_signal(int sig) {
     (void)sig;
@@ -196,6 +197,7 @@ static void on_stats_signal(int sig) {
 /* A forked child has no statistics thread, and must not wake its parent's:
  * it reports at exit only. */
 void stats_after_fork_child(void) {
+    atomic_store(&thread_wanted, 0);
     if (wake_pipe[0] < 0) return;
     os_close(wake_pipe[0]);
     os_close(wake_pipe[1]);
@@ -213,11 +215,12 @@ static void *stats_main(void *arg) {
     return NULL;
 }
 
-/* A constructor: after libc's start-up, so a thread may be made (the
- * allocator itself may start earlier, inside the dynamic loader). Only when
- * a signal or an interval is asked for. */
-__attribute__((constructor)) static void stats_init(void) {
-    mh_ensure_init();
+
+/* From start-up (mh_init_slow): the pipe and the signal handler now; the
+ * thread at the first slow path after our constructor ran (libc must have
+ * finished its own start-up, and the allocator may start inside the
+ * dynamic loader). Only when a signal or an interval is asked for. */
+void stats_init(void) {
     start_ms = os_now_ms();
     if (!mh_opt.stats_signal && !mh_opt.stats_interval_ms) return;
     if (!os_pipe(wake_pipe)) return;
@@ -225,9 +228,21 @@ __attribute__((constructor)) static void stats_init(void) {
         static const char msg[] = "miniheap: warning: cannot handle the stats_signal; statistics on a signal are off\n";
         os_write_stderr(msg, sizeof msg - 1);
     }
+    atomic_store(&thread_wanted, 1);
+}
+
+void stats_start_if_wanted(void) {
+    if (!atomic_load_explicit(&thread_wanted, memory_order_relaxed) || !atomic_load(&thread_allowed)) return;
+    int expect = 1;
+    if (!atomic_compare_exchange_strong(&thread_wanted, &expect, 0)) return;
     pthread_t t;
     if (!os_thread_start(stats_main, "miniheap-stats", &t)) {
         static const char msg[] = "miniheap: warning: cannot start the statistics thread\n";
         os_write_stderr(msg, sizeof msg - 1);
     }
+}
+
+__attribute__((constructor)) static void stats_allow(void) {
+    atomic_store(&thread_allowed, 1);
+    if (atomic_load(&mh_ready)) stats_start_if_wanted();
 }

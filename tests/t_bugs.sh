@@ -146,6 +146,19 @@ add "Write after free at offset 8, then mh_check() (120, 5000 B)" uaf_write:5000
 add "Write after free at offset 8, then 20000 malloc/free of the size (120 B)" uaf_write:120:8:churn - none $UAF $UAF
 add "Read after free, large block (300 KiB, offset 100)" uaf_read:307200:100 - none $UAF $UAF
 add "Read after free, large block (300 KiB, offset 0): the report names the function that read (and in debug mode where the block was allocated and freed)" uaf_read:307200:0 - none $UAF $UAF
+add "Read after free, small block (120 B; not sampled: reads of freed slab memory are not seen)" uaf_read:120:0 - none none none
+add "Write after free through a stale pointer after the size was allocated again, large block (256 KiB)" uaf_write_reused:262144 - none $UAF $UAF
+add "Write after free through a stale pointer after the size was allocated again, small block (120 B)" uaf_write_reused:120 - none none $UAF
+add "Free of a pointer read from a freed block (it holds the poison)" freed_pointer - none $UAF $UAF
+
+# Bugs that only the access itself, or an exit-time check, can see.
+add "Read or write of a 0-byte block (malloc(0))" zero_access:read - none $HBO $HBO
+add "Read or write of a 0-byte block (malloc(0))" zero_access:write - none $HBO $HBO
+add "Overflow by 1 B of a block that is never freed (24 B, 300 KiB; found at exit in debug mode)" never_freed:overflow:24 - none none $HBO
+add "Overflow by 1 B of a block that is never freed (24 B, 300 KiB; found at exit in debug mode)" never_freed:overflow:307200 - $HBO none $HBO
+add "Underflow by 1 B of a block that is never freed (24 B, 300 KiB; found at exit in debug mode)" never_freed:underflow:24 - none none $HBU
+add "Underflow by 1 B of a block that is never freed (24 B, 300 KiB; found at exit in debug mode)" never_freed:underflow:307200 - $HBU $HBU $HBU
+add "Read of 1 B past a block, no write (24 B; not sampled: reads are not seen)" overread:24:1 - none none none
 
 # Double frees.
 add "Double free, immediate (24, 5000 B): the report names where (and in debug mode where the block was allocated and first freed)" double_free:small - $DF $DF $DF
@@ -199,6 +212,7 @@ S=sample_rate=1
 add "Sampled block (sample_rate=1): overflow by 1 B, no free (24 B; 32 B)" sampled:overflow:24:1:nofree $S $HBO $HBO $HBO
 add "Sampled block (sample_rate=1): overflow by 1 B, no free (24 B; 32 B)" sampled:overflow:32:1:nofree $S $HBO $HBO $HBO
 add "Sampled block (sample_rate=1): overflow by 16 B, no free (24 B)" sampled:overflow:24:16:nofree $S $HBO $HBO $HBO
+add "Sampled block (sample_rate=1): read of 16 B past it, no write (24 B)" overread:24:16 $S $HBO $HBO $HBO
 add "Sampled block (sample_rate=1): overflow by 1 B, then free (24 B)" sampled:overflow:24:1 $S $HBO $HBO $HBO
 add "Sampled block (sample_rate=1): underflow by 1 B (24 B)" sampled:underflow $S none none $HBU
 add "Sampled block (sample_rate=1): write after free" sampled:uaf_write $S $UAF $UAF $UAF
@@ -237,9 +251,7 @@ Q="quarantined blocks are never verified at exit (only by mh_check or when 16 Mi
 KNOWN_GAPS=(
     "sampled:overflow:24:1:nofree+sample_rate=1@fast => none: sampled blocks are right-aligned to 16 bytes only: 8 bytes of slack before the guard page"
     "sampled:overflow:24:1:nofree+sample_rate=1@hardened => none: the canary byte and the 16-byte rounding keep the guard page 8 bytes away"
-    "sampled:overflow:24:1:nofree+sample_rate=1@debug => none: the canary byte and the 16-byte rounding keep the guard page 8 bytes away"
     "sampled:overflow:32:1:nofree+sample_rate=1@hardened => none: the canary byte (n + 1, rounded to 16) keeps the guard page 16 bytes away"
-    "sampled:overflow:32:1:nofree+sample_rate=1@debug => none: the canary byte (n + 1, rounded to 16) keeps the guard page 16 bytes away"
 )
 
 case_key() { # I -> the case id, with +OPTS when the case has keys of its own

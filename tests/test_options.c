@@ -309,6 +309,26 @@ static size_t obs_cached_small(const char *opts)
 }
 
 /* abort_on_error: does a double free end the process (SIGABRT)? */
+/* Does writing to malloc(0)'s block fault (reported, in a child)? */
+static int obs_zero_faults(const char *opts)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        mh_reset();
+        mh_set_options(opts);
+        int fd = open("/dev/null", 1);
+        dup2(fd, 2);
+        volatile char *p = mh_malloc(0);
+        p[0] = 1;
+        mh_free((void *)p);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+}
+
 static int obs_aborts(const char *opts)
 {
     fflush(stdout);
@@ -405,6 +425,9 @@ static void run_all(void)
     size_t ca = obs_cached_small("mode=fast:tcache=0"), cb = obs_cached_small("mode=fast:tcache=1");
     CHECK(ca == 0 && cb >= 1000, "tcache: bytes cached after a free with 0: %zu, with 1: %zu", ca, cb);
     printf("  %-16s bytes in caches after a free: 0 -> %zu, 1 -> %zu\n", "tcache", ca, cb);
+    a = obs_zero_faults("mode=hardened:zero_guard=0"), b = obs_zero_faults("mode=fast:zero_guard=1");
+    CHECK(!a && b, "zero_guard: writing to malloc(0) reported with 0: %d, with 1: %d", a, b);
+    printf("  %-16s a write to malloc(0)'s block is reported: 0 %d, 1 %d\n", "zero_guard", a, b);
     a = obs_aborts("abort_on_error=0"), b = obs_aborts("abort_on_error=1");
     CHECK(!a && b, "abort_on_error: a double free aborted with 0: %d, with 1: %d", a, b);
     printf("  %-16s a double free ends the process: 0 %d, 1 %d\n", "abort_on_error", a, b);

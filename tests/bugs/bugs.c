@@ -24,6 +24,16 @@
  *   bugs clean                         every entry point used correctly
  *   bugs zero usable|realloc           blocks of size 0: written up to
  *                                      malloc_usable_size, or grown by realloc
+ *   bugs zero_access read|write        reads or writes the first byte of malloc(0)
+ *   bugs never_freed overflow|underflow SIZE
+ *                                      writes 1 byte past (before) a block that
+ *                                      is never freed (found at exit, if at all)
+ *   bugs overread SIZE K               reads the K bytes past a block (no write)
+^ *   bugs freed_pointer                 frees a block holding a pointer, then
+ *                                      frees what that pointer (read from the
+ *                                      freed block) points to
+ *   bugs uaf_write_reused SIZE         frees a block, allocates the same size,
+ *                                      writes through the stale pointer
  *   bugs clean_threads                 threads allocating, freeing each other's blocks
  *
  * A bug that is not caught lets the program go on: it then cleans up and
@@ -388,6 +398,58 @@ static int sampled(const char *what, size_t n, size_t k, const char *then) {
     return 0;
 }
 
+/* ---- bugs found at the access, or at exit ------------------------------------------- */
+static int zero_access(const char *how) {
+    unsigned char *p = site_alloc(0);
+    keep_ptr(p);
+    if (!strcmp(how, "write")) {
+        poke(p, 0, 1);
+    } else {
+        volatile unsigned v = peek(p, 0);
+        (void)v;
+    }
+    return 0;
+}
+
+static int never_freed(const char *how, size_t n) {
+    unsigned char *p = n > 128 * 1024 ? site_alloc(n) : highest_of(n, 8);
+    fill(p, n);
+    keep_ptr(p);
+    poke(p, !strcmp(how, "underflow") ? -1 : (ptrdiff_t)n, 1);
+    return 0; /* exit: only an exit-time check can see it */
+}
+
+static int overread(size_t n, size_t k) {
+    unsigned char *p = site_alloc(n);
+    fill(p, n);
+    volatile unsigned v = 0;
+    for (size_t i = 0; i < k; i++) v += peek(p, (ptrdiff_t)(n + i));
+    (void)v;
+    free(p);
+    return 0;
+}
+
+struct node { struct node *next; char pad[56]; };
+static int freed_pointer(void) {
+    struct node *a = site_alloc(sizeof *a);
+    a->next = site_alloc(sizeof *a);
+    site_free(a);
+    struct node *next = ((struct node *volatile)launder(a))->next; /* read from freed memory */
+    free(next); /* the real block (not caught), or the poison: caught here */
+    return 0;
+}
+
+static int uaf_write_reused(size_t n) {
+    unsigned char *p = site_alloc(n);
+    fill(p, n);
+    site_free(p);
+    unsigned char *q = site_alloc(n); /* may be p's memory again */
+    fill(q, n);
+    poke(p, 8, 1);
+    free(q);
+    return 0;
+}
+
 /* ---- leak --------------------------------------------------------------------- */
 NOINLINE void site_leak(void) {
     /* Three blocks that nothing points to once this returns. */
@@ -682,6 +744,11 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "sweep") && argc == 2) return sweep();
     if (!strcmp(c, "clean") && argc == 2) return clean();
     if (!strcmp(c, "zero") && argc == 3) return zero(a2);
+    if (!strcmp(c, "zero_access") && argc == 3) return zero_access(a2);
+    if (!strcmp(c, "never_freed") && argc == 4) return never_freed(a2, num(a3));
+    if (!strcmp(c, "overread") && argc == 4) return overread(num(a2), num(a3));
+    if (!strcmp(c, "freed_pointer") && argc == 2) return freed_pointer();
+    if (!strcmp(c, "uaf_write_reused") && argc == 3) return uaf_write_reused(num(a2));
     if (!strcmp(c, "clean_threads") && argc == 2) return clean_threads();
     fprintf(stderr, "bugs: unknown case (see the comment at the top of tests/bugs/bugs.c)\n");
     return 2;
