@@ -103,7 +103,9 @@ typedef struct mh_options {
     uint32_t stats_fd;        /* ... to this descriptor (2), or: */
     uint32_t stats_signal;    /* ... whenever this signal arrives (0: never) */
     uint32_t stats_interval_ms; /* ... every N ms (0: never) */
+    uint32_t symbolize;       /* 0 no; 1 reports that end the program; 2 every report */
     char suppressions[256];   /* leak suppressions file (LeakSanitizer's format) */
+    char symbolizer[256];     /* the symbolizer to run ("": llvm-symbolizer or addr2line on PATH) */
     char stats_file[256];     /* statistics to this file (%p: pid) */
 } mh_options_t;
 MH_INTERNAL extern mh_options_t mh_opt;
@@ -172,6 +174,8 @@ MH_INTERNAL bool   os_read_self(void *dst, const void *src, size_t n); /* false:
 MH_INTERNAL long   os_read_number(const char *path, long fallback);
 MH_INTERNAL long   os_read_file(const char *path, char *buf, size_t cap);
 MH_INTERNAL void   os_self_exe(char *buf, size_t cap);
+MH_INTERNAL bool   os_executable(const char *path);
+MH_INTERNAL long   os_run_capture(const char *const argv[], char *out, size_t cap, int timeout_ms);
 MH_INTERNAL bool   os_install_fault_handler(void (*fn)(int, void *, void *));
 MH_INTERNAL void   os_chain_fault(int sig, void *info, void *uctx);
 MH_INTERNAL uint32_t os_thread_id(void);
@@ -589,6 +593,8 @@ MH_INTERNAL uint32_t stack_capture(void);            /* depot id, 0 when none */
 MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
 /* The stack of this thread, from the faulting pc and frame when pc != 0. */
 MH_INTERNAL void     stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp);
+MH_INTERNAL uint32_t stack_walk_current(uintptr_t *frames, uint32_t max, uintptr_t pc, uintptr_t fp);
+MH_INTERNAL void     stack_print_frames(mh_buf_t *b, const uintptr_t *frames, uint32_t n);
 MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
 MH_INTERNAL uint32_t stack_frames(uint32_t id, const uintptr_t **frames); /* depth, 0 if none */
 MH_INTERNAL uint32_t mh_thread_number(void);
@@ -605,6 +611,12 @@ static inline void dbg_record(block_dbg_t *d, bool alloc) {
         DBG_SET(d, free_tid, tid);
     }
 }
+
+/* ---- symbolized frames (symbolize.c): a report's frames, resolved together ---- */
+MH_INTERNAL void        sym_reset(void);
+MH_INTERNAL void        sym_add(uintptr_t pc);
+MH_INTERNAL void        sym_resolve(void);
+MH_INTERNAL const char *sym_lookup(uintptr_t pc);   /* "function file:line", or NULL */
 
 /* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */
 MH_INTERNAL void fault_init(void);

@@ -213,8 +213,16 @@ static int suppressed_by(uint32_t stack) {
     for (uint32_t i = 0; i < depth; i++) {
         Dl_info info;
         const char *fn = NULL, *mod = NULL;
+        /* The symbolizer's name when there is one (static functions too). */
+        char symfn[128];
+        const char *sym = sym_lookup(frames[i]);
+        if (sym) {
+            size_t k = 0;
+            while (sym[k] && sym[k] != ' ' && k + 1 < sizeof symfn) { symfn[k] = sym[k]; k++; }
+            symfn[k] = 0;
+        }
         if (dladdr((void *)(frames[i] - 1), &info)) {
-            fn = info.dli_sname;
+            fn = sym ? symfn : info.dli_sname;
             mod = info.dli_fname;
             /* The executable's own entry names it as it was started
              * ("python3"): use its real path. */
@@ -249,10 +257,21 @@ static void report(leak_state_t *st) {
         if (sp->marked) continue;
         size_t g = 0;
         while (g < ngroups && groups[g].stack != sp->stack) g++;
-        if (g == ngroups) groups[ngroups++] = (group_t){sp->stack, 0, 0, suppressed_by(sp->stack)};
+        if (g == ngroups) groups[ngroups++] = (group_t){sp->stack, 0, 0, RULE_NONE};
         groups[g].blocks++;
         groups[g].bytes += sp->hi - sp->lo;
     }
+    /* Every group's frames symbolized together (suppressions match the
+     * symbolizer's names, static functions included), then matched. */
+    sym_reset();
+    if (mh_opt.symbolize) {
+        for (size_t g = 0; g < ngroups; g++) {
+            const uintptr_t *frames;
+            for (uint32_t i = 0, n = stack_frames(groups[g].stack, &frames); i < n; i++) sym_add(frames[i]);
+        }
+        sym_resolve();
+    }
+    for (size_t g = 0; g < ngroups; g++) groups[g].rule = suppressed_by(groups[g].stack);
     size_t kept = 0;
     for (size_t g = 0; g < ngroups; g++) {
         if (groups[g].rule == RULE_NONE) {
@@ -280,11 +299,13 @@ static void report(leak_state_t *st) {
     buf_dec(&b, nblocks);
     buf_str(&b, nblocks == 1 ? " block\n" : " blocks\n");
     os_write_stderr(text, b.len);
-    for (size_t shown = 0; shown < ngroups && shown < 32; shown++) {
-        size_t best = shown; /* largest first */
+    for (size_t shown = 0; shown < ngroups && shown < 32; shown++) { /* largest first */
+        size_t best = shown;
         for (size_t g = shown + 1; g < ngroups; g++)
             if (groups[g].bytes > groups[best].bytes) best = g;
         group_t t = groups[shown]; groups[shown] = groups[best]; groups[best] = t;
+    }
+    for (size_t shown = 0; shown < ngroups && shown < 32; shown++) {
         b.len = 0;
         buf_str(&b, "\n  ");
         buf_dec(&b, groups[shown].bytes);

@@ -55,6 +55,7 @@ static const option_def_t options[] = {
     {"background", O(background), 0, 1, {1, 1, 1}, "a thread gives memory back while the program sleeps", false},
     {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)", false},
     {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence", false},
+    {"symbolize", O(symbolize), 0, 2, {1, 1, 1}, "file:line in reports: 1 those that end the program, 2 all", false},
     {"stats_at_exit", O(stats_at_exit), 0, 1, {0, 0, 0}, "print statistics at exit", false},
     {"stats_json", O(stats_json), 0, 1, {0, 0, 0}, "statistics as JSON lines", false},
     {"stats_fd", O(stats_fd), 0, 1u << 20, {2, 2, 2}, "statistics to this file descriptor", false},
@@ -69,6 +70,7 @@ static const option_def_t options[] = {
 typedef struct string_option { const char *name; char *buf; size_t cap; const char *help; } string_option_t;
 static const string_option_t string_options[] = {
     {"suppressions", mh_opt.suppressions, sizeof mh_opt.suppressions, "file of leak:<pattern> lines (leak report)"},
+    {"symbolizer", mh_opt.symbolizer, sizeof mh_opt.symbolizer, "the symbolizer to run (llvm-symbolizer, addr2line)"},
     {"stats_file", mh_opt.stats_file, sizeof mh_opt.stats_file, "statistics to this file (%p: the process id)"},
 };
 #define NSTRING_OPTIONS (sizeof string_options / sizeof string_options[0])

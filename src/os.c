@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/wait.h>
 #include <sys/auxv.h>
 #include <sched.h>
 #include <time.h>
@@ -280,6 +281,64 @@ bool os_install_signal(int sig, void (*fn)(int)) {
     bool ok = sigaction(sig, &sa, NULL) == 0;
     errno = saved;
     return ok;
+}
+
+bool os_executable(const char *path) {
+    int saved = errno;
+    bool ok = access(path, X_OK) == 0;
+    errno = saved;
+    return ok;
+}
+
+/* Run argv[0] (a full path) with argv, stdin and stderr on /dev/null, and
+ * collect its standard output into out (NUL-terminated), waiting at most
+ * timeout_ms for it to finish. vfork: no fork handlers run (a report may
+ * hold the locks they take) and nothing is copied; the child only calls
+ * dup2, execve and _exit. Returns the bytes read, or -1. */
+long os_run_capture(const char *const argv[], char *out, size_t cap, int timeout_ms) {
+    int saved = errno, fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) { errno = saved; return -1; }
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    extern char **environ;
+    pid_t pid = vfork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 2);
+        }
+        execve(argv[0], (char *const *)argv, environ);
+        _exit(127);
+    }
+    close(fds[1]);
+    if (devnull >= 0) close(devnull);
+    size_t n = 0;
+    if (pid > 0) {
+        uint64_t deadline = os_now_ms() + (uint64_t)timeout_ms;
+        while (n + 1 < cap) {
+            uint64_t now = os_now_ms();
+            if (now >= deadline) break;
+            struct pollfd p = {.fd = fds[0], .events = POLLIN};
+            int r = poll(&p, 1, (int)(deadline - now));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            ssize_t k = read(fds[0], out + n, cap - 1 - n);
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) break;
+            n += (size_t)k;
+        }
+        if (kill(pid, 0) == 0 && n + 1 >= cap) kill(pid, SIGKILL);
+        int st;
+        /* Still running after the deadline: end it. */
+        if (waitpid(pid, &st, WNOHANG) == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        }
+    }
+    close(fds[0]);
+    out[n] = 0;
+    errno = saved;
+    return pid > 0 ? (long)n : -1;
 }
 
 /* Up to cap - 1 bytes of a file, NUL-terminated; -1 if it cannot be read. */

@@ -145,7 +145,21 @@ void mh_report_fault(const mh_fault_t *f) {
     }
     buf_dec(&b, mh_thread_number());
     buf_str(&b, ":\n");
-    stack_print_current(&b, f->pc, f->fp);
+    /* Every frame of the report symbolized together (one symbolizer run a
+     * module), for the reports that end the program, or all of them with
+     * symbolize=2: a handler that counts reports would pay a process each. */
+    uintptr_t cur[32];
+    uint32_t ncur = stack_walk_current(cur, 32, f->pc, f->fp);
+    bool ends = f->fatal || mh_opt.abort_on_error || !handler;
+    sym_reset();
+    if (mh_opt.symbolize == 2 || (mh_opt.symbolize == 1 && ends)) {
+        const uintptr_t *frames;
+        for (uint32_t i = 0; i < ncur; i++) sym_add(cur[i]);
+        for (uint32_t i = 0, n = stack_frames(f->alloc_stack, &frames); i < n; i++) sym_add(frames[i]);
+        for (uint32_t i = 0, n = stack_frames(f->free_stack, &frames); i < n; i++) sym_add(frames[i]);
+        sym_resolve();
+    }
+    stack_print_frames(&b, cur, ncur);
     if (f->alloc_stack) stack_section(&b, "allocated", f->alloc_tid, f->alloc_stack);
     if (f->free_stack) stack_section(&b, "freed", f->free_tid, f->free_stack);
     if (f->detail) {

@@ -170,8 +170,12 @@ static void print_frame(mh_buf_t *b, uint32_t i, uintptr_t pc) {
     buf_str(b, " ");
     buf_hex(b, pc);
     /* Look up pc - 1: a return address may already be in the next function. */
+    const char *sym = sym_lookup(pc);
     if (dladdr((void *)(pc - 1), &info)) {
-        if (info.dli_sname) {
+        if (sym) {
+            buf_str(b, " in ");
+            buf_str(b, sym);
+        } else if (info.dli_sname) {
             buf_str(b, " in ");
             buf_str(b, info.dli_sname);
             buf_str(b, "+");
@@ -197,17 +201,22 @@ void stack_print(mh_buf_t *b, uint32_t id) {
     for (uint32_t i = 0; i < e->depth; i++) print_frame(b, i, e->frames[i]);
 }
 
-void stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp) {
-    uintptr_t frames[MAX_DEPTH];
-    uint32_t n;
+uint32_t stack_walk_current(uintptr_t *frames, uint32_t max, uintptr_t pc, uintptr_t fp) {
     if (pc) { /* +1: print_frame looks up pc - 1, right for return addresses */
         frames[0] = pc + 1;
-        n = walk_from(fp, frames, 1, MAX_DEPTH, true);
-    } else {
-        n = walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, MAX_DEPTH, true);
+        return walk_from(fp, frames, 1, max, true);
     }
+    return walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, max, true);
+}
+
+void stack_print_frames(mh_buf_t *b, const uintptr_t *frames, uint32_t n) {
     if (!n) buf_str(b, "    (no stack: frame pointers missing)\n");
     for (uint32_t i = 0; i < n; i++) print_frame(b, i, frames[i]);
+}
+
+void stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp) {
+    uintptr_t frames[MAX_DEPTH];
+    stack_print_frames(b, frames, stack_walk_current(frames, MAX_DEPTH, pc, fp));
 }
 
 uint32_t stack_frames(uint32_t id, const uintptr_t **frames) {

@@ -7,8 +7,11 @@
 #     reported unless leak_system=1: python3 and a shell pipeline run in
 #     debug mode and exit 0, and leak_system=1 shows python3 does leak;
 #   - a clean program says nothing.
-# tests/leaks/leaky.c leaks 600 bytes in 3 blocks from leak_a and
-# 2000 bytes in 2 blocks from leak_b.
+#   - with a symbolizer (llvm-symbolizer or addr2line), each frame names its
+#     function and file:line, static functions included; symbolize=0
+#     leaves dladdr's names and module+offset.
+# tests/leaks/leaky.c leaks 600 bytes in 3 blocks from leak_a,
+# 2000 bytes in 2 blocks from leak_b and 50 bytes from the static leak_c.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
@@ -35,20 +38,23 @@ check() {
 }
 run() { env LD_PRELOAD="$LIB" MINIHEAP_OPTIONS="$1" "${@:2}"; }
 
-check found 23 '^SUMMARY: miniheap: memory-leak: 2600 bytes leaked in 5 allocations' '' -- run mode=debug $P
-grep -q 'leak_a' "$W/found.err" && grep -q 'leak_b' "$W/found.err" || fail "found: the report does not name leak_a and leak_b"
+check found 23 '^SUMMARY: miniheap: memory-leak: 2650 bytes leaked in 6 allocations' '' -- run mode=debug $P
+grep -qE ' in leak_a [^ ]*leaky\.c:[0-9]+' "$W/found.err" && grep -qE ' in leak_b [^ ]*leaky\.c:[0-9]+' "$W/found.err" &&
+    grep -qE ' in leak_c [^ ]*leaky\.c:[0-9]+' "$W/found.err" ||
+    fail "found: the report does not name leak_a, leak_b and the static leak_c with file:line"
+check unsymbolized 23 ' in leak_a\+0x' 'leaky\.c:' -- run mode=debug:symbolize=0 $P
 check exitcode 7 'memory-leak' '' -- run mode=debug:exitcode=7 $P
 check clean 0 '' '.' -- run mode=debug $P clean
 check no_report 0 '' 'memory-leak' -- run mode=debug:leak_report=0 $P
 
 printf '# leak_a frees nothing on purpose\nleak:leak_a\n' >"$W/supp-a"
-check suppress_one 23 '^SUMMARY: miniheap: memory-leak: 2000 bytes leaked in 2 allocations' ' in leak_a' \
+check suppress_one 23 '^SUMMARY: miniheap: memory-leak: 2050 bytes leaked in 3 allocations' ' in leak_a' \
     -- run mode=debug:suppressions=$PWD/$W/supp-a $P
 grep -qE '^  3 600 leak:leak_a$' "$W/suppress_one.err" || fail "suppress_one: the suppressions list lacks '3 600 leak:leak_a'"
 printf 'leak:^leak_*$\nleak:*/no/such/module.so\n' >"$W/supp-all"
 check suppress_all 0 '' '.' -- run mode=debug:suppressions=$PWD/$W/supp-all $P
 printf 'leak:leaky_but_not_this\n' >"$W/supp-none"
-check suppress_none 23 'leaked in 5 allocations' '' -- run mode=debug:suppressions=$PWD/$W/supp-none $P
+check suppress_none 23 'leaked in 6 allocations' '' -- run mode=debug:suppressions=$PWD/$W/supp-none $P
 check suppress_missing 23 'cannot read the suppressions file' '' -- run mode=debug:suppressions=/no/such/file $P
 
 # Interpreters and shells leak at exit by design: not reported by default.

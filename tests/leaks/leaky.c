@@ -1,5 +1,6 @@
-/* Leaks from two places, for tests/t_leaks.sh: leak_a loses 3 blocks
- * (100 + 200 + 300 bytes), leak_b 2 blocks (1000 bytes each). Built with
+/* Leaks from three places, for tests/t_leaks.sh: leak_a loses 3 blocks
+ * (100 + 200 + 300 bytes), leak_b 2 blocks (1000 bytes each), the static
+ * function leak_c one of 50 bytes (only a symbolizer can name it). Built with
  * -rdynamic and frame pointers, so the report (and the suppressions) see
  * the function names. The dead part of the stack is cleared before exit:
  * the leak scan is conservative, and a stale copy of a pointer there would
@@ -21,6 +22,11 @@ __attribute__((noinline)) void leak_b(void) {
     }
 }
 
+__attribute__((noinline)) static void leak_c(void) {
+    void *p = malloc(50);
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
 __attribute__((noinline)) static void clear_stack(void) {
     volatile char buf[64 * 1024];
     memset((char *)buf, 0, sizeof buf);
@@ -35,6 +41,7 @@ int main(int argc, char **argv) {
     }
     leak_a();
     leak_b();
+    leak_c();
     clear_stack();
     return 0;
 }
