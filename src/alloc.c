@@ -5,6 +5,8 @@
 
 _Atomic int mh_ready;
 int mh_track_valgrind;
+__thread track_pending_t mh_track_pending __attribute__((tls_model("initial-exec")));
+__thread uint8_t mh_track_defer __attribute__((tls_model("initial-exec")));
 uintptr_t mh_ptr_key;
 uint64_t mh_secret;
 static mh_lock_t init_lock = MH_LOCK_INIT;

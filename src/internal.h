@@ -416,6 +416,7 @@ MH_INTERNAL void  tcache_flush_all(tcache_t *t);
 MH_INTERNAL void  tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees);
 MH_INTERNAL void  tcache_reset_all(void);
 MH_INTERNAL void  tcache_drop_current(void);
+MH_INTERNAL void  tcache_scrub_for_tools(void);   /* at exit, under memcheck */
 MH_INTERNAL void  tcache_lock_all(void);
 MH_INTERNAL void  tcache_unlock_all(void);
 MH_INTERNAL void  tcache_after_fork_child(void);  /* the other threads' caches become orphans */

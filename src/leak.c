@@ -380,6 +380,7 @@ __attribute__((destructor(101))) static void leak_destructor(void) {
     tcache_t *t = mh_tcache;
     if (t && t->q.count) quarantine_drain(t);
     if (mh_opt.check_exit) mh_check();
+    if (track_active()) tcache_scrub_for_tools();
     leak_check_at_exit();
 }
 

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <new>
 
+#include "track_entry.h"
+
 extern "C" {
 void *mh_alloc_kind(std::size_t size, std::size_t align, int kind) __attribute__((visibility("hidden")));
 void mh_free_kind(void *p, int kind, bool has_size, std::size_t size) __attribute__((visibility("hidden")));
@@ -35,35 +37,43 @@ void *alloc_nothrow(std::size_t size, std::size_t align, int kind) noexcept {
 }
 }  // namespace
 
+// The first try is made with the client request in the operator's own frame
+// (track_entry.h); the new-handler loop, which may throw, only if it fails.
+#define NEW_BODY(size, align, kind, fallback)                       \
+    void *p;                                                        \
+    MH_TRACK_ENTRY(p = mh_alloc_kind(size, align, kind));           \
+    return p ? p : fallback(size, align, kind)
+#define DELETE_BODY(p, kind, has_size, size) MH_TRACK_ENTRY(mh_free_kind(p, kind, has_size, size))
+
 #define EXPORT __attribute__((visibility("default")))
 using std::align_val_t;
 using std::nothrow_t;
 using std::size_t;
 
-EXPORT void *operator new(size_t n) { return alloc_or_throw(n, 0, KIND_NEW); }
-EXPORT void *operator new[](size_t n) { return alloc_or_throw(n, 0, KIND_NEW_ARRAY); }
-EXPORT void *operator new(size_t n, const nothrow_t &) noexcept { return alloc_nothrow(n, 0, KIND_NEW); }
-EXPORT void *operator new[](size_t n, const nothrow_t &) noexcept { return alloc_nothrow(n, 0, KIND_NEW_ARRAY); }
-EXPORT void *operator new(size_t n, align_val_t a) { return alloc_or_throw(n, size_t(a), KIND_NEW); }
-EXPORT void *operator new[](size_t n, align_val_t a) { return alloc_or_throw(n, size_t(a), KIND_NEW_ARRAY); }
+EXPORT void *operator new(size_t n) { NEW_BODY(n, 0, KIND_NEW, alloc_or_throw); }
+EXPORT void *operator new[](size_t n) { NEW_BODY(n, 0, KIND_NEW_ARRAY, alloc_or_throw); }
+EXPORT void *operator new(size_t n, const nothrow_t &) noexcept { NEW_BODY(n, 0, KIND_NEW, alloc_nothrow); }
+EXPORT void *operator new[](size_t n, const nothrow_t &) noexcept { NEW_BODY(n, 0, KIND_NEW_ARRAY, alloc_nothrow); }
+EXPORT void *operator new(size_t n, align_val_t a) { NEW_BODY(n, size_t(a), KIND_NEW, alloc_or_throw); }
+EXPORT void *operator new[](size_t n, align_val_t a) { NEW_BODY(n, size_t(a), KIND_NEW_ARRAY, alloc_or_throw); }
 EXPORT void *operator new(size_t n, align_val_t a, const nothrow_t &) noexcept {
-    return alloc_nothrow(n, size_t(a), KIND_NEW);
+    NEW_BODY(n, size_t(a), KIND_NEW, alloc_nothrow);
 }
 EXPORT void *operator new[](size_t n, align_val_t a, const nothrow_t &) noexcept {
-    return alloc_nothrow(n, size_t(a), KIND_NEW_ARRAY);
+    NEW_BODY(n, size_t(a), KIND_NEW_ARRAY, alloc_nothrow);
 }
 
-EXPORT void operator delete(void *p) noexcept { mh_free_kind(p, KIND_NEW, false, 0); }
-EXPORT void operator delete[](void *p) noexcept { mh_free_kind(p, KIND_NEW_ARRAY, false, 0); }
-EXPORT void operator delete(void *p, const nothrow_t &) noexcept { mh_free_kind(p, KIND_NEW, false, 0); }
-EXPORT void operator delete[](void *p, const nothrow_t &) noexcept { mh_free_kind(p, KIND_NEW_ARRAY, false, 0); }
-EXPORT void operator delete(void *p, size_t n) noexcept { mh_free_kind(p, KIND_NEW, true, n); }
-EXPORT void operator delete[](void *p, size_t n) noexcept { mh_free_kind(p, KIND_NEW_ARRAY, true, n); }
-EXPORT void operator delete(void *p, align_val_t) noexcept { mh_free_kind(p, KIND_NEW, false, 0); }
-EXPORT void operator delete[](void *p, align_val_t) noexcept { mh_free_kind(p, KIND_NEW_ARRAY, false, 0); }
-EXPORT void operator delete(void *p, align_val_t, const nothrow_t &) noexcept { mh_free_kind(p, KIND_NEW, false, 0); }
+EXPORT void operator delete(void *p) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }
+EXPORT void operator delete[](void *p) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, false, 0); }
+EXPORT void operator delete(void *p, const nothrow_t &) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }
+EXPORT void operator delete[](void *p, const nothrow_t &) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, false, 0); }
+EXPORT void operator delete(void *p, size_t n) noexcept { DELETE_BODY(p, KIND_NEW, true, n); }
+EXPORT void operator delete[](void *p, size_t n) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, true, n); }
+EXPORT void operator delete(void *p, align_val_t) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }
+EXPORT void operator delete[](void *p, align_val_t) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, false, 0); }
+EXPORT void operator delete(void *p, align_val_t, const nothrow_t &) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }
 EXPORT void operator delete[](void *p, align_val_t, const nothrow_t &) noexcept {
-    mh_free_kind(p, KIND_NEW_ARRAY, false, 0);
+    DELETE_BODY(p, KIND_NEW_ARRAY, false, 0);
 }
-EXPORT void operator delete(void *p, size_t n, align_val_t) noexcept { mh_free_kind(p, KIND_NEW, true, n); }
-EXPORT void operator delete[](void *p, size_t n, align_val_t) noexcept { mh_free_kind(p, KIND_NEW_ARRAY, true, n); }
+EXPORT void operator delete(void *p, size_t n, align_val_t) noexcept { DELETE_BODY(p, KIND_NEW, true, n); }
+EXPORT void operator delete[](void *p, size_t n, align_val_t) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, true, n); }

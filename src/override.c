@@ -2,25 +2,28 @@
  * that linking or LD_PRELOAD replaces the system allocator. Each forwards to
  * the prefixed API. libminiheap_prefixed.a leaves this file out. */
 #include "internal.h"
+#include "track.h"
 
 #include <malloc.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
-EXPORT void *malloc(size_t n) { return mh_malloc(n); }
-EXPORT void free(void *p) { mh_free(p); }
-EXPORT void cfree(void *p) { mh_free(p); }
-EXPORT void *calloc(size_t c, size_t n) { return mh_calloc(c, n); }
+/* MH_TRACK_ENTRY: under valgrind, the block's client request is made here
+ * (src/track.h), so memcheck's stacks start in the program's caller. */
+EXPORT void *malloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_malloc(n)); return p; }
+EXPORT void free(void *p) { MH_TRACK_ENTRY(mh_free(p)); }
+EXPORT void cfree(void *p) { MH_TRACK_ENTRY(mh_free(p)); }
+EXPORT void *calloc(size_t c, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_calloc(c, n)); return p; }
 EXPORT void *realloc(void *p, size_t n) { return mh_realloc(p, n); }
 EXPORT void *reallocarray(void *p, size_t c, size_t n) { return mh_reallocarray(p, c, n); }
-EXPORT int posix_memalign(void **out, size_t a, size_t n) { return mh_posix_memalign(out, a, n); }
-EXPORT void *aligned_alloc(size_t a, size_t n) { return mh_aligned_alloc(a, n); }
-EXPORT void *memalign(size_t a, size_t n) { return mh_memalign(a, n); }
-EXPORT void *valloc(size_t n) { return mh_valloc(n); }
-EXPORT void *pvalloc(size_t n) { return mh_pvalloc(n); }
+EXPORT int posix_memalign(void **out, size_t a, size_t n) { int r; MH_TRACK_ENTRY(r = mh_posix_memalign(out, a, n)); return r; }
+EXPORT void *aligned_alloc(size_t a, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_aligned_alloc(a, n)); return p; }
+EXPORT void *memalign(size_t a, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_memalign(a, n)); return p; }
+EXPORT void *valloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_valloc(n)); return p; }
+EXPORT void *pvalloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_pvalloc(n)); return p; }
 EXPORT size_t malloc_usable_size(void *p) { return mh_malloc_usable_size(p); }
-EXPORT void free_sized(void *p, size_t n) { mh_free_sized(p, n); }
-EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { mh_free_aligned_sized(p, a, n); }
+EXPORT void free_sized(void *p, size_t n) { MH_TRACK_ENTRY(mh_free_sized(p, n)); }
+EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { MH_TRACK_ENTRY(mh_free_aligned_sized(p, a, n)); }
 EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
 EXPORT void malloc_stats(void) { mh_print_stats(); }
 

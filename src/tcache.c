@@ -36,7 +36,6 @@ tcache_t *tcache_get_slow(void) {
         t->bins[c].slots = store;
         store += mh_classes[c].tcache_cap;
     }
-    track_hide(t + 1, slots * sizeof(void *)); /* stale slots point at handed-out blocks */
     t->bytes = bytes;
     t->ops_left = MH_TICK_OPS;
     static _Atomic uint32_t next_arena;
@@ -109,7 +108,6 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
     if (!q->slots) {
         q->slots = os_map(QUARANTINE_SLOTS * sizeof(void *));
         if (!q->slots) { block_release(tagged); return; }
-        track_hide(q->slots, QUARANTINE_SLOTS * sizeof(void *));
         q->cap = QUARANTINE_SLOTS;
     }
     while (q->count && (q->count == q->cap || q->bytes + bytes > mh_cfg.quarantine)) quarantine_pop(q);
@@ -127,13 +125,12 @@ void quarantine_drain(tcache_t *t) {
 
 /* Free an unlisted cache (its blocks are gone already); list_lock held. */
 static void free_cache_locked(tcache_t *t) {
-    if (t->q.slots) {
-        track_show(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
-        os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
-    }
+    if (t->q.slots) os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
     dead_allocs += t->allocs;
     dead_frees += t->frees;
-    track_show(t + 1, t->bytes - sizeof *t);
+    /* Its slots hold stale copies of block pointers: a tool's leak scan of
+     * the free metadata must not find them. */
+    if (track_active()) memset(t + 1, 0, t->bytes - sizeof *t);
     meta_free(t, t->bytes);
 }
 
@@ -190,6 +187,23 @@ void tcache_reset_all(void) {
         tcache_t *t = orphans;
         orphans = t->next;
         free_cache_locked(t);
+    }
+    mh_unlock(&list_lock);
+}
+
+/* At exit, under a tool that scans memory for leaks (memcheck): slots of
+ * the caches and quarantine rings outside what they hold keep stale copies
+ * of pointers to blocks handed out since; cleared, so a leaked block is
+ * reported as lost, not as reachable through them. */
+void tcache_scrub_for_tools(void) {
+    mh_lock(&list_lock);
+    for (tcache_t *t = all_caches; t; t = t->next) {
+        for (uint32_t c = 0; c < mh_nclasses; c++) {
+            tbin_t *b = &t->bins[c];
+            memset(b->slots + b->count, 0, (b->cap - b->count) * sizeof(void *));
+        }
+        quarantine_t *q = &t->q;
+        for (uint32_t i = q->count; q->slots && i < q->cap; i++) q->slots[(q->head + i) % q->cap] = NULL;
     }
     mh_unlock(&list_lock);
 }

@@ -47,6 +47,8 @@
 /* Set once at start-up when running under valgrind. */
 extern int mh_track_valgrind __attribute__((visibility("hidden")));
 
+#include "track_entry.h"
+
 static inline void track_init(void) {
 #if MH_TRACK_VALGRIND
     mh_track_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
@@ -69,7 +71,12 @@ static inline bool track_active(void) {
 static inline void track_alloc(void *p, size_t size, size_t rz, bool zeroed) {
     (void)p; (void)size; (void)rz; (void)zeroed;
 #if MH_TRACK_VALGRIND
-    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_MALLOCLIKE_BLOCK(p, size, rz, zeroed);
+    if (__builtin_expect(mh_track_valgrind, 0)) {
+        if (mh_track_defer)
+            mh_track_pending = (track_pending_t){p, size, rz, TRACK_ALLOC, zeroed};
+        else
+            VALGRIND_MALLOCLIKE_BLOCK(p, size, rz, zeroed);
+    }
 #endif
 #ifdef MH_TRACK_ASAN
     ASAN_UNPOISON_MEMORY_REGION(p, size);
@@ -84,7 +91,12 @@ static inline void track_alloc(void *p, size_t size, size_t rz, bool zeroed) {
 static inline void track_free(void *p, size_t size, size_t rz) {
     (void)p; (void)size; (void)rz;
 #if MH_TRACK_VALGRIND
-    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_FREELIKE_BLOCK(p, rz);
+    if (__builtin_expect(mh_track_valgrind, 0)) {
+        if (mh_track_defer)
+            mh_track_pending = (track_pending_t){p, 0, rz, TRACK_FREE, 0};
+        else
+            VALGRIND_FREELIKE_BLOCK(p, rz);
+    }
 #endif
 #ifdef MH_TRACK_ASAN
     ASAN_POISON_MEMORY_REGION(p, size);
@@ -186,24 +198,6 @@ static inline void track_unmap(void *p, size_t size) {
 #endif
 #ifdef MH_TRACK_ASAN
     track_asan_forget(p, size);
-#endif
-}
-
-/* Metadata that keeps raw pointers to blocks that may be live (thread-cache
- * slot arrays and quarantine rings leave stale copies behind): memcheck's
- * leak scan must not read it, or a leaked block turns "still reachable".
- * The range is excluded from the scan (and from memcheck's address errors);
- * track_show before the memory is freed or reused for something else. */
-static inline void track_hide(void *p, size_t size) {
-    (void)p; (void)size;
-#if MH_TRACK_VALGRIND
-    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_DISABLE_ADDR_ERROR_REPORTING_IN_RANGE(p, size);
-#endif
-}
-static inline void track_show(void *p, size_t size) {
-    (void)p; (void)size;
-#if MH_TRACK_VALGRIND
-    if (__builtin_expect(mh_track_valgrind, 0)) VALGRIND_ENABLE_ADDR_ERROR_REPORTING_IN_RANGE(p, size);
 #endif
 }
 

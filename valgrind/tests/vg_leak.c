@@ -12,6 +12,9 @@
  *   vg_leak large    leaks one 300000-byte block (its own mapping, recorded
  *                    in the large-block table): "definitely lost: 300,000
  *                    bytes in 1 blocks".
+ *   vg_leak site     leaks ten 100-byte blocks from one call site (the first
+ *                    through a cache refill, the next from the cache): one
+ *                    loss record, "1,000 bytes in 10 blocks".
  *
  * Prints "VG: leak slab-first=yes|no miniheap-first=yes|no". */
 #include "vg_test.h"
@@ -63,9 +66,15 @@ static VG_NOINLINE void make_noise(void) {
     for (int i = 0; i < 16; i++) free(a[i]);
 }
 
+static VG_NOINLINE void leak_ten(void) {
+    for (int i = 0; i < 10; i++) vg_fill(malloc(100), 100, (unsigned)i);
+}
+
 int main(int argc, char **argv) {
     int mh = vg_report_allocator("start");
-    if (argc > 1 && strcmp(argv[1], "large") == 0) {
+    if (argc > 1 && strcmp(argv[1], "site") == 0) {
+        leak_ten();
+    } else if (argc > 1 && strcmp(argv[1], "large") == 0) {
         leak_plain(300000, 5);
         make_noise();
     } else {
