@@ -489,6 +489,7 @@ static inline void release_claimed(slab_t *s, uint32_t idx, void *p, bool direct
         if (unlikely(track_active())) track_free(p, slab_block_size(s, idx), s->front);
         tcache_t *t = mh_tcache;
         if (mh_cfg.quarantine && t && !direct) {
+            t->frees++;
             quarantine_push(t, tagged, s->bsize);
             return;
         }

@@ -299,7 +299,14 @@ long os_run_capture(const char *const argv[], char *out, size_t cap, int timeout
     int saved = errno, fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) { errno = saved; return -1; }
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    /* The tool runs on the system allocator, not on us (LD_PRELOAD) nor
+     * with our options: it would run its own checks and reports. */
     extern char **environ;
+    static char *env[256];
+    size_t ne = 0;
+    for (char **e = environ; e && *e && ne + 1 < sizeof env / sizeof env[0]; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) != 0 && strncmp(*e, "MINIHEAP_OPTIONS=", 17) != 0) env[ne++] = *e;
+    env[ne] = NULL;
     pid_t pid = vfork();
     if (pid == 0) {
         dup2(fds[1], 1);
@@ -307,7 +314,7 @@ long os_run_capture(const char *const argv[], char *out, size_t cap, int timeout
             dup2(devnull, 0);
             dup2(devnull, 2);
         }
-        execve(argv[0], (char *const *)argv, environ);
+        execve(argv[0], (char *const *)argv, env);
         _exit(127);
     }
     close(fds[1]);

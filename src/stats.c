@@ -198,6 +198,9 @@ static void on_stats_signal(int sig) {
  * it reports at exit only. */
 void stats_after_fork_child(void) {
     atomic_store(&thread_wanted, 0);
+    /* A stats_file named after the pid is the parent's: open the child's own. */
+    if (out_fd > 2 && mh_opt.stats_file[0]) os_close(out_fd);
+    if (mh_opt.stats_file[0]) out_fd = -1;
     if (wake_pipe[0] < 0) return;
     os_close(wake_pipe[0]);
     os_close(wake_pipe[1]);
