@@ -225,8 +225,12 @@ static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
     if (zero) memset(p, 0, n);
     else if (unlikely(mh_opt.fill_new)) memset(p, FILL_NEW, n);
     if (s->front) canary_fill(raw, s->front);
-    size_t slack = s->canary ? room - n : 0;
-    if (slack) canary_fill((uint8_t *)p + n, slack < s->canary_len ? slack : s->canary_len);
+    size_t slack = s->canary ? room - n : 0, clen = slack < s->canary_len ? slack : s->canary_len;
+    if (clen <= 8) {
+        if (clen) canary_fill_short((uint8_t *)p + n, clen);
+    } else {
+        canary_fill((uint8_t *)p + n, clen);
+    }
     if (unlikely(s->dbg != NULL)) {
         dbg_record(&s->dbg[idx], true);
     }
@@ -425,7 +429,7 @@ static inline bool sized_ok(slab_t *s, uint32_t idx, size_t sized) {
 
 /* Checks on a live block being freed or resized: kinds, sizes, canaries.
  * Returns false (after a report) when the operation must not go on. */
-static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
+static inline __attribute__((always_inline)) bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
                                bool has_size, size_t sized) {
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t n = slab_block_size(s, idx);
@@ -449,7 +453,9 @@ static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *whe
         }
         size_t tlen = slack < s->canary_len ? slack : s->canary_len;
         size_t bad = s->front ? canary_find_bad(raw, s->front) : SIZE_MAX;
-        size_t tbad = slack ? canary_find_bad((uint8_t *)p + n, tlen) : SIZE_MAX;
+        size_t tbad = !tlen ? SIZE_MAX
+                    : tlen <= 8 ? canary_find_bad_short((uint8_t *)p + n, tlen)
+                                : canary_find_bad((uint8_t *)p + n, tlen);
         char detail[200];
         if (unlikely(bad != SIZE_MAX))
             canary_detail(detail, sizeof detail, raw, s->front, bad, true);
@@ -471,7 +477,7 @@ static inline bool check_block(slab_t *s, uint32_t idx, void *p, const char *whe
 /* A claimed block (its live bit cleared by this thread), checked already:
  * poison it, then quarantine it, or release it to the thread cache, or
  * (direct: realloc's floating) straight to its slab. */
-static inline void release_claimed(slab_t *s, uint32_t idx, void *p, bool direct) {
+static inline __attribute__((always_inline)) void release_claimed(slab_t *s, uint32_t idx, void *p, bool direct) {
     void *tagged = p;
     if (likely(!mh_cfg.hard)) {
         if (unlikely(track_active())) track_free(p, s->bsize, 0);
@@ -501,7 +507,7 @@ static inline void release_claimed(slab_t *s, uint32_t idx, void *p, bool direct
 /* The free of a slab block this thread has claimed: its checks, then the
  * release. A block that fails a check that must stop the free (a kind or
  * size mismatch) stays allocated: the report returned (abort_on_error=0). */
-static inline void free_claimed(slab_t *s, uint32_t idx, void *p, const char *where, int kind, bool has_size,
+static inline __attribute__((always_inline)) void free_claimed(slab_t *s, uint32_t idx, void *p, const char *where, int kind, bool has_size,
                                 size_t sized) {
     if (likely(!mh_cfg.hard)) {
         if (unlikely(has_size) && !sized_ok(s, idx, sized)) {
@@ -548,6 +554,17 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
     mh_tick(false); /* (and the purge thread, if this free is the first thing to give back) */
 }
 
+/* free of a slab block in hardened and debug modes: its own function, so
+ * the fast path above keeps its few registers, with the checks inline. */
+static MH_NOINLINE void free_hard(tcache_t *t, slab_t *s, uint32_t idx, void *p) {
+    if (unlikely(!claim(s, idx))) {
+        report_not_live(s, idx, p, "free", NULL);
+        return;
+    }
+    free_claimed(s, idx, p, "free", KIND_MALLOC, false, 0);
+    if (unlikely(mh_opt.check_every)) maybe_check(t);
+}
+
 /* ---- the prefixed API ---------------------------------------------------- */
 
 MH_API void *mh_malloc(size_t size) {
@@ -579,6 +596,31 @@ MH_API void *mh_malloc(size_t size) {
 }
 
 MH_API void mh_free(void *p) {
+    tcache_t *t = mh_tcache;
+    /* The fast path (fast mode): a block of a slab, room in the thread's
+     * cache. Everything else, a NULL included, takes free_impl. */
+    if (likely(t != NULL)) {
+        uint32_t idx;
+        bool interior = false;
+        slab_t *s = slab_of(p, &idx, &interior);
+        if (likely(s != NULL)) {
+            if (likely(!mh_cfg.hard)) {
+                tbin_t *bin = &t->bins[s->cls];
+                if (likely(bin->count < bin->cap) && likely(claim(s, idx))) {
+                    if (unlikely(track_active())) track_free(p, s->bsize, 0);
+                    bin->slots[bin->count] = p;
+                    atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
+                    bin->count++;
+                    t->frees++;
+                    count_op(t);
+                    return;
+                }
+            } else {
+                free_hard(t, s, idx, p);
+                return;
+            }
+        }
+    }
     if (p) free_impl(p, "free", KIND_MALLOC, false, 0);
 }
 

@@ -542,6 +542,26 @@ static inline void canary_fill(uint8_t *p, size_t len) {
     if (len) store_partial(p, canary_at((uintptr_t)p), len);
 }
 /* Offset of the first byte that is not its canary, or SIZE_MAX. */
+MH_CHECK_READ size_t canary_find_bad(const uint8_t *from, size_t len);
+/* Hardened mode's canary is at most 8 bytes: one word, filled and checked
+ * without a loop. */
+static inline void canary_fill_short(uint8_t *p, size_t len) {
+    uint64_t v = canary_at((uintptr_t)p);
+    if (len == 8) memcpy(p, &v, 8);
+    else store_partial(p, v, len);
+}
+/* ... and checked in one compare (len <= 8). */
+MH_CHECK_READ size_t canary_find_bad_short(const uint8_t *p, size_t len) {
+    uint64_t want = canary_at((uintptr_t)p), v;
+    if (len == 8) {
+        v = *(const mh_u64u *)p;
+    } else {
+        want &= ~(uint64_t)0 >> (64 - 8 * len);
+        v = load_partial(p, len);
+    }
+    uint64_t x = v ^ want;
+    return x ? (size_t)(__builtin_ctzll(x) / 8) : SIZE_MAX;
+}
 MH_CHECK_READ size_t canary_find_bad(const uint8_t *from, size_t len) {
     const uint8_t *p = from;
     for (; len >= 8; p += 8, len -= 8) {
@@ -577,6 +597,10 @@ static inline void poison_fill(uint8_t *p, size_t len) {
 MH_CHECK_READ size_t poison_find_bad(const uint8_t *from, size_t len) {
     const uint64_t pat = 0x0101010101010101ull * POISON_FREE;
     const uint8_t *p = from;
+    if (len == 32) { /* hardened mode's poison: four words, one test when intact */
+        const mh_u64u *w = (const mh_u64u *)from;
+        if (((w[0] ^ pat) | (w[1] ^ pat) | (w[2] ^ pat) | (w[3] ^ pat)) == 0) return SIZE_MAX;
+    }
     for (; len >= 8; p += 8, len -= 8) {
         uint64_t v = *(const mh_u64u *)p;
         if (v != pat) return (size_t)(p - from) + (size_t)(__builtin_ctzll(v ^ pat) / 8);

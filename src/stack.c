@@ -17,9 +17,8 @@
 
 typedef struct depot_entry {
     uint32_t next;      /* bucket chain, by id */
-    uint32_t hash;
     uint32_t depth;
-    uint32_t pad;
+    uint64_t hash;      /* 64 bits: equal hashes and depths are taken as equal stacks */
     uintptr_t frames[];
 } depot_entry_t;
 
@@ -91,7 +90,8 @@ static uintptr_t stack_top(uintptr_t sp) {
  * which may start from a faulting frame whose rbp is anything) reads each
  * frame with os_read_self, so a bad pointer ends the trace instead of
  * faulting inside the report. */
-static uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n, uint32_t max, bool safe) {
+static inline __attribute__((always_inline)) uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n,
+                                                               uint32_t max, bool safe) {
     uintptr_t top = stack_top(fp);
     if (safe && top == fp) top = fp + ((uintptr_t)64 << 20); /* a stack of the program's own making */
     while (n < max && fp && !(fp & 7) && fp + 16 <= top) {
@@ -111,7 +111,9 @@ static uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n, uint32_t 
     return n;
 }
 
-static uint32_t walk(uintptr_t *frames, uint32_t max) {
+/* The hot walk (a capture in debug mode), from our own frame: `safe` is
+ * false here, so the compiler drops its reads and checks. */
+static MH_NOINLINE uint32_t walk(uintptr_t *frames, uint32_t max) {
     return walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, max, false);
 }
 
@@ -120,15 +122,15 @@ uint32_t stack_capture(void) {
     uint32_t depth = mh_opt.stack_depth < MAX_DEPTH ? mh_opt.stack_depth : MAX_DEPTH;
     uint32_t n = walk(frames, depth);
     if (!n) return 0;
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < n; i++) h = (h ^ (uint32_t)(frames[i] >> 2)) * 16777619u;
+    uint64_t h = 14695981039346656037ull; /* FNV-1a over the frames, 64 bits */
+    for (uint32_t i = 0; i < n; i++) h = (h ^ frames[i]) * 1099511628211ull;
     /* Most stacks are seen before: look them up without the lock (entries
      * are published with a release store and never change). */
     if (__atomic_load_n(&buckets, __ATOMIC_ACQUIRE)) {
         uint32_t *head = &buckets[h & (DEPOT_BUCKETS - 1)];
         for (uint32_t id = __atomic_load_n(head, __ATOMIC_ACQUIRE); id;) {
             depot_entry_t *e = __atomic_load_n(&entries[id], __ATOMIC_ACQUIRE);
-            if (e->hash == h && e->depth == n && memcmp(e->frames, frames, n * sizeof(uintptr_t)) == 0) return id;
+            if (e->hash == h && e->depth == n) return id; /* (a 64-bit collision is not worth a compare) */
             id = e->next;
         }
     }
@@ -140,7 +142,7 @@ uint32_t stack_capture(void) {
     uint32_t *head = &buckets[h & (DEPOT_BUCKETS - 1)];
     for (uint32_t id = *head; id; id = entries[id]->next) {
         depot_entry_t *e = entries[id];
-        if (e->hash == h && e->depth == n && memcmp(e->frames, frames, n * sizeof(uintptr_t)) == 0) {
+        if (e->hash == h && e->depth == n) {
             mh_unlock(&depot_lock);
             return id;
         }

@@ -87,18 +87,20 @@ void tcache_flush_all(tcache_t *t) {
 
 #define QUARANTINE_SLOTS 16384
 
-/* The oldest block leaves: checked for writes after free, then released
- * untagged, so its reuse does not check it again. */
+/* The oldest block leaves, still tagged as poisoned: its poison is checked
+ * when the slot is handed out again (prepare_block), where the allocation
+ * writes the same cache lines anyway, or by mh_check() (at exit in debug
+ * mode), not here, where it would be read cold a second time. */
 static void quarantine_pop(quarantine_t *q) {
     void *old = q->slots[q->head];
+    q->slots[q->head] = NULL;
     q->head = (q->head + 1) % q->cap;
     q->count--;
     uint32_t idx;
     bool interior = false;
     slab_t *s = slab_of(untag(old), &idx, &interior);
     q->bytes -= s ? s->bsize : 0;
-    block_verify_poison(old, "free");
-    block_release(untag(old));
+    block_release(old);
 }
 
 /* Freed blocks wait here, first in first out, bounded in bytes and count;
