@@ -297,6 +297,15 @@ oom:
 }
 
 /* Back to the thread cache (or the slab when there is none). */
+/* A freed block into a thread-cache bin that has room. */
+static inline void cache_push(tcache_t *t, tbin_t *bin, void *tagged) {
+    bin->slots[bin->count] = tagged;
+    atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
+    bin->count++;
+    t->frees++;
+    count_op(t);
+}
+
 static inline void release_to_cache(slab_t *s, void *tagged) {
     tcache_t *t = mh_tcache;
     if (unlikely(!t)) t = tcache_get_slow();
@@ -306,11 +315,7 @@ static inline void release_to_cache(slab_t *s, void *tagged) {
             mh_tick(false);
             tcache_flush_bin(t, s->cls, bin->cap / 2);
         }
-        bin->slots[bin->count] = tagged;
-        atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
-        bin->count++;
-        t->frees++;
-        count_op(t);
+        cache_push(t, bin, tagged);
         return;
     }
     slab_free_batch(s->cls, &tagged, 1);
@@ -608,11 +613,7 @@ MH_API void mh_free(void *p) {
                 tbin_t *bin = &t->bins[s->cls];
                 if (likely(bin->count < bin->cap) && likely(claim(s, idx))) {
                     if (unlikely(track_active())) track_free(p, s->bsize, 0);
-                    bin->slots[bin->count] = p;
-                    atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
-                    bin->count++;
-                    t->frees++;
-                    count_op(t);
+                    cache_push(t, bin, p);
                     return;
                 }
             } else {

@@ -315,4 +315,32 @@ static inline long long mh_read_rollup(const char *key)
     return -1;
 }
 
+#ifndef USE_PLAIN
+#include <signal.h>
+#include <sys/wait.h>
+/* Run fn(mode) for mode = fast, hardened, debug, each in a child process
+ * of its own (a fresh heap; a crash or a hang is that mode's failure, and
+ * alarm_s > 0 ends a hung child), and count a child that fails. */
+static inline void mh_test_each_mode(int (*fn)(const char *mode), unsigned alarm_s)
+{
+    static const char *const modes[] = {"fast", "hardened", "debug"};
+    for (size_t m = 0; m < 3; m++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork failed");
+        if (pid == 0) {
+            if (alarm_s)
+                alarm(alarm_s);
+            _exit(fn(modes[m]));
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (WIFSIGNALED(st))
+            CHECK(0, "[%s] killed by signal %d (%s)", modes[m], WTERMSIG(st), strsignal(WTERMSIG(st)));
+        else
+            CHECK(WEXITSTATUS(st) == 0, "[%s] failed (exit %d)", modes[m], WEXITSTATUS(st));
+    }
+}
+#endif
+
 #endif

@@ -10,14 +10,8 @@
 # reaches libFuzzer's SIGABRT handler), and running the target on that file
 # must give the same report again.
 set -u
-cd "$(dirname "$0")/.." || exit 2
-BUILD=${BUILD:-build}
+. "$(dirname "$0")/t_lib.sh"
 D=$BUILD/tests/fuzzing
-LIB=${MH_LIB:-$BUILD/libminiheap.so}
-[ "$LIB" = none ] && { echo "SKIP: needs miniheap (MH_PRELOAD=none)"; exit 0; }
-case $LIB in /*) ;; *) LIB=$PWD/$LIB ;; esac
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 for variant in preload linked; do
     if [ $variant = preload ]; then bin=$D/overflow_target; env_lib=(LD_PRELOAD="$LIB")

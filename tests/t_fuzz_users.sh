@@ -12,15 +12,9 @@
 # same report as during fuzzing. Both find the bug after a few thousand
 # executions (AFL++ -s 1: after 2708), far below the bounds.
 set -u
-cd "$(dirname "$0")/.." || exit 2
-BUILD=${BUILD:-build}
-LIB=${MH_LIB:-$BUILD/libminiheap.so}
-[ "$LIB" = none ] && { echo "SKIP: needs miniheap (MH_PRELOAD=none)"; exit 0; }
-case $LIB in /*) ;; *) LIB=$PWD/$LIB ;; esac
+. "$(dirname "$0")/t_lib.sh"
 ARCHIVE=$PWD/$BUILD/libminiheap.a
 case $BUILD in /*) ARCHIVE=$BUILD/libminiheap.a ;; esac
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 for t in clang clang++ afl-clang-fast afl-fuzz; do
     command -v $t >/dev/null || { echo "FAIL: $t is not installed (apt-get install clang afl++)"; exit 1; }
 done

@@ -10,15 +10,7 @@
 # purpose, which is not what this measures (tests/test_idle.c allows for
 # them).
 set -u
-cd "$(dirname "$0")/.." || exit 2
-BUILD=${BUILD:-build}
-LIB=${MH_LIB:-$BUILD/libminiheap.so}
-[ "$LIB" = none ] && { echo "SKIP: needs miniheap (MH_PRELOAD=none)"; exit 0; }
-case $LIB in /*) ;; *) LIB=$PWD/$LIB ;; esac
-PY=/usr/bin/python3
-[ -x $PY ] || PY=python3
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/t_lib.sh"
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 # run MODE BACKGROUND -> prints "at_drop_kb lowest_kb ms_to_low"

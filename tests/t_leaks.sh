@@ -13,18 +13,10 @@
 # tests/leaks/leaky.c leaks 600 bytes in 3 blocks from leak_a,
 # 2000 bytes in 2 blocks from leak_b and 50 bytes from the static leak_c.
 set -u
-cd "$(dirname "$0")/.." || exit 2
-BUILD=${BUILD:-build}
-LIB=${MH_LIB:-$BUILD/libminiheap.so}
-[ "$LIB" = none ] && { echo "SKIP: needs miniheap (MH_PRELOAD=none)"; exit 0; }
-case $LIB in /*) ;; *) LIB=$PWD/$LIB ;; esac
+. "$(dirname "$0")/t_lib.sh"
 P=$BUILD/tests/leaks/leaky
-PY=/usr/bin/python3
-[ -x $PY ] || PY=python3
 W=$BUILD/tests/leaks/work
 mkdir -p "$W"
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # check NAME WANT_RC GREP_YES GREP_NO -- command (stderr checked)
 check() {
     local name=$1 want=$2 yes=$3 no=$4

@@ -9,15 +9,8 @@
 #      MINIHEAP_OPTIONS: mode=fast cannot switch its canaries off. Needs
 #      root to make the program set-user-ID (CI runs as root).
 set -u
-cd "$(dirname "$0")/.." || exit 2
-BUILD=${BUILD:-build}
+. "$(dirname "$0")/t_lib.sh"
 D=$BUILD/tests/startup
-LIB=${MH_LIB:-$BUILD/libminiheap.so}
-[ "$LIB" = none ] && { echo "SKIP: needs miniheap (MH_PRELOAD=none)"; exit 0; }
-case $LIB in /*) ;; *) LIB=$PWD/$LIB ;; esac
-PY=/usr/bin/python3
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 # 1. ulimit -v
 run_limited() { # mode, command...

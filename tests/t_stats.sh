@@ -5,17 +5,9 @@
 # file with %p; a forked child reports at exit but does not wake its
 # parent's statistics thread.
 set -u
-cd "$(dirname "$0")/.." || exit 2
-BUILD=${BUILD:-build}
-LIB=${MH_LIB:-$BUILD/libminiheap.so}
-[ "$LIB" = none ] && { echo "SKIP: needs miniheap (MH_PRELOAD=none)"; exit 0; }
-case $LIB in /*) ;; *) LIB=$PWD/$LIB ;; esac
-PY=/usr/bin/python3
-[ -x $PY ] || PY=python3
+. "$(dirname "$0")/t_lib.sh"
 W=$(mktemp -d /tmp/mh-stats.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # json_check FILE EVENT COUNT: COUNT lines with that event, every field there
 json_check() {
     $PY - "$@" <<'PYEOF'

@@ -3,18 +3,10 @@
 # subcommand on real programs (python3, sort), the help of each, and bad
 # command lines (an error message and a non-zero status).
 set -u
-cd "$(dirname "$0")/.." || exit 2
-BUILD=${BUILD:-build}
-LIB=${MH_LIB:-$BUILD/libminiheap.so}
-[ "$LIB" = none ] && { echo "SKIP: needs miniheap (MH_PRELOAD=none)"; exit 0; }
-case $LIB in /*) ;; *) LIB=$PWD/$LIB ;; esac
-PY=/usr/bin/python3
-[ -x $PY ] || PY=$(command -v python3)
+. "$(dirname "$0")/t_lib.sh"
 MH=$PWD/tools/miniheap
 W=$(mktemp -d /tmp/mh-tool.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 ok() { echo "ok $*"; }
 export MINIHEAP_LIB=$LIB
 unset MINIHEAP_OPTIONS

@@ -209,21 +209,6 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     mh_test_check_allocator("test_reports");
-    static const char *const modes[] = {"fast", "hardened", "debug"};
-    for (size_t m = 0; m < 3; m++) {
-        fflush(stdout);
-        pid_t pid = fork();
-        REQUIRE(pid >= 0, "fork failed");
-        if (pid == 0) {
-            alarm(120);
-            _exit(run_mode(modes[m]));
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
-        if (WIFSIGNALED(st))
-            CHECK(0, "[%s] killed by signal %d (%s)", modes[m], WTERMSIG(st), strsignal(WTERMSIG(st)));
-        else
-            CHECK(WEXITSTATUS(st) == 0, "[%s] failed (exit %d)", modes[m], WEXITSTATUS(st));
-    }
+    mh_test_each_mode(run_mode, 120);
     return mh_test_exit("test_reports");
 }
