@@ -257,6 +257,90 @@ static size_t floor_pages(blocks_t *tabs, int ntabs)
     return distinct;
 }
 
+/* ---- what meshing could do at best ----
+ * Meshing (Mesh, PLDI 2019) maps two virtual pages whose live bytes do not
+ * overlap onto one physical page. The bound below is the physical pages left
+ * when the survivors' pages are merged greedily (first fit, fullest first)
+ * by their 16-byte granules, ignoring every constraint a real allocator has
+ * (same size class, same slot layout, free slots rather than free bytes):
+ * about the best meshing could do for these survivors (first fit is not
+ * optimal, but close for pages this sparse). */
+
+typedef struct page_occ {
+    uint64_t page;
+    uint64_t g[4]; /* 256 granules of 16 bytes */
+} page_occ_t;
+
+static int occ_count(const uint64_t *g)
+{
+    return __builtin_popcountll(g[0]) + __builtin_popcountll(g[1]) +
+           __builtin_popcountll(g[2]) + __builtin_popcountll(g[3]);
+}
+
+static size_t mesh_pages(blocks_t *tabs, int ntabs)
+{
+    size_t n = 0;
+    for (int t = 0; t < ntabs; t++)
+        for (size_t i = 0; i < tabs[t].n; i++)
+            if (tabs[t].p[i] != NULL) {
+                uintptr_t a = (uintptr_t)tabs[t].p[i];
+                n += ((a + tabs[t].size[i] - 1) >> 12) - (a >> 12) + 1;
+            }
+    if (n == 0)
+        return 0;
+    /* one key per (page, granule run): page << 16 | first << 8 | last */
+    size_t kbytes = n * sizeof(uint64_t);
+    uint64_t *key = map_zeroed(kbytes);
+    size_t k = 0;
+    for (int t = 0; t < ntabs; t++)
+        for (size_t i = 0; i < tabs[t].n; i++)
+            if (tabs[t].p[i] != NULL) {
+                uintptr_t a = (uintptr_t)tabs[t].p[i], e = a + tabs[t].size[i] - 1;
+                for (uintptr_t q = a >> 12; q <= e >> 12; q++) {
+                    uintptr_t lo = q == a >> 12 ? (a & 4095) >> 4 : 0;
+                    uintptr_t hi = q == e >> 12 ? (e & 4095) >> 4 : 255;
+                    key[k++] = (uint64_t)q << 16 | lo << 8 | hi;
+                }
+            }
+    heapsort_u64(key, k);
+    size_t pbytes = k * sizeof(page_occ_t);
+    page_occ_t *pg = map_zeroed(pbytes);
+    size_t np = 0;
+    for (size_t i = 0; i < k; i++) {
+        uint64_t page = key[i] >> 16;
+        if (np == 0 || pg[np - 1].page != page)
+            pg[np++].page = page;
+        for (unsigned b = (key[i] >> 8) & 255; b <= (key[i] & 255); b++)
+            pg[np - 1].g[b >> 6] |= (uint64_t)1 << (b & 63);
+    }
+    /* fullest first: sort by occupancy (count in the high bits of a key) */
+    for (size_t i = 0; i < np; i++)
+        key[i] = (uint64_t)(256 - occ_count(pg[i].g)) << 40 | i;
+    heapsort_u64(key, np);
+    size_t bbytes = np * sizeof(page_occ_t);
+    page_occ_t *bin = map_zeroed(bbytes);
+    size_t nbins = 0, first_open = 0;
+    for (size_t j = 0; j < np; j++) {
+        const page_occ_t *p = &pg[key[j] & ((1ull << 40) - 1)];
+        size_t b;
+        /* a window of 4096 bins keeps this fast; full bins drop out */
+        for (b = first_open; b < nbins && b < first_open + 4096; b++)
+            if (!((bin[b].g[0] & p->g[0]) | (bin[b].g[1] & p->g[1]) |
+                  (bin[b].g[2] & p->g[2]) | (bin[b].g[3] & p->g[3])))
+                break;
+        if (b == nbins || b == first_open + 4096)
+            b = nbins++;
+        for (int w = 0; w < 4; w++)
+            bin[b].g[w] |= p->g[w];
+        while (first_open < nbins && occ_count(bin[first_open].g) > 240)
+            first_open++;
+    }
+    munmap(key, kbytes);
+    munmap(pg, pbytes);
+    munmap(bin, bbytes);
+    return nbins;
+}
+
 /* ---- the settle step ---- */
 
 static void little_activity(void)
@@ -473,16 +557,17 @@ int main(int argc, char **argv)
 
     size_t live = __atomic_load_n(&live_bytes, __ATOMIC_RELAXED);
     size_t floor_kb = floor_pages(tab, ntab) * 4;
+    size_t mesh_kb = mesh_pages(tab, ntab) * 4;
     double lv = live ? (double)live : 1.0;
     printf("RESULT workload=%s time_s=%.6f live_bytes=%zu peak_live_bytes=%zu "
            "base_pss_kb=%ld base_anon_kb=%ld drop_pss_kb=%ld drop_anon_kb=%ld "
-           "settled_pss_kb=%ld settled_anon_kb=%ld hwm_kb=%ld floor_kb=%zu "
-           "drop_ratio=%.3f settled_ratio=%.3f floor_ratio=%.3f trim=%d\n",
+           "settled_pss_kb=%ld settled_anon_kb=%ld hwm_kb=%ld floor_kb=%zu mesh_kb=%zu "
+           "drop_ratio=%.3f settled_ratio=%.3f floor_ratio=%.3f mesh_ratio=%.3f trim=%d\n",
            wl, (t1 - t0) + (t3 - t2), live, peak_live, base.pss_kb, base.pss_anon_kb,
            drop.pss_kb, drop.pss_anon_kb, settled.pss_kb, settled.pss_anon_kb, settled.hwm_kb,
-           floor_kb, (double)(drop.pss_anon_kb - base.pss_anon_kb) * 1024.0 / lv,
+           floor_kb, mesh_kb, (double)(drop.pss_anon_kb - base.pss_anon_kb) * 1024.0 / lv,
            (double)(settled.pss_anon_kb - base.pss_anon_kb) * 1024.0 / lv,
-           (double)floor_kb * 1024.0 / lv, trim);
+           (double)floor_kb * 1024.0 / lv, (double)mesh_kb * 1024.0 / lv, trim);
     if (trace != NULL && write_trace(trace) != 0)
         return 1;
     for (int t = 0; t < ntab; t++)
