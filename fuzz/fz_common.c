@@ -32,7 +32,8 @@ void fz_fail(const char *file, int line, const char *fmt, ...) {
  * three decide what the mode claims to catch; the others only add checks
  * to whatever the mode set (so a mode's claims stay true). */
 static const char *const probe_keys[] = {"mode=hardened", "quarantine_mb=0", "sample_rate=0", "random=1",
-                                         "slab_guards=1", "poison=2", "fill_new=1", "check_every=0", "seed=1"};
+                                         "slab_guards=1", "poison=2", "fill_new=1", "check_every=0", "seed=1",
+                                         "mesh=0"};
 #define NPROBE (sizeof probe_keys / sizeof probe_keys[0])
 static bool key_ok[NPROBE];
 
@@ -64,6 +65,8 @@ void fz_apply_options(fz_reader_t *r, fz_config_t *cfg) {
     if (key_ok[0]) {
         cfg->mode = (enum fz_mode)(1 + ((b >> 2) & 3) % 3);
         appendf(cfg, "mode=%s:", modes[cfg->mode]);
+        /* The fourth value of the mode bits: fast mode with meshing. */
+        if (key_ok[9] && ((b >> 2) & 3) == 3) appendf(cfg, "mesh=1:");
     }
     cfg->tcache = !(a & 1); /* on by default, as in production */
     appendf(cfg, "abort_on_error=0:tcache=%u:decay_ms=%u:float_pct=%u:miniheap_cache=%u:large_cache_mb=%u",

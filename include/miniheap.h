@@ -57,6 +57,8 @@ typedef struct mh_stats {
     uint64_t total_frees;
     uint64_t purged_bytes;   /* bytes given back with madvise since start */
     uint64_t unmapped_bytes; /* bytes given back with munmap since start */
+    uint64_t meshes;         /* spans meshed onto others since start (mesh=1) */
+    uint64_t meshed_bytes;   /* bytes of spans that share another's pages now (saved) */
 } mh_stats_t;
 
 MH_API void mh_stats(mh_stats_t *out);
@@ -86,7 +88,7 @@ MH_API void mh_set_error_handler(mh_error_handler_t handler, void *arg);
 /* Options, with the syntax of MINIHEAP_OPTIONS ("key=value:key=value").
  * Returns 0 if all pairs were accepted, -1 if any was rejected (and
  * reported). The keys that shape blocks (mode, canary, underflow, poison,
- * mismatch, stacks, tcache, quarantine_mb, sample_rate) can only change
+ * mismatch, stacks, tcache, quarantine_mb, sample_rate, mesh) can only change
  * before the first allocation or after mh_reset(); a change to them while
  * blocks exist is rejected. The other keys apply at once. */
 MH_API int mh_set_options(const char *options);

@@ -25,8 +25,10 @@ static void fork_prepare(void) {
     tcache_lock_all();
     meta_lock_all();
     stack_lock_all();
+    mesh_fork_prepare(); /* the heap read-only until the child has its copy */
 }
 static void fork_parent(void) {
+    mesh_fork_parent();
     stack_unlock_all();
     meta_unlock_all();
     tcache_unlock_all();
@@ -37,6 +39,7 @@ static void fork_parent(void) {
     report_unlock_all();
 }
 static void fork_child(void) {
+    mesh_fork_child(); /* a heap of its own */
     stack_unlock_all();
     meta_unlock_all();
     tcache_after_fork_child();
@@ -91,7 +94,7 @@ void mh_init_slow(void) {
         os_random(keys, sizeof keys);
         mh_secret = keys[0];
         mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
-        sizeclass_init();
+        sizeclass_init(mh_opt.mesh != 0);
         for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
         mh_narenas = os_cpu_count();
         if (mh_narenas > MH_ARENAS) mh_narenas = MH_ARENAS;

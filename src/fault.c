@@ -71,6 +71,9 @@ static void on_fault(int sig, void *info, void *uctx) {
 #endif
         mh_report_fault(&f); /* does not return */
     }
+    /* A write to a page being meshed (or to the heap while fork copies it)
+     * waited for the remap: run it again. */
+    if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && mesh_fault(addr)) return;
     os_chain_fault(sig, info, uctx);
 }
 

@@ -96,6 +96,7 @@ typedef struct mh_options {
     uint32_t float_pct;       /* realloc moves a block out of a slab less than this % full */
     uint32_t tcache;          /* per-thread caches on/off */
     uint32_t background;      /* a purge thread gives memory back while the program sleeps (purge.c) */
+    uint32_t mesh;            /* sparse spans of a class share physical pages (mesh.c) */
     uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
     uint32_t seed;            /* 0: randomness from the kernel; N: a fixed sequence (src/random.c) */
     uint32_t stats_at_exit;   /* statistics at exit (stats.c) */
@@ -179,11 +180,23 @@ MH_INTERNAL long   os_run_capture(const char *const argv[], char *out, size_t ca
 MH_INTERNAL bool   os_install_fault_handler(void (*fn)(int, void *, void *));
 MH_INTERNAL void   os_chain_fault(int sig, void *info, void *uctx);
 MH_INTERNAL uint32_t os_thread_id(void);
-/* How a miniheap is backed: today anonymous memory; a file-backed (memfd)
- * mode for meshing only has to change these three. */
+/* How a miniheap is backed: anonymous memory, or with meshing views of one
+ * memfd at file offset == address (os_shared_backing_init, once, before the
+ * first miniheap). */
+MH_INTERNAL bool   os_shared_backing_init(void);
+MH_INTERNAL void   os_shared_backing_close(void);                   /* no miniheap left */
 MH_INTERNAL void  *os_segment_alloc(void *hint);   /* MH_SEG_SIZE, MH_SEG_SIZE-aligned */
 MH_INTERNAL void   os_segment_free(void *seg);
 MH_INTERNAL void   os_segment_purge(void *p, size_t size);
+MH_INTERNAL bool   os_protect_read(void *p, size_t size);
+MH_INTERNAL bool   os_segment_alias(void *at, const void *onto, size_t size); /* at's pages become onto's */
+MH_INTERNAL void   os_segment_punch(const void *p, size_t size);   /* free the file pages of p's own offsets */
+MH_INTERNAL int    os_backing_fork_begin(void);                     /* child: a new file (-1: failed) */
+MH_INTERNAL bool   os_backing_copy(int to, const void *seg, size_t size);
+MH_INTERNAL bool   os_backing_fork_remap(int to, void *seg);
+MH_INTERNAL void   os_backing_fork_end(int to);
+MH_INTERNAL void   os_futex_wait(_Atomic uint32_t *word, uint32_t val, int timeout_ms);
+MH_INTERNAL void   os_futex_wake(_Atomic uint32_t *word);
 MH_INTERNAL extern _Atomic size_t os_purged_total, os_unmapped_total;
 
 /* ---- metadata allocator (meta.c): never beside user data --------------- */
@@ -205,7 +218,7 @@ MH_INTERNAL extern size_class_t mh_classes[MH_MAX_CLASSES];
 MH_INTERNAL extern uint32_t mh_nclasses;     /* the zero class included */
 MH_INTERNAL extern uint32_t mh_zero_cls;     /* the class of 0-byte blocks (zero_guard), the last */
 MH_INTERNAL extern uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
-MH_INTERNAL void sizeclass_init(void);
+MH_INTERNAL void sizeclass_init(bool mesh);   /* mesh: sizes whose spans fit in a slab */
 static inline uint32_t size_to_class(size_t n) { return mh_class_index[(n + 15) >> 4]; }
 MH_INTERNAL int sizeclass_for_aligned(size_t size, size_t align); /* -1 if none */
 
@@ -257,6 +270,7 @@ typedef struct slab {
     uint64_t *poisoned;              /* 1 = free and poisoned (NULL: no poisoning) */
     uint32_t *info;                  /* per block INFO() (NULL: not kept) */
     block_dbg_t *dbg;                /* per block stacks (NULL: not kept) */
+    struct slab_mesh *mesh;          /* spans meshed with others (NULL: none), mesh.c */
     _Atomic uint64_t live[];         /* 1 = owned by the program; atomic, no lock */
 } slab_t;
 static inline uint8_t *slab_start(const slab_t *s) { return UNMANGLE(s->start_m); }
@@ -304,6 +318,29 @@ MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
 MH_INTERNAL uint64_t slab_purge_class(uint32_t cls, uint64_t now, bool force);
 MH_INTERNAL void     slab_foreach(void (*fn)(slab_t *, void *), void *arg); /* locks taken inside */
 MH_INTERNAL void     slab_reset_all(void);
+
+/* slab.c's bookkeeping, for mesh.c (class lock held). */
+MH_INTERNAL void slab_rebucket(class_bins_t *b, slab_t *s);
+MH_INTERNAL void slab_dirty(class_bins_t *b, slab_t *s, uint64_t now);
+
+/* ---- meshing (mesh.c) ----------------------------------------------------- */
+MH_INTERNAL extern int mh_meshing;          /* mesh=1 took effect: miniheaps are file-backed */
+MH_INTERNAL void mesh_init(void);
+/* A block of a source span goes back: the slot it frees is the target's
+ * (returns false when idx is in no source span). */
+MH_INTERNAL bool mesh_redirect(slab_t *s, uint32_t idx, slab_t **target, uint32_t *tidx);
+/* ... and s owns one block fewer there; true when that was its last one and
+ * the span is its own again (its slots are free in s, used went down). */
+MH_INTERNAL bool mesh_source_freed(slab_t *s, uint32_t idx);
+MH_INTERNAL void mesh_bins(class_bins_t *b);             /* class lock held: slabs just settled */
+MH_INTERNAL void mesh_slab_release(slab_t *s);           /* s is given back: no meshing may be left */
+MH_INTERNAL void mesh_slab_forget(slab_t *s);            /* mh_reset */
+MH_INTERNAL bool mesh_fault(uintptr_t addr);             /* fault.c: a write that waited for meshing; retry it */
+MH_INTERNAL void mesh_fork_prepare(void);                /* all locks held */
+MH_INTERNAL void mesh_fork_parent(void);
+MH_INTERNAL void mesh_fork_child(void);
+MH_INTERNAL void mesh_stats(uint64_t *meshes, size_t *meshed_bytes);
+MH_INTERNAL const char *mesh_check_slab(const slab_t *s); /* check.c: NULL, or what is wrong */
 
 static inline uint32_t slab_index(const slab_t *s, uintptr_t off) {
     return (uint32_t)((off * s->magic) >> 40);

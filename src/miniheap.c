@@ -81,6 +81,7 @@ static miniheap_t *miniheap_create(void) {
         mh = meta_alloc(sizeof *mh);
         if (!mh) return NULL;
     }
+    if (n_miniheaps == 0) mesh_init(); /* the backing follows the option while no miniheap exists */
     uint8_t *base = os_segment_alloc(NULL);
     _Atomic(miniheap_t *) *slot = base ? radix_slot(base) : NULL;
     if (!slot) {

@@ -53,6 +53,7 @@ static const option_def_t options[] = {
     {"float_pct", O(float_pct), 0, 100, {25, 25, 25}, "realloc moves blocks out of slabs less full than this %", false},
     {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches", true},
     {"background", O(background), 0, 1, {1, 1, 1}, "a thread gives memory back while the program sleeps", false},
+    {"mesh", O(mesh), 0, 1, {0, 0, 0}, "sparse spans of a size class share physical pages (Mesh)", true},
     {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)", false},
     {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence", false},
     {"symbolize", O(symbolize), 0, 2, {1, 1, 1}, "file:line in reports: 1 those that end the program, 2 all", false},

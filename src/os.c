@@ -4,6 +4,8 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <linux/futex.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -220,6 +222,7 @@ uint32_t os_cpu_count(void) {
 }
 
 int os_getpid(void) { return (int)getpid(); }
+uint32_t os_thread_id(void) { return (uint32_t)syscall(SYS_gettid); }
 
 void os_close(int fd) {
     int saved = errno;
@@ -447,15 +450,61 @@ void os_chain_fault(int sig, void *info, void *uctx) {
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
 }
 
-/* ---- miniheap backing ----------------------------------------------------- */
+/* ---- miniheap backing -----------------------------------------------------
+ * Anonymous memory, or with meshing (mesh.c) views of one memfd at file
+ * offset == address: a span's pages can then be mapped onto another span's
+ * file pages, and memory is freed by punching holes in the file. */
 
 static _Atomic uintptr_t seg_hint;
+static int seg_fd = -1;          /* >= 0: miniheaps are views of this file */
+static uint8_t *copy_buf;        /* fork: the child's bounce buffer */
+#define COPY_BUF ((size_t)256 << 10)
+
+bool os_shared_backing_init(void) {
+    int saved = errno;
+    struct rlimit fs;
+    /* The file is as large as the address space (sparse, it costs nothing);
+     * a file size limit would make growing it raise SIGXFSZ. */
+    if (getrlimit(RLIMIT_FSIZE, &fs) != 0 || fs.rlim_cur != RLIM_INFINITY) { errno = saved; return false; }
+    int fd = memfd_create("miniheap", MFD_CLOEXEC);
+    if (fd < 0) { errno = saved; return false; }
+    if (ftruncate(fd, (off_t)1 << MH_ADDR_BITS) != 0) {
+        close(fd);
+        errno = saved;
+        return false;
+    }
+    seg_fd = fd;
+    errno = saved;
+    return true;
+}
+
+void os_shared_backing_close(void) {
+    os_close(seg_fd);
+    seg_fd = -1;
+}
+
+/* The raw system call: a sanitizer's mmap would take the remap for a write
+ * of the range by this thread, but the bytes there do not change. */
+static void *map_shared_at(void *at, size_t size, const void *offset) {
+    long p = syscall(SYS_mmap, at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, seg_fd, (off_t)(uintptr_t)offset);
+    return p == -1 ? NULL : (void *)p;
+}
 
 void *os_segment_alloc(void *hint) {
     (void)hint;
     uintptr_t h = atomic_load_explicit(&seg_hint, memory_order_relaxed);
-    void *p = map_aligned_at((void *)h, MH_SEG_SIZE, MH_SEG_SIZE, PROT_READ | PROT_WRITE);
+    int prot = seg_fd >= 0 ? PROT_NONE : PROT_READ | PROT_WRITE;
+    void *p = map_aligned_at((void *)h, MH_SEG_SIZE, MH_SEG_SIZE, prot);
     if (!p) return NULL;
+    if (seg_fd >= 0) {
+        int saved = errno;
+        bool ok = map_shared_at(p, MH_SEG_SIZE, p) != NULL;
+        errno = saved;
+        if (!ok) {
+            os_unmap(p, MH_SEG_SIZE);
+            return NULL;
+        }
+    }
     /* Next time ask just below this one: the kernel fills downwards, and
      * neighbouring miniheaps keep the radix table's touched pages few. */
     atomic_store_explicit(&seg_hint, (uintptr_t)p - MH_SEG_SIZE, memory_order_relaxed);
@@ -466,9 +515,116 @@ void *os_segment_alloc(void *hint) {
     return p;
 }
 
+static bool punch(const void *p, size_t size) {
+    return fallocate(seg_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(uintptr_t)p, (off_t)size) == 0;
+}
+
 void os_segment_free(void *seg) {
     os_unmap(seg, MH_SEG_SIZE);
+    if (seg_fd >= 0) {
+        int saved = errno;
+        punch(seg, MH_SEG_SIZE);
+        errno = saved;
+    }
     atomic_fetch_add(&os_unmapped_total, MH_SEG_SIZE);
 }
 
-void os_segment_purge(void *p, size_t size) { os_purge(p, size); }
+void os_segment_purge(void *p, size_t size) {
+    if (seg_fd < 0) {
+        os_purge(p, size);
+        return;
+    }
+    /* MADV_DONTNEED would only drop the view: free the file's pages (those
+     * mapped here, whichever offset that is). */
+    int saved = errno;
+    if (size && madvise(p, size, MADV_REMOVE) == 0) atomic_fetch_add(&os_purged_total, size);
+    errno = saved;
+}
+
+bool os_protect_read(void *p, size_t size) {
+    int saved = errno;
+    bool ok = mprotect(p, size, PROT_READ) == 0;
+    errno = saved;
+    return ok;
+}
+
+bool os_segment_alias(void *at, const void *onto, size_t size) {
+    int saved = errno;
+    bool ok = map_shared_at(at, size, onto) != NULL;
+    errno = saved;
+    return ok;
+}
+
+void os_segment_punch(const void *p, size_t size) {
+    int saved = errno;
+    if (punch(p, size)) atomic_fetch_add(&os_purged_total, size);
+    errno = saved;
+}
+
+/* A forked child gets a file of its own with the same data: the parent's
+ * data extents of each miniheap (holes stay holes), then its views remapped.
+ * Runs in the child with only the forking thread, locks held. */
+int os_backing_fork_begin(void) {
+    int saved = errno;
+    int fd = memfd_create("miniheap", MFD_CLOEXEC);
+    if (fd >= 0 && ftruncate(fd, (off_t)1 << MH_ADDR_BITS) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd >= 0 && !copy_buf) {
+        copy_buf = map_raw(NULL, COPY_BUF, PROT_READ | PROT_WRITE, 0);
+        if (!copy_buf) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    errno = saved;
+    return fd;
+}
+
+bool os_backing_copy(int to, const void *seg, size_t size) {
+    int saved = errno;
+    off_t at = (off_t)(uintptr_t)seg, end = at + (off_t)size;
+    bool ok = true;
+    while (ok && at < end) {
+        off_t data = lseek(seg_fd, at, SEEK_DATA);
+        if (data < 0 || data >= end) break; /* ENXIO: no data after at */
+        off_t hole = lseek(seg_fd, data, SEEK_HOLE);
+        if (hole < 0 || hole > end) hole = end;
+        for (off_t o = data; ok && o < hole;) {
+            size_t n = (size_t)(hole - o) < COPY_BUF ? (size_t)(hole - o) : COPY_BUF;
+            ssize_t r = pread(seg_fd, copy_buf, n, o);
+            ok = r > 0 && pwrite(to, copy_buf, (size_t)r, o) == r;
+            o += r > 0 ? r : 0;
+        }
+        at = hole;
+    }
+    errno = saved;
+    return ok;
+}
+
+bool os_backing_fork_remap(int to, void *seg) {
+    int saved = errno;
+    void *p = mmap(seg, MH_SEG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, to, (off_t)(uintptr_t)seg);
+    errno = saved;
+    return p != MAP_FAILED;
+}
+
+void os_backing_fork_end(int to) {
+    os_close(seg_fd);
+    seg_fd = to;
+}
+
+/* Threads that write to a page being meshed wait in the fault handler. */
+void os_futex_wait(_Atomic uint32_t *word, uint32_t val, int timeout_ms) {
+    int saved = errno;
+    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000};
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+    errno = saved;
+}
+
+void os_futex_wake(_Atomic uint32_t *word) {
+    int saved = errno;
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+    errno = saved;
+}

@@ -195,6 +195,7 @@ static void slab_release(slab_t *s) {
         os_commit(start, (size_t)s->units * MH_UNIT_SIZE);
         atomic_fetch_add(&slab_guard_budget, 1);
     }
+    mesh_slab_release(s);
     miniheap_release_units(s->mh, s->first_unit, s->units, dirty);
     meta_free(s, s->desc_bytes);
 }
@@ -276,27 +277,46 @@ uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n) 
     return got;
 }
 
-/* Return a block to its slab; the caller holds the class lock. Returns the
- * slab if it must be given back to its miniheap. */
+void slab_rebucket(class_bins_t *b, slab_t *s) { rebucket(b, s); }
+void slab_dirty(class_bins_t *b, slab_t *s, uint64_t now) { dirty_add(b, s, now); }
+
+/* Slot idx of s is free again (class lock held). */
+static void slot_return(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now) {
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    if (unlikely(s->free_map[idx >> 6] & bit)) mh_fatal("metadata-corruption: block freed into its slab twice");
+    s->free_map[idx >> 6] |= bit;
+    if (s->poisoned && (tagged & TAG_POISONED)) s->poisoned[idx >> 6] |= bit;
+    __atomic_store_n(&s->used, s->used - 1, __ATOMIC_RELAXED); /* sparse() reads it unlocked */
+    if (idx / 64 < s->hint) s->hint = idx / 64;
+    dirty_add(b, s, now);
+    rebucket(b, s);
+}
+
+/* Return a block to its slab; the caller holds the class lock. Returns a
+ * slab to give back to its miniheap, or NULL. */
 static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
     uint32_t idx;
     bool interior = false;
     void *p = untag(tagged);
     slab_t *s = slab_of(p, &idx, &interior);
     if (unlikely(!s)) mh_fatal("metadata-corruption: a cached block has no slab");
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    if (unlikely(s->free_map[idx >> 6] & bit)) mh_fatal("metadata-corruption: block freed into its slab twice");
-    s->free_map[idx >> 6] |= bit;
-    if (s->poisoned && ((uintptr_t)tagged & TAG_POISONED)) s->poisoned[idx >> 6] |= bit;
-    __atomic_store_n(&s->used, s->used - 1, __ATOMIC_RELAXED);
-    if (idx / 64 < s->hint) s->hint = idx / 64;
-    dirty_add(b, s, now);
-    rebucket(b, s);
-    if (s->used == 0 && b->empty_slabs > KEEP_EMPTY) {
+    slab_t *t;
+    uint32_t tidx;
+    if (unlikely(s->mesh) && mesh_redirect(s, idx, &t, &tidx)) {
+        /* A block of a meshed-away span: its slot is the target's. */
+        slot_return(b, t, tidx, (uintptr_t)tagged, now);
+        if (mesh_source_freed(s, idx)) {
+            dirty_add(b, s, now);
+            rebucket(b, s);
+        }
+    } else {
+        slot_return(b, s, idx, (uintptr_t)tagged, now);
+    }
+    if (b->empty_slabs > KEEP_EMPTY) {
         /* The slab emptied earliest goes; the one just emptied stays (it is
          * at the head of bucket 0), so an immediate double free still finds
          * its block in a slab and is reported as exactly that. */
-        slab_t *old = s->next;
+        slab_t *old = b->bucket[0]->next;
         bin_unlink(b, old);
         return old;
     }
@@ -408,10 +428,12 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
      * empty slabs that were purged already. */
     if (!force && !__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return UINT64_MAX;
     uint64_t due = UINT64_MAX;
+    uint32_t settled = 0;
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
         if (force || now - s->dirty_ms >= OPT(decay_ms)) {
+            settled++;
             if (s->used < s->capacity) purge_pages(s);
             s->on_dirty = 0;
             __atomic_store_n(pp, s->dirty_next, __ATOMIC_RELAXED);
@@ -420,6 +442,8 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
             pp = &s->dirty_next;
         }
     }
+    /* Slabs that had no free for decay_ms: spans to mesh, maybe. */
+    if (settled || force) mesh_bins(b);
     /* On a forced trim, empty slabs go back to their miniheap too. */
     if (force) {
         slab_t *rel[64];
@@ -472,7 +496,10 @@ static void drop_slabs(miniheap_t *mh, void *arg) {
     (void)arg;
     for (uint32_t u = 0; u < MH_UNITS; u++) {
         slab_t *s = mh->unit_slab[u];
-        if (s && s->first_unit == u) meta_free(s, s->desc_bytes);
+        if (s && s->first_unit == u) {
+            mesh_slab_forget(s);
+            meta_free(s, s->desc_bytes);
+        }
         mh->unit_slab[u] = NULL;
     }
 }

@@ -59,6 +59,9 @@ MH_API void mh_stats(mh_stats_t *st) {
     st->metadata_bytes = meta_mapped_bytes();
     st->purged_bytes = atomic_load(&os_purged_total);
     st->unmapped_bytes = atomic_load(&os_unmapped_total);
+    size_t mb;
+    mesh_stats(&st->meshes, &mb);
+    st->meshed_bytes = mb;
 }
 
 /* ---- statistics out of the process -------------------------------------------
@@ -76,7 +79,7 @@ static const struct { const char *name; size_t off; } fields[] = {
 #define F(n) {#n, offsetof(mh_stats_t, n)}
     F(live_blocks), F(live_bytes), F(small_blocks), F(large_blocks), F(mapped_bytes), F(resident_bytes),
     F(metadata_bytes), F(miniheaps), F(slabs), F(cached_bytes), F(total_allocs), F(total_frees),
-    F(purged_bytes), F(unmapped_bytes),
+    F(purged_bytes), F(unmapped_bytes), F(meshes), F(meshed_bytes),
 #undef F
 };
 
@@ -116,6 +119,7 @@ static void format_stats(mh_buf_t *b, const mh_stats_t *st, bool json, const cha
         {"miniheaps", st->miniheaps},           {"slabs", st->slabs},
         {"allocations", st->total_allocs},      {"frees", st->total_frees},
         {"purged bytes", st->purged_bytes},     {"unmapped bytes", st->unmapped_bytes},
+        {"meshes", st->meshes},                 {"meshed bytes", st->meshed_bytes},
     };
     buf_str(b, "miniheap stats:\n");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

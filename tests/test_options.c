@@ -308,6 +308,35 @@ static size_t obs_cached_small(const char *opts)
     return st.cached_bytes;
 }
 
+/* Spans meshed after 2 MiB of 64-byte blocks, 31 in 32 freed (scattered,
+ * so that spans differ), are trimmed; the survivors must keep their bytes. */
+static uint64_t obs_meshes(const char *opts)
+{
+    set(opts);
+    mh_stats_t st0;
+    mh_stats(&st0);
+    enum { N = 32768 };
+    static unsigned char *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = mh_malloc(64);
+        memset(p[i], i & 0xff, 64);
+    }
+    for (int i = 0; i < N; i++)
+        if (mix64((uint64_t)i) % 32) {
+            mh_free(p[i]);
+            p[i] = NULL;
+        }
+    mh_trim(0);
+    mh_stats_t st;
+    mh_stats(&st);
+    for (int i = 0; i < N; i++)
+        if (p[i]) {
+            CHECK(p[i][0] == (i & 0xff) && p[i][63] == (i & 0xff), "mesh: a survivor lost its bytes");
+            mh_free(p[i]);
+        }
+    return st.meshes - st0.meshes;
+}
+
 /* abort_on_error: does a double free end the process (SIGABRT)? */
 /* Does writing to malloc(0)'s block fault (reported, in a child)? */
 static int obs_zero_faults(const char *opts)
@@ -428,6 +457,13 @@ static void run_all(void)
     a = obs_zero_faults("mode=hardened:zero_guard=0"), b = obs_zero_faults("mode=fast:zero_guard=1");
     CHECK(!a && b, "zero_guard: writing to malloc(0) reported with 0: %d, with 1: %d", a, b);
     printf("  %-16s a write to malloc(0)'s block is reported: 0 %d, 1 %d\n", "zero_guard", a, b);
+    uint64_t ga = obs_meshes("mode=fast:mesh=0"), gb = obs_meshes("mode=fast:mesh=1");
+    CHECK(ga == 0 && gb > 0, "mesh: spans meshed with 0: %llu, with 1: %llu", (unsigned long long)ga,
+          (unsigned long long)gb);
+    printf("  %-16s spans meshed after 31 in 32 blocks were freed: 0 -> %llu, 1 -> %llu\n", "mesh",
+           (unsigned long long)ga, (unsigned long long)gb);
+    ga = obs_meshes("mode=fast:mesh=0");
+    CHECK(ga == 0, "mesh: meshing after mesh=0 again (mh_reset): %llu", (unsigned long long)ga);
     a = obs_aborts("abort_on_error=0"), b = obs_aborts("abort_on_error=1");
     CHECK(!a && b, "abort_on_error: a double free aborted with 0: %d, with 1: %d", a, b);
     printf("  %-16s a double free ends the process: 0 %d, 1 %d\n", "abort_on_error", a, b);

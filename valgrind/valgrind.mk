@@ -12,7 +12,7 @@
 #     msan-test    the same with -fsanitize=memory (clang): uninitialised reads
 #     ubsan-test   the clean programs, the unit tests of tests/ and the fuzz
 #                  corpus (fuzz/) with miniheap built with -fsanitize=undefined
-#     tsan-test    the thread tests of tests/ (threads, fork_modes, reports)
+#     tsan-test    the thread tests of tests/ (threads, fork_modes, reports, mesh)
 #                  with miniheap and the tests built with -fsanitize=thread
 #                  (clang); any report fails
 #
@@ -168,7 +168,7 @@ ubsan-fuzz-corpus: $(VG_FUZZ_BINS)
 # test_fork_modes starts a thread in a child forked from a threaded parent.
 VG_TSAN_CC    ?= clang
 VG_TSAN_FLAGS ?= -fsanitize=thread
-VG_TSAN_TESTS ?= test_threads test_fork_modes test_reports
+VG_TSAN_TESTS ?= test_threads test_fork_modes test_reports test_mesh
 VG_TSAN_BINS  := $(VG_TSAN_TESTS:%=$(BUILD)/tsan/tests/%)
 VG_TSAN_ENV   := TSAN_OPTIONS=halt_on_error=1:exitcode=66:detect_deadlocks=0:die_after_fork=0:second_deadlock_stack=1
 

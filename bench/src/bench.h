@@ -157,7 +157,8 @@ static inline void touch(void *p, size_t n, unsigned char v)
 typedef struct memfig {
     long rss_kb;      /* Rss from smaps_rollup */
     long pss_kb;      /* Pss */
-    long pss_anon_kb; /* Pss_Anon: heap, stacks, written data (0 if the kernel lacks it) */
+    long pss_anon_kb; /* Pss_Anon + Pss_Shmem: heap, stacks, written data; a heap on a
+                         memfd (miniheap's with mesh=1) is shmem */
     long hwm_kb;      /* VmHWM from /proc/self/status: peak RSS */
 } memfig_t;
 
@@ -204,6 +205,9 @@ static inline memfig_t mem_now(void)
         m.pss_anon_kb = bench_field(buf, "Pss_Anon");
         if (m.pss_anon_kb < 0)
             m.pss_anon_kb = bench_field(buf, "Anonymous");
+        long shmem = bench_field(buf, "Pss_Shmem");
+        if (shmem > 0 && m.pss_anon_kb >= 0)
+            m.pss_anon_kb += shmem;
     }
     if (bench_slurp("/proc/self/status", buf, sizeof buf) > 0)
         m.hwm_kb = bench_field(buf, "VmHWM");

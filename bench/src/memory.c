@@ -15,7 +15,8 @@
  *   large     256 MB of 64 KiB - 8 MiB blocks, free 90 % at random.
  * Sizes scale with the scale factor (1 = the sizes above).
  *
- * Resident memory is read from /proc/self/smaps_rollup (Pss, and Pss_Anon:
+ * Resident memory is read from /proc/self/smaps_rollup (Pss, and Pss_Anon
+ * plus Pss_Shmem, called "anon" below, as a heap on a memfd is shmem:
  * the heap's share) at start (the baseline: everything but the heap), right
  * after the drop, and once settled: after --idle-ms (1000) of sleep followed
  * by a little ordinary activity (5,000 small malloc/free pairs). The program
