@@ -360,11 +360,13 @@ static uint32_t collect(class_bins_t *b, uint32_t k) {
                 cand_t *c = &cands[n];
                 for (uint32_t w = 0; w < 4; w++) c->occ[w] = ~fb[w] & full_mask(k, w);
                 c->count = popcount4(c->occ);
-                if (c->count == 0 || c->count > k - k / 4) continue;
+                if (c->count == 0 || c->count == k) continue;
                 c->s = s;
                 c->span = j;
                 c->role = 0;
-                c->may_source = !(sp && sp->refs);
+                /* Sources: at most half full (what moves is copied); any
+                 * partly used span may take one. */
+                c->may_source = !(sp && sp->refs) && c->count <= k / 2;
                 n++;
             }
         }
