@@ -59,8 +59,11 @@ static void on_fault(int sig, void *info, void *uctx) {
     }
     uintptr_t addr = (uintptr_t)si->si_addr;
     mh_fault_t f;
-    /* A signal sent by a program (kill) carries no address of ours. */
-    if (si->si_code > 0 && (large_explain(addr, &f) || slab_explain(addr, &f))) {
+    /* A signal sent by a program (kill) carries no address of ours. Large
+     * blocks are never inside a miniheap: a fault there (a meshing or fork
+     * barrier, say) need not walk them. */
+    bool in_mh = miniheap_of((void *)addr) != NULL;
+    if (si->si_code > 0 && (in_mh ? slab_explain(addr, &f) : large_explain(addr, &f))) {
         t_in_fault = 1;
         f.fatal = true; /* the access cannot be resumed */
 #if defined(__x86_64__)

@@ -144,6 +144,8 @@ bool mesh_source_freed(slab_t *s, uint32_t idx) {
 
 void mesh_slab_forget(slab_t *s) {
     if (!s->mesh) return;
+    for (uint32_t j = 0; j < s->mesh->nspans; j++) /* the aliases go with the heap */
+        if (s->mesh->span[j].target) atomic_fetch_add(&slab_guard_budget, 2);
     meta_free(s->mesh, s->mesh->bytes);
     s->mesh = NULL;
     atomic_store(&meshed_bytes, 0);
@@ -232,6 +234,18 @@ static bool ensure_record(slab_t *s) {
     return true;
 }
 
+/* The pages of A's span i that the blocks of occ were copied into hold
+ * data now: no longer purged. */
+static void mark_resident(slab_t *a, uint32_t i, const uint64_t occ[4]) {
+    uint32_t q0 = (uint32_t)((size_t)i * span_slots(a->bsize) * a->bsize >> MH_PAGE_SHIFT);
+    for (uint32_t w = 0; w < 4; w++)
+        for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
+            size_t off = (size_t)(w * 64 + (uint32_t)__builtin_ctzll(bits)) * a->bsize;
+            bits_clear_range(a->purged, q0 + (uint32_t)(off >> MH_PAGE_SHIFT),
+                             q0 + (uint32_t)((off + a->bsize - 1) >> MH_PAGE_SHIFT));
+        }
+}
+
 /* Mesh B:j (its used slots occ, count n) onto A:i. Class lock held. */
 static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64_t occ[4], uint32_t n) {
     uint32_t k = span_slots(a->bsize);
@@ -252,20 +266,28 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
     atomic_store(&win_lo, (uintptr_t)src);
     atomic_store(&win_hi, (uintptr_t)src + bytes);
     atomic_fetch_add(&win_seq, 1);
-    bool ok = os_protect_read(src, bytes);
+    bool ok = os_protect_read(src, bytes), copied = false;
     if (ok) {
         for (uint32_t w = 0; w < 4; w++)
             for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
                 size_t off = (size_t)(w * 64 + (uint32_t)__builtin_ctzll(bits)) * a->bsize;
                 copy_block(dst + off, src + off, a->bsize);
             }
+        copied = true;
         ok = os_segment_alias(src, dst, bytes);
-        /* The data is still in B's own pages: map them back writable. */
-        if (!ok && !os_segment_alias(src, src, bytes)) mh_fatal("meshing: cannot map a span back after a failed remap");
     }
+    /* The data is still in B's own pages: map them back writable (a failed
+     * mprotect may have changed part of the span). */
+    if (!ok && !os_segment_alias(src, src, bytes)) mh_fatal("meshing: cannot map a span back after a failed remap");
     atomic_fetch_add(&win_seq, 1);
     os_futex_wake(&win_seq);
     if (!ok) {
+        /* A's free slots of occ hold B's bytes now, not poison, and their
+         * pages are resident. */
+        if (copied) {
+            if (a->poisoned) bits_set_span(a->poisoned, i * k, k, occ, false);
+            mark_resident(a, i, occ);
+        }
         atomic_fetch_add(&slab_guard_budget, 2);
         record_free(a);
         record_free(b);
@@ -294,13 +316,7 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
     bits_set_span(a->free_map, i * k, k, occ, false);
     if (a->poisoned) bits_set_span(a->poisoned, i * k, k, occ, false);
     __atomic_store_n(&a->used, a->used + n, __ATOMIC_RELAXED);
-    uint32_t q0 = (uint32_t)((size_t)i * bytes >> MH_PAGE_SHIFT);
-    for (uint32_t w = 0; w < 4; w++)
-        for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
-            size_t off = (size_t)(w * 64 + (uint32_t)__builtin_ctzll(bits)) * a->bsize;
-            bits_clear_range(a->purged, q0 + (uint32_t)(off >> MH_PAGE_SHIFT),
-                             q0 + (uint32_t)((off + a->bsize - 1) >> MH_PAGE_SHIFT));
-        }
+    mark_resident(a, i, occ);
     if (a->mesh->span[i].refs++ == 0) a->mesh->active++;
     atomic_fetch_add(&n_meshes, 1);
     atomic_fetch_add(&meshed_bytes, bytes);
@@ -439,7 +455,10 @@ static void each_rw_run(miniheap_t *mh, void (*fn)(uint8_t *, size_t)) {
         }
     }
 }
-static void run_read_only(uint8_t *p, size_t n) { os_protect_read(p, n); }
+/* A run left writable would let the child copy a torn heap. */
+static void run_read_only(uint8_t *p, size_t n) {
+    if (!os_protect_read(p, n)) mh_fatal("fork: cannot make the heap read-only while the child copies it");
+}
 static void run_writable(uint8_t *p, size_t n) { os_commit(p, n); }
 static void mh_read_only(miniheap_t *mh, void *arg) { (void)arg; each_rw_run(mh, run_read_only); }
 static void mh_writable(miniheap_t *mh, void *arg) { (void)arg; each_rw_run(mh, run_writable); }

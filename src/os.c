@@ -534,11 +534,11 @@ void os_segment_purge(void *p, size_t size) {
         os_purge(p, size);
         return;
     }
-    /* MADV_DONTNEED would only drop the view: free the file's pages (those
-     * mapped here, whichever offset that is). */
-    int saved = errno;
-    if (size && madvise(p, size, MADV_REMOVE) == 0) atomic_fetch_add(&os_purged_total, size);
-    errno = saved;
+    /* MADV_DONTNEED would only drop the view: free the file's pages. Purged
+     * ranges are never meshed views, so their pages are at offset ==
+     * address; a punch ignores the protection (MADV_REMOVE before Linux 6.7
+     * stops at the first page that is not writable, a slab guard say). */
+    if (size) os_segment_punch(p, size);
 }
 
 bool os_protect_read(void *p, size_t size) {
@@ -588,7 +588,11 @@ bool os_backing_copy(int to, const void *seg, size_t size) {
     bool ok = true;
     while (ok && at < end) {
         off_t data = lseek(seg_fd, at, SEEK_DATA);
-        if (data < 0 || data >= end) break; /* ENXIO: no data after at */
+        if (data < 0) {
+            ok = errno == ENXIO; /* no data after at; anything else is a failed copy */
+            break;
+        }
+        if (data >= end) break;
         off_t hole = lseek(seg_fd, data, SEEK_HOLE);
         if (hole < 0 || hole > end) hole = end;
         for (off_t o = data; ok && o < hole;) {
@@ -616,10 +620,19 @@ void os_backing_fork_end(int to) {
 }
 
 /* Threads that write to a page being meshed wait in the fault handler. */
+/* Called from the fault handler, where SIGSEGV and SIGBUS are blocked: a
+ * signal handler of the program that runs during the wait and writes to the
+ * heap must be able to fault (and wait) in turn, not be killed. */
 void os_futex_wait(_Atomic uint32_t *word, uint32_t val, int timeout_ms) {
     int saved = errno;
+    sigset_t faults, old;
+    sigemptyset(&faults);
+    sigaddset(&faults, SIGSEGV);
+    sigaddset(&faults, SIGBUS);
+    pthread_sigmask(SIG_UNBLOCK, &faults, &old);
     struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000};
     syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     errno = saved;
 }
 
