@@ -125,9 +125,10 @@ typedef struct group { uint32_t stack; size_t blocks, bytes; int rule; } group_t
  *
  * And one rule of our own, on unless leak_system=1: a leak allocated wholly
  * by system code (every frame in /usr, /lib, /bin or /sbin, not /usr/local)
- * is not the program's to fix. Interpreters and shells do not free
- * everything at exit, by design (CPython, perl, bash), and with
- * LD_PRELOAD every process a program starts runs on miniheap too. */
+ * or by a language runtime (python, perl, ruby: system_path) is not the
+ * program's to fix. Interpreters and shells do not free everything at exit,
+ * by design (CPython, perl, bash), and with LD_PRELOAD every process a
+ * program starts runs on miniheap too. */
 #define MAX_RULES 256
 #define RULE_SYSTEM (-2)
 #define RULE_NONE (-1)
@@ -196,11 +197,21 @@ static void load_rules(void) {
     }
 }
 
+/* System code, or a language runtime's own code wherever it is installed
+ * (pyenv, a venv, conda, /usr/local): the interpreter binary or library and
+ * CPython's standard extension modules (lib-dynload). A program's own
+ * extension modules are none of these. */
 static bool system_path(const char *path) {
     static const char *const prefixes[] = {"/usr/lib/", "/usr/lib64/", "/usr/libexec/", "/usr/bin/", "/usr/sbin/",
                                            "/lib/", "/lib64/", "/bin/", "/sbin/", "/usr/share/"};
+    static const char *const runtimes[] = {"libpython", "python", "libperl", "perl", "libruby", "ruby"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(path, prefixes[i], strlen(prefixes[i])) == 0) return true;
+    if (strstr(path, "/lib-dynload/")) return true;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    for (size_t i = 0; i < sizeof runtimes / sizeof runtimes[0]; i++)
+        if (strncmp(base, runtimes[i], strlen(runtimes[i])) == 0) return true;
     return false;
 }
 
@@ -336,7 +347,7 @@ static void report(leak_state_t *st) {
             buf_dec(&b, system_hits);
             buf_str(&b, " ");
             buf_dec(&b, system_bytes);
-            buf_str(&b, " allocated by system code only (leak_system=1 reports them)\n");
+            buf_str(&b, " allocated by system code or a language runtime only (leak_system=1 reports them)\n");
         }
         os_write_stderr(text, b.len);
     }

@@ -41,7 +41,7 @@ static const option_def_t options[] = {
     {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks", true},
     {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack", false},
     {"leak_report", O(leak_report), 0, 1, {0, 0, 1}, "report unreachable blocks at exit", false},
-    {"leak_system", O(leak_system), 0, 1, {0, 0, 0}, "also report leaks allocated wholly by system code", false},
+    {"leak_system", O(leak_system), 0, 1, {0, 0, 0}, "also report leaks allocated wholly by system code or a language runtime", false},
     {"exitcode", O(exitcode), 0, 255, {23, 23, 23}, "exit status after a leak report (LeakSanitizer's 23)", false},
     {"check_every", O(check_every), 0, 1u << 30, {0, 0, 0}, "mh_check() every N operations", false},
     {"check_exit", O(check_exit), 0, 1, {0, 0, 1}, "mh_check() at exit: canaries of blocks never freed", false},

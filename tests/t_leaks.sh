@@ -3,9 +3,10 @@
 #   - leaks are found and the exit status is 23 (exitcode=N changes it);
 #   - a suppressions file (suppressions=FILE, "leak:<pattern>" lines)
 #     removes the matching leaks, and lists what it removed;
-#   - leaks allocated wholly by system code (interpreters, shells) are not
-#     reported unless leak_system=1: python3 and a shell pipeline run in
-#     debug mode and exit 0, and leak_system=1 shows python3 does leak;
+#   - leaks allocated wholly by system code or a language runtime
+#     (interpreters, shells) are not reported unless leak_system=1: python3
+#     (Debian's, and the one on PATH) and a shell pipeline run in debug mode
+#     and exit 0, and leak_system=1 shows python3 does leak;
 #   - a clean program says nothing.
 #   - with a symbolizer (llvm-symbolizer or addr2line), each frame names its
 #     function and file:line, static functions included; symbolize=0
@@ -53,4 +54,15 @@ check suppress_missing 23 'cannot read the suppressions file' '' -- run mode=deb
 check python 0 '' 'memory-leak' -- run mode=debug $PY -c 'import json, sqlite3; print(len(json.dumps(list(range(99)))))'
 check python_system 23 'memory-leak' '' -- run mode=debug:leak_system=1 $PY -c 'import json, sqlite3; print(len(json.dumps(list(range(99)))))'
 check shell 0 '' 'memory-leak' -- run mode=debug sh -c 'ls /usr | sort | head -3 >/dev/null; echo x | sed s/x/y/'
+# ... wherever the runtime is installed (pyenv, a venv, conda): a program
+# named like an interpreter whose every frame is its own counts as the
+# runtime's; the same program under its own name is reported.
+cp "$P" "$W/python3.99-leaky"
+check runtime 0 '' 'memory-leak' -- run mode=debug "$W/python3.99-leaky"
+check runtime_system 23 'leaked in 6 allocations' '' -- run mode=debug:leak_system=1 "$W/python3.99-leaky"
+# The python3 first on PATH, if it is not Debian's (a pyenv build, say).
+path_py=$(command -v python3 || true)
+if [ -n "$path_py" ] && [ "$(readlink -f "$path_py")" != "$(readlink -f "$PY")" ]; then
+    check path_python 0 '' 'memory-leak' -- run mode=debug "$path_py" -c 'import json, sqlite3; print(len(json.dumps(list(range(99)))))'
+fi
 [ $fails -eq 0 ]

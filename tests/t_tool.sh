@@ -100,11 +100,17 @@ if [ "$(readlink -f "$BUILD/libminiheap.so")" = "$(readlink -f "$LIB")" ]; then
 fi
 
 # ---- stats ----------------------------------------------------------------------------
-printf '3\n1\n2\n' | "$MH" stats -- sort >"$W/st" 2>"$W/st.err"
-rc=$?
+# Output to a file shared with what comes after (a script's log): the
+# statistics must go through the same file offset, not over later lines.
+{
+    printf '3\n1\n2\n' | "$MH" stats -- sort
+    rc=$?
+    echo "after the tool"
+} >"$W/st" 2>"$W/st.err"
 if [ $rc -eq 0 ] && [ "$(head -3 "$W/st" | tr '\n' ' ')" = "1 2 3 " ] && sed -n 4p "$W/st" | grep -qx 'miniheap stats:' &&
-    grep -qE '^  live blocks: [0-9]+$' "$W/st" && grep -qE '^  allocations: [1-9][0-9]*$' "$W/st"; then
-    ok "stats -- sort: the program's output, then its statistics"
+    grep -qE '^  live blocks: [0-9]+$' "$W/st" && grep -qE '^  allocations: [1-9][0-9]*$' "$W/st" &&
+    [ "$(tail -1 "$W/st")" = "after the tool" ] && [ "$(grep -c . "$W/st")" -gt 6 ]; then
+    ok "stats -- sort: the program's output, then its statistics, then what follows in the same file"
 else
     fail "stats -- sort: rc $rc: $(cat "$W/st" "$W/st.err" | head -8)"
 fi
