@@ -226,8 +226,8 @@ static void heapsort_u64(uint64_t *a, size_t n)
     }
 }
 
-/* distinct 4 KiB pages touched by the live blocks of the tables */
-static size_t floor_pages(blocks_t *tabs, int ntabs)
+/* 4 KiB pages the live blocks of the tables span, each block counted apart */
+static size_t pages_spanned(blocks_t *tabs, int ntabs)
 {
     size_t n = 0;
     for (int t = 0; t < ntabs; t++)
@@ -236,6 +236,13 @@ static size_t floor_pages(blocks_t *tabs, int ntabs)
                 uintptr_t a = (uintptr_t)tabs[t].p[i];
                 n += ((a + tabs[t].size[i] - 1) >> 12) - (a >> 12) + 1;
             }
+    return n;
+}
+
+/* distinct 4 KiB pages touched by the live blocks of the tables */
+static size_t floor_pages(blocks_t *tabs, int ntabs)
+{
+    size_t n = pages_spanned(tabs, ntabs);
     size_t bytes = n * sizeof(uint64_t);
     uint64_t *pg = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -280,13 +287,7 @@ static int occ_count(const uint64_t *g)
 
 static size_t mesh_pages(blocks_t *tabs, int ntabs)
 {
-    size_t n = 0;
-    for (int t = 0; t < ntabs; t++)
-        for (size_t i = 0; i < tabs[t].n; i++)
-            if (tabs[t].p[i] != NULL) {
-                uintptr_t a = (uintptr_t)tabs[t].p[i];
-                n += ((a + tabs[t].size[i] - 1) >> 12) - (a >> 12) + 1;
-            }
+    size_t n = pages_spanned(tabs, ntabs);
     if (n == 0)
         return 0;
     /* one key per (page, granule run): page << 16 | first << 8 | last */
