@@ -74,9 +74,10 @@ const char *canary_detail(char *buf, size_t cap, const uint8_t *from, size_t len
         buf_dec(&b, len);
         buf_str(&b, " canary bytes checked)");
     } else {
+        size_t far = (last == SIZE_MAX ? bad : last) + 1;
         buf_str(&b, "the canary after the block was overwritten up to ");
-        buf_dec(&b, (last == SIZE_MAX ? bad : last) + 1);
-        buf_str(&b, " bytes past its end (");
+        buf_dec(&b, far);
+        buf_str(&b, far == 1 ? " byte past its end (" : " bytes past its end (");
         buf_dec(&b, len);
         buf_str(&b, " canary bytes checked");
         if (last + 1 == len) buf_str(&b, ": the write may have gone further");

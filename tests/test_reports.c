@@ -10,7 +10,9 @@
  *   - an overflow of a large block found by realloc: one report, naming
  *     realloc (it was checked twice, the first time as malloc_usable_size);
  *   - a sized free larger than the block in fast mode: a size-mismatch
- *     report about the block (it said "in a miniheap but in no slab").
+ *     report about the block (it said "in a miniheap but in no slab");
+ *   - an overflow report says how far the write went ("up to 1 byte past
+ *     its end", "up to 5 bytes ...").
  */
 #include "mh_test.h"
 
@@ -169,6 +171,22 @@ static void test_large_realloc_reports_once(void)
     mh_set_error_handler(count_report, NULL);
 }
 
+/* A canary report says how far the write went, in the right number. */
+static void test_how_far(const char *mode, size_t k, const char *want)
+{
+    mh_set_error_handler(record, NULL);
+    atomic_store(&n_where, 0);
+    first_message[0] = 0;
+    unsigned char *p = mh_malloc(24);
+    REQUIRE(p != NULL, "malloc failed");
+    memset(p + 24, 'X', k);
+    mh_free(p);
+    CHECK(atomic_load(&n_where) == 1 && strstr(first_message, "heap-buffer-overflow") && strstr(first_message, want),
+          "[%s] %zu bytes written past a 24-byte block: the report does not say '%s':\n%s", mode, k, want,
+          first_message);
+    mh_set_error_handler(count_report, NULL);
+}
+
 static void test_sized_free_fast(void)
 {
     mh_set_error_handler(record, NULL);
@@ -200,6 +218,10 @@ static int run_mode(const char *mode)
     test_concurrent_reports(mode);
     if (!strcmp(mode, "hardened"))
         test_large_realloc_reports_once();
+    if (strcmp(mode, "fast")) {
+        test_how_far(mode, 1, "overwritten up to 1 byte past its end (8 canary bytes checked)");
+        test_how_far(mode, 5, "overwritten up to 5 bytes past its end (8 canary bytes checked)");
+    }
     if (!strcmp(mode, "fast"))
         test_sized_free_fast();
     return mh_test_failed() ? 1 : 0;
