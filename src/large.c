@@ -551,10 +551,12 @@ void *large_resize(large_t *l, size_t size, int *status) {
         errno = ENOMEM;
         return NULL;
     }
+    /* The copy under the lock: l's live-list links change when a
+     * neighbour on the list is freed (a race ThreadSanitizer found). */
     mh_lock(&large_lock);
     bool guard = n_live < GUARDED_MAX;
-    mh_unlock(&large_lock);
     large_t n = *l;
+    mh_unlock(&large_lock);
     size_t old_size = l_size(l);
     /* Before a shrink unmaps the tail; to what malloc_usable_size will say. */
     const size_t keep = (size_t)64 << 10;
