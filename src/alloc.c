@@ -121,18 +121,27 @@ static inline slab_t *slab_of_block(void *p, uint32_t *idx) {
     return s;
 }
 
-/* Release: what the owner wrote into the block and its records before
- * (size, canaries) is seen by whoever claims it next (another thread's free). */
-static inline void set_live(slab_t *s, uint32_t idx) {
-    atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
+/* Make a block live, its info word (when the slab keeps them) set to info.
+ * Release: what the owner wrote into the block and its records before (size,
+ * canaries) is seen by whoever claims it next (another thread's free). An
+ * info word is written with a plain store: until the bit is set, only the
+ * thread that holds the block writes it (a claim that fails writes nothing
+ * new), so no update can be lost and no locked instruction is needed. */
+static inline void set_live_info(slab_t *s, uint32_t idx, uint32_t info) {
+    if (s->info) __atomic_store_n(&s->info[idx], info | INFO_LIVE, __ATOMIC_RELEASE);
+    else atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
 }
 
-static inline bool is_live(slab_t *s, uint32_t idx) {
-    return atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) >> (idx & 63) & 1;
+/* Live again with the info word it has (a free or resize that did not go on). */
+static inline void set_live(slab_t *s, uint32_t idx) {
+    set_live_info(s, idx, s->info ? __atomic_load_n(&s->info[idx], __ATOMIC_RELAXED) : 0);
 }
+
+static inline bool is_live(slab_t *s, uint32_t idx) { return slab_live(s, idx); }
 
 /* Clear the live bit; false when the block was not live. */
 static inline bool claim(slab_t *s, uint32_t idx) {
+    if (s->info) return __atomic_fetch_and(&s->info[idx], ~INFO_LIVE, __ATOMIC_ACQ_REL) & INFO_LIVE;
     uint64_t bit = (uint64_t)1 << (idx & 63);
     return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_acq_rel) & bit;
 }
@@ -224,7 +233,6 @@ static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t room = s->bsize - s->front;
     if (unlikely(track_active())) track_open(raw, s->bsize);
-    if (s->info) __atomic_store_n(&s->info[idx], INFO(n, kind), __ATOMIC_RELAXED);
     if (zero) memset(p, 0, n);
     else if (unlikely(mh_opt.fill_new)) memset(p, FILL_NEW, n);
     if (s->front) canary_fill(raw, s->front);
@@ -241,9 +249,9 @@ static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
         track_noaccess(raw, s->bsize);
         track_alloc(p, s->canary ? n : room, s->front, zero);
     }
-    /* Live last: a heap check (or a forked child) never sees a live block
-     * whose size and canaries are not written yet. */
-    set_live(s, idx);
+    /* Size and live bit last: a heap check (or a forked child) never sees a
+     * live block whose size and canaries are not written yet. */
+    set_live_info(s, idx, INFO(n, kind));
     return p;
 }
 
@@ -254,7 +262,7 @@ static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
         slab_t *s = slab_of_block(p, &idx);
         if (unlikely(track_active())) track_alloc(p, s->bsize, 0, zero); /* before writing to it */
         if (zero) memset(p, 0, n);
-        set_live(s, idx);
+        set_live_info(s, idx, INFO(n, kind)); /* (fast mode keeps info words only for size 0) */
         return p;
     }
     return prepare_block(tagged, n, kind, zero);
@@ -442,7 +450,7 @@ static inline __attribute__((always_inline)) bool check_block(slab_t *s, uint32_
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t n = slab_block_size(s, idx);
     if (s->info && mh_opt.mismatch && kind) {
-        int had = (int)(block_info(s, idx) >> INFO_KIND_SHIFT);
+        int had = INFO_KIND(block_info(s, idx));
         if (unlikely(had && had != kind)) {
             report_kind(s, idx, p, where, had, kind);
             return false;
@@ -588,7 +596,8 @@ MH_API void *mh_malloc(size_t size) {
                 count_op(t);
                 uint32_t idx;
                 slab_t *s = slab_of_block(p, &idx);
-                set_live(s, idx);
+                /* (no info words: those are kept in fast mode only for size 0) */
+                atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
                 if (unlikely(track_active())) track_alloc(p, s->bsize, 0, false);
                 return p;
             }
@@ -741,7 +750,7 @@ static void *realloc_small(slab_t *s, uint32_t idx, void *p, size_t size) {
             atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
             track_open((uint8_t *)p + size, slack);
             canary_fill((uint8_t *)p + size, slack < s->canary_len ? slack : s->canary_len);
-            __atomic_store_n(&s->info[idx], INFO(size, s->info[idx] >> INFO_KIND_SHIFT), __ATOMIC_RELEASE);
+            __atomic_store_n(&s->info[idx], INFO(size, INFO_KIND(block_info(s, idx))), __ATOMIC_RELEASE);
             atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
             track_noaccess((uint8_t *)p + size, slack);
             track_resize(p, old, size, s->front);

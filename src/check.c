@@ -37,7 +37,7 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
     for (uint32_t idx = 0; idx < s->capacity && !c->block_fault.kind; idx++) {
         uint8_t *p = ustart + (size_t)idx * s->bsize, *raw = p - s->front;
         uint64_t bit = (uint64_t)1 << (idx & 63);
-        bool live = atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & bit;
+        bool live = slab_live(s, idx);
         if (live && (s->front || s->canary)) {
             uint32_t seq = atomic_load_explicit(&s->resize_seq, memory_order_acquire);
             size_t n = s->canary ? (__atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) : room;
@@ -51,7 +51,7 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
              * now (and then writing over the old canary, legally): a bad
              * tail canary counts only if no resize ran meanwhile. */
             if (tbad != SIZE_MAX && ((seq & 1) || atomic_load_explicit(&s->resize_seq, memory_order_acquire) != seq ||
-                                     !(atomic_load(&s->live[idx >> 6]) & bit)))
+                                     !slab_live(s, idx)))
                 tbad = SIZE_MAX;
             /* Nor may the slot have been freed and handed out again, with
              * another size, while we read (its new owner writes the size,
@@ -101,7 +101,7 @@ static void check_slab(check_ctx_t *c, miniheap_t *mh, slab_t *s) {
     uint32_t nfree = 0;
     for (uint32_t w = 0; w < s->nwords; w++) {
         uint64_t fm = s->free_map[w];
-        uint64_t lv = atomic_load_explicit(&s->live[w], memory_order_relaxed);
+        uint64_t lv = slab_live_word(s, w);
         uint32_t left = s->capacity - w * 64;
         uint64_t valid = left >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << left) - 1);
         if ((fm | lv) & ~valid) fail(c, "bitmap bit set past the slab's capacity", start);

@@ -21,7 +21,7 @@ static bool slab_explain(uintptr_t addr, mh_fault_t *f) {
     if (s->zero && addr >= (uintptr_t)slab_ustart(s) && addr < end) { /* a 0-byte block has no bytes at all */
         uint32_t i = (uint32_t)((addr - (uintptr_t)slab_ustart(s)) / s->bsize);
         if (i >= s->capacity) i = s->capacity - 1;
-        bool live = atomic_load_explicit(&s->live[i >> 6], memory_order_relaxed) >> (i & 63) & 1;
+        bool live = slab_live(s, i);
         slab_block_fault(f, s, i, slab_ustart(s) + (size_t)i * s->bsize);
         f->kind = live || !block_info(s, i) ? "heap-buffer-overflow" : "use-after-free";
         f->addr = (void *)addr;

@@ -233,12 +233,17 @@ typedef struct block_dbg {
 #define DBG_GET(d, field) __atomic_load_n(&(d)->field, __ATOMIC_RELAXED)
 #define DBG_SET(d, field, v) __atomic_store_n(&(d)->field, (v), __ATOMIC_RELAXED)
 
-/* Per-block info word (when mh_cfg.info): requested size and how it was
- * allocated. 0 means "never handed out". */
+/* Per-block info word (when mh_cfg.info): requested size, how it was
+ * allocated and whether it is live. 0 means "never handed out". A slab with
+ * info words keeps liveness there, not in its live bitmap: the allocation
+ * that writes the size sets the bit with the same plain store, and a free
+ * claims the bit on the line it reads the size from (slab_live()). */
 #define INFO_SIZE_MASK  0x0fffffffu
 #define INFO_KIND_SHIFT 28
+#define INFO_LIVE       0x80000000u
 enum { KIND_MALLOC = 1, KIND_NEW = 2, KIND_NEW_ARRAY = 3 };
 #define INFO(n, kind) ((uint32_t)(n) | ((uint32_t)(kind) << INFO_KIND_SHIFT))
+#define INFO_KIND(v)  ((int)(((v) >> INFO_KIND_SHIFT) & 3))
 
 typedef struct slab {
     struct slab *next, *prev;        /* bucket list of the class */
@@ -271,7 +276,8 @@ typedef struct slab {
     uint32_t *info;                  /* per block INFO() (NULL: not kept) */
     block_dbg_t *dbg;                /* per block stacks (NULL: not kept) */
     struct slab_mesh *mesh;          /* spans meshed with others (NULL: none), mesh.c */
-    _Atomic uint64_t live[];         /* 1 = owned by the program; atomic, no lock */
+    _Atomic uint64_t live[];         /* 1 = owned by the program; atomic, no lock
+                                      * (unused when info is kept: INFO_LIVE) */
 } slab_t;
 static inline uint8_t *slab_start(const slab_t *s) { return UNMANGLE(s->start_m); }
 static inline uint8_t *slab_ustart(const slab_t *s) { return UNMANGLE(s->ustart_m); }
@@ -279,6 +285,21 @@ static inline uint8_t *slab_ustart(const slab_t *s) { return UNMANGLE(s->ustart_
  * thread may read it while the block's owner writes it. */
 static inline uint32_t block_info(const slab_t *s, uint32_t idx) {
     return __atomic_load_n(&s->info[idx], __ATOMIC_RELAXED);
+}
+/* Is the block owned by the program? Acquire: its size and canaries, written
+ * before it became live, are seen too. */
+static inline bool slab_live(const slab_t *s, uint32_t idx) {
+    if (s->info) return __atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_LIVE;
+    return atomic_load_explicit((_Atomic uint64_t *)&s->live[idx >> 6], memory_order_acquire) >> (idx & 63) & 1;
+}
+/* The live bits of blocks w*64 .. w*64+63, for heap walks. */
+static inline uint64_t slab_live_word(const slab_t *s, uint32_t w) {
+    if (!s->info) return atomic_load_explicit((_Atomic uint64_t *)&s->live[w], memory_order_acquire);
+    uint64_t bits = 0;
+    uint32_t end = s->capacity - w * 64 < 64 ? s->capacity - w * 64 : 64;
+    for (uint32_t i = 0; i < end; i++)
+        bits |= (uint64_t)(__atomic_load_n(&s->info[w * 64 + i], __ATOMIC_ACQUIRE) >> 31) << i;
+    return bits;
 }
 /* Size the program asked for (or the whole slot without canaries). */
 static inline size_t slab_block_size(const slab_t *s, uint32_t idx) {
@@ -714,7 +735,8 @@ _Static_assert(MH_BUCKETS <= 32, "class_bins_t.nonempty is a 32-bit mask");
 _Static_assert(MH_MIN_ALIGN + 1 <= 2 * MH_MIN_ALIGN,
                "the malloc fast path leaves 2 * MH_MIN_ALIGN for the front redzone and the canary byte");
 _Static_assert(MH_SMALL_MAX <= INFO_SIZE_MASK, "an info word holds any small block's size");
-_Static_assert(KIND_NEW_ARRAY < (1u << (32 - INFO_KIND_SHIFT)), "an info word holds the allocation kind");
+_Static_assert(KIND_NEW_ARRAY <= 3 && (INFO_LIVE & (INFO_SIZE_MASK | (3u << INFO_KIND_SHIFT))) == 0,
+               "an info word holds the size, the allocation kind and the live bit apart");
 _Static_assert(MH_ROOT_ENTRIES * MH_LEAF_ENTRIES << MH_SEG_SHIFT == (size_t)1 << MH_ADDR_BITS,
                "the radix table covers the whole address space");
 

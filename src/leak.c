@@ -40,7 +40,7 @@ static void collect_slab(slab_t *s, void *arg) {
     leak_state_t *st = arg;
     uint8_t *ustart = slab_ustart(s);
     for (uint32_t w = 0; w < s->nwords; w++) {
-        uint64_t live = atomic_load_explicit(&s->live[w], memory_order_relaxed);
+        uint64_t live = slab_live_word(s, w);
         while (live) {
             uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(live);
             live &= live - 1;

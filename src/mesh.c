@@ -591,8 +591,7 @@ const char *mesh_check_slab(const slab_t *s) {
         if (fb[0] | fb[1] | fb[2] | fb[3]) return "a slot of a meshed-away span is free in its slab";
         for (uint32_t x = 0; x < k; x++) { /* its live blocks are blocks it owns */
             uint32_t idx = j * k + x;
-            bool live = atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) >> (idx & 63) & 1;
-            if (live && !(sp->own[x >> 6] >> (x & 63) & 1)) return "a live block of a meshed span is not owned by it";
+            if (slab_live(s, idx) && !(sp->own[x >> 6] >> (x & 63) & 1)) return "a live block of a meshed span is not owned by it";
         }
         const slab_t *t = sp->target;
         if (!t->mesh || sp->tspan >= t->mesh->nspans || !t->mesh->span[sp->tspan].refs || t->mesh->span[sp->tspan].target)

@@ -1,6 +1,7 @@
 /* Slabs: blocks of one size class in a run of units, tracked by two bitmaps
  * kept out of line: free_map (free in the slab, under the class lock) and
- * live (owned by the program, atomic, so frees need no lock).
+ * live (owned by the program, atomic, so frees need no lock; in slabs that
+ * keep per-block info words, a bit of the info word instead).
  *
  * Fullest first: each class keeps its partly used slabs in buckets by
  * fullness, and blocks are taken from the fullest, so free space collects in
@@ -380,7 +381,7 @@ bool slab_block_cached(void *p, uint32_t cls) {
     uint64_t bit = (uint64_t)1 << (idx & 63);
     class_bins_t *b = bins_of(s->arena, cls);
     mh_lock(&b->lock);
-    bool cached = !(atomic_load_explicit(&s->live[idx >> 6], memory_order_relaxed) & bit) &&
+    bool cached = !slab_live(s, idx) &&
                   !(s->free_map[idx >> 6] & bit);
     mh_unlock(&b->lock);
     return cached;

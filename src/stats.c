@@ -17,11 +17,11 @@ static void walk_miniheap(miniheap_t *mh, void *arg) {
         st->slabs++;
         size_t live = 0;
         for (uint32_t w = 0; w < s->nwords; w++)
-            live += (size_t)__builtin_popcountll(atomic_load_explicit(&s->live[w], memory_order_relaxed));
+            live += (size_t)__builtin_popcountll(slab_live_word(s, w));
         st->small_blocks += live;
         if (s->canary) { /* the requested sizes: what malloc_usable_size says */
             for (uint32_t w = 0; w < s->nwords; w++) {
-                uint64_t bits = atomic_load_explicit(&s->live[w], memory_order_relaxed);
+                uint64_t bits = slab_live_word(s, w);
                 while (bits) {
                     uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(bits);
                     bits &= bits - 1;
