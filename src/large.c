@@ -287,6 +287,19 @@ static void *publish(large_t *l, size_t size, int kind, bool zero, size_t dirty)
     return p;
 }
 
+/* The data pages of a mapping (a sampled block uses only their end). */
+static inline size_t data_pages(const large_t *l) { return l->map_size - (l->guarded ? 2 * MH_PAGE : 0); }
+
+/* A sampled block ends 16-byte aligned right at its guard page, so an
+ * overflow reaches the guard at once; the few bytes of slack left carry the
+ * canary. */
+static void place_sampled(large_t *l, size_t need, size_t pages) {
+    size_t used = (need + 15) & ~(size_t)15;
+    l->user_m = MANGLE(l_map(l) + MH_PAGE + pages - used);
+    l->usable = used;
+    l->sampled = 1;
+}
+
 void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) {
     if (size > MH_MAX_REQUEST) { errno = ENOMEM; return NULL; }
     size_t need = size + mh_cfg.tail;
@@ -295,30 +308,36 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
     large_t *l = NULL;
     mh_lock(&large_lock);
     bool guard = sampled || n_live < GUARDED_MAX;
-    if (!sampled && align == MH_PAGE) {
+    if (align == MH_PAGE) {
         /* Reuse the cached mapping closest in size, resized: its resident
-         * pages save faults whether it is larger or smaller. In hardened
-         * mode never the one freed last (the list is newest first): it stays
-         * inaccessible, so a write through a stale pointer right after its
-         * free, and the same size allocated again, faults instead of landing
-         * in the new block. */
+         * pages save faults whether it is larger or smaller (a sampled block
+         * takes only a guarded one of its exact size: no mmap, no munmap).
+         * In hardened mode never the one freed last (the list is newest
+         * first): it stays inaccessible, so a write through a stale pointer
+         * right after its free, and the same size allocated again, faults
+         * instead of landing in the new block. */
         large_t **best = NULL;
         size_t best_d = SIZE_MAX;
         large_t **from = mh_cfg.hard && cache ? &cache->next : &cache;
         for (large_t **pp = from; *pp; pp = &(*pp)->next) {
-            size_t u = (*pp)->usable, d = u > pages ? u - pages : pages - u;
+            size_t u = data_pages(*pp), d = u > pages ? u - pages : pages - u;
+            if (sampled && (d || !(*pp)->guarded)) continue;
             if (d < best_d) { best = pp; best_d = d; }
         }
         if (best) {
             l = *best;
             *best = l->next;
-            cached_bytes -= l->usable;
+            cached_bytes -= data_pages(l);
             n_cached--;
         }
     }
     mh_unlock(&large_lock);
     if (l) {
-        size_t g = l->guarded ? MH_PAGE : 0, dirty = l->usable;
+        size_t g = l->guarded ? MH_PAGE : 0, dirty = data_pages(l);
+        /* Whole data pages again (it may have been a sampled block). */
+        l->user_m = MANGLE(l_map(l) + g);
+        l->usable = dirty;
+        l->sampled = 0;
         /* A reused mapping keeps up to 8 times the size asked as slack: its
          * pages are resident already, and the next request may be larger
          * (glibc keeps its heap top for the same reason). */
@@ -326,6 +345,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
             !resize_pages(l, pages, guard, 7 * pages + ((size_t)1 << 20))) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
+            if (sampled) place_sampled(l, need, pages);
             return publish(l, size, kind, zero, dirty);
         }
     }
@@ -336,14 +356,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
         errno = ENOMEM;
         return NULL;
     }
-    if (sampled) {
-        /* Right-align (to 16 bytes) so an overflow reaches the guard page at
-         * once; the few bytes of slack left carry the canary. */
-        size_t used = (need + 15) & ~(size_t)15;
-        l->user_m = MANGLE(l_user(l) + pages - used);
-        l->usable = used;
-        l->sampled = 1;
-    }
+    if (sampled) place_sampled(l, need, pages);
     return publish(l, size, kind, zero, 0); /* fresh pages are zero */
 }
 
@@ -414,6 +427,27 @@ bool large_check_claimed(large_t *l, bool has_size, size_t sized, int kind, cons
     return check_on_free(l, has_size, sized, kind, where);
 }
 
+/* Newest first into the cache (large_lock held); over max bytes, the
+ * oldest leave for *evict. */
+static void cache_insert(large_t *l, uint64_t now, size_t max, large_t **evict) {
+    l->freed_ms = now;
+    l->next = cache;
+    cache = l;
+    purge_pending();
+    cached_bytes += data_pages(l);
+    n_cached++;
+    while (cached_bytes > max) {
+        large_t **pp = &cache;
+        while ((*pp)->next) pp = &(*pp)->next;
+        large_t *old = *pp;
+        *pp = NULL;
+        cached_bytes -= data_pages(old);
+        n_cached--;
+        old->next = *evict;
+        *evict = old;
+    }
+}
+
 /* Free a claimed, checked block: quarantine, cache or unmap. */
 void large_release(large_t *l) {
     uint64_t now = os_now_ms();
@@ -437,32 +471,23 @@ void large_release(large_t *l) {
         n_quar++;
         size_t qmax = mh_cfg.quarantine ? mh_cfg.quarantine : ((size_t)4 << 20);
         while (n_quar > 1 && (quar_bytes > qmax || n_quar > QUARANTINE_MAX_BLOCKS)) {
+            /* Out of quarantine into the cache, still inaccessible: the
+             * next block of its size reuses the mapping (no mmap, munmap or
+             * page faults again), or the purge gives it back. */
             large_t *old = quarantine_take_oldest();
-            old->next = evict;
-            evict = old;
+            if (data_pages(old) <= max && OPT(decay_ms) > 0) {
+                cache_insert(old, now, max, &evict);
+            } else {
+                old->next = evict;
+                evict = old;
+            }
         }
         l = NULL;
     } else if (l->usable <= max && OPT(decay_ms) > 0) {
         /* Hardened: a cached block is inaccessible until reused, so a stale
          * access faults and is reported instead of reading recycled data. */
         if (mh_cfg.hard) os_protect_none(l_map(l), l->map_size);
-        l->freed_ms = now;
-        l->next = cache;
-        cache = l;
-        purge_pending();
-        cached_bytes += l->usable;
-        n_cached++;
-        /* Over the bound: drop the oldest (the list is newest first). */
-        while (cached_bytes > max) {
-            large_t **pp = &cache;
-            while ((*pp)->next) pp = &(*pp)->next;
-            large_t *old = *pp;
-            *pp = NULL;
-            cached_bytes -= old->usable;
-            n_cached--;
-            old->next = evict;
-            evict = old;
-        }
+        cache_insert(l, now, max, &evict);
         l = NULL;
     }
     if (l) remember_gone(l);
@@ -603,7 +628,7 @@ uint64_t large_purge(uint64_t now, bool force) {
         large_t *l = *pp;
         if (force || now - l->freed_ms >= OPT(decay_ms)) {
             *pp = l->next;
-            cached_bytes -= l->usable;
+            cached_bytes -= data_pages(l);
             n_cached--;
             l->next = evict;
             evict = l;
