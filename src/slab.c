@@ -209,23 +209,24 @@ static uint64_t rng_next(uint64_t *x) {
 }
 
 /* Take up to n free blocks out of s, as tagged user pointers. With
- * mh_opt.random the scan starts at a random word and bit, so which slot comes
- * next cannot be predicted. */
+ * mh_opt.random the scan starts at a random word, and each block is the
+ * first free one after a random bit of it, drawn anew for every block: so
+ * which slot comes next cannot be predicted, and two sequences (a forked
+ * child's and its parent's) that diverge draw differently at every block,
+ * not once per batch (a start bit that fell in a run of taken slots used to
+ * give both the same whole batch). */
 static uint32_t slab_pop(slab_t *s, void **out, uint32_t n, uint64_t *rng) {
     uint32_t avail = s->capacity - s->used, k = 0, w = s->hint;
     bool purged = (s->purged[0] | s->purged[1]) != 0;
     uint8_t *ustart = slab_ustart(s);
     uint32_t rot = 0;
-    if (rng) {
-        uint64_t r = rng_next(rng);
-        w = (uint32_t)(r % s->nwords);
-        rot = (uint32_t)(r >> 32) & 63;
-    }
+    if (rng) w = (uint32_t)(rng_next(rng) % s->nwords);
     if (n > avail) n = avail;
     while (k < n) {
         uint64_t word = s->free_map[w];
         while (word && k < n) {
             /* Rotating puts a random bit first; ctz then takes the next set one. */
+            if (rng) rot = (uint32_t)(rng_next(rng) >> 58);
             uint64_t rw = rot ? (word >> rot) | (word << (64 - rot)) : word;
             uint32_t bit = ((uint32_t)__builtin_ctzll(rw) + rot) & 63;
             word &= ~((uint64_t)1 << bit);
