@@ -146,6 +146,7 @@ add "Write after free at offset 8, then mh_check() (120, 5000 B)" uaf_write:5000
 add "Write after free at offset 8, then 20000 malloc/free of the size (120 B)" uaf_write:120:8:churn - none $UAF $UAF
 add "Read after free, large block (300 KiB, offset 100)" uaf_read:307200:100 - none $UAF $UAF
 add "Read after free, large block (300 KiB, offset 0): the report names the function that read (and in debug mode where the block was allocated and freed)" uaf_read:307200:0 - none $UAF $UAF
+add "Read after free, large block (300 KiB), after 24 MiB of other large frees (past debug's 16 MiB quarantine: its mapping is cached, inaccessible)" uaf_read_evicted - none $UAF $UAF
 add "Read after free, small block (120 B; not sampled: reads of freed slab memory are not seen)" uaf_read:120:0 - none none none
 add "Write after free through a stale pointer after the size was allocated again, large block (256 KiB)" uaf_write_reused:262144 - none $UAF $UAF
 add "Write after free through a stale pointer after the size was allocated again, small block (120 B)" uaf_write_reused:120 - none none $UAF

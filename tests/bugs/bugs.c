@@ -13,6 +13,9 @@
  *        same size 8 times and free them all; check = mh_check();
  *        churn = 20000 malloc/free pairs of the same size
  *   bugs uaf_read SIZE OFF             frees the block and reads the byte at OFF
+ *   bugs uaf_read_evicted              frees a 300 KiB block, then 24 blocks of
+ *                                      1 MiB (more than debug's quarantine),
+ *                                      then reads the first block
  *   bugs double_free small|medium|large|after_allocs|after_reuse|thread
  *   bugs invalid free|realloc|usable TARGET
  *        TARGET: interior_small interior_large stack global mmap wild stale
@@ -234,6 +237,19 @@ static int uaf_read(size_t n, size_t off) {
     unsigned char *p = site_alloc(n);
     site_free(p);
     volatile unsigned v = peek(p, (ptrdiff_t)off);
+    (void)v;
+    return 0;
+}
+
+/* Past the quarantine: the freed mapping waits in the mapping cache, still
+ * inaccessible (nothing is allocated after the frees, so it is not reused). */
+static int uaf_read_evicted(void) {
+    void *other[24];
+    for (int i = 0; i < 24; i++) other[i] = site_alloc((size_t)1 << 20);
+    unsigned char *p = site_alloc(300 * 1024);
+    site_free(p);
+    for (int i = 0; i < 24; i++) site_free(other[i]);
+    volatile unsigned v = peek(p, 100);
     (void)v;
     return 0;
 }
@@ -731,6 +747,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "underflow") && argc == 3) return underflow(num(a2));
     if (!strcmp(c, "uaf_write") && argc >= 4) return uaf_write(num(a2), num(a3), argc > 4 ? a4 : "reuse");
     if (!strcmp(c, "uaf_read") && argc == 4) return uaf_read(num(a2), num(a3));
+    if (!strcmp(c, "uaf_read_evicted") && argc == 2) return uaf_read_evicted();
     if (!strcmp(c, "double_free") && argc == 3) return double_free(a2);
     if (!strcmp(c, "invalid") && argc == 4) return invalid(a2, a3);
     if (!strcmp(c, "free_sized") && argc == 3) return free_sized_case(a2);
