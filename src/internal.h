@@ -178,6 +178,10 @@ MH_INTERNAL void   os_self_exe(char *buf, size_t cap);
 MH_INTERNAL bool   os_executable(const char *path);
 MH_INTERNAL long   os_run_capture(const char *const argv[], char *out, size_t cap, int timeout_ms);
 MH_INTERNAL bool   os_install_fault_handler(void (*fn)(int, void *, void *));
+struct sigaction;
+MH_INTERNAL int    os_program_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+/* glibc's own sigaction: the public name is interposed (override.c). */
+extern int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 MH_INTERNAL void   os_chain_fault(int sig, void *info, void *uctx);
 MH_INTERNAL uint32_t os_thread_id(void);
 /* How a miniheap is backed: anonymous memory, or with meshing views of one

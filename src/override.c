@@ -5,6 +5,7 @@
 #include "track.h"
 
 #include <malloc.h>
+#include <signal.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -26,6 +27,27 @@ EXPORT void free_sized(void *p, size_t n) { MH_TRACK_ENTRY(mh_free_sized(p, n));
 EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { MH_TRACK_ENTRY(mh_free_aligned_sized(p, a, n)); }
 EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
 EXPORT void malloc_stats(void) { mh_print_stats(); }
+
+/* Signal handlers: with meshing on, miniheap's fault handler stays in front
+ * of the program's (os_program_sigaction). signal() is glibc's sigaction
+ * underneath but does not call it by name, so it is here too, with glibc's
+ * BSD semantics. */
+EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+    return os_program_sigaction(sig, act, old);
+}
+
+static sighandler_t bsd_signal_impl(int sig, sighandler_t fn) {
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sig > 0 && sig < NSIG) sigaddset(&sa.sa_mask, sig);
+    if (os_program_sigaction(sig, &sa, &old) < 0) return SIG_ERR;
+    return old.sa_handler;
+}
+EXPORT sighandler_t signal(int sig, sighandler_t fn) { return bsd_signal_impl(sig, fn); }
+EXPORT sighandler_t bsd_signal(int sig, sighandler_t fn) { return bsd_signal_impl(sig, fn); }
 
 static size_t clamp_int(size_t v) { return v > 0x7fffffff ? 0x7fffffff : v; }
 
