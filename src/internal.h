@@ -180,6 +180,7 @@ MH_INTERNAL long   os_run_capture(const char *const argv[], char *out, size_t ca
 MH_INTERNAL bool   os_install_fault_handler(void (*fn)(int, void *, void *));
 struct sigaction;
 MH_INTERNAL int    os_program_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+MH_INTERNAL bool   os_keeps_fault_handler(int sig); /* mesh=1: SIGSEGV, SIGBUS stay miniheap's */
 /* glibc's own sigaction: the public name is interposed (override.c). */
 extern int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 MH_INTERNAL void   os_chain_fault(int sig, void *info, void *uctx);

@@ -420,9 +420,13 @@ bool os_install_fault_handler(void (*fn)(int, void *, void *)) {
  * handler is kept as the one faults that are not miniheap's are passed to,
  * and the program reads back what it installed. Otherwise, and for every
  * other signal, glibc's sigaction. */
+bool os_keeps_fault_handler(int sig) {
+    return (sig == SIGSEGV || sig == SIGBUS) && OPT(mesh) &&
+           atomic_load_explicit(&fault_handler_in, memory_order_acquire);
+}
+
 int os_program_sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
-    if ((sig == SIGSEGV || sig == SIGBUS) && OPT(mesh) &&
-        atomic_load_explicit(&fault_handler_in, memory_order_acquire)) {
+    if (os_keeps_fault_handler(sig)) {
         struct sigaction *kept = sig == SIGBUS ? &old_bus : &old_segv;
         sigset_t all, saved;
         sigfillset(&all);

@@ -29,20 +29,22 @@ EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
 EXPORT void malloc_stats(void) { mh_print_stats(); }
 
 /* Signal handlers: with meshing on, miniheap's fault handler stays in front
- * of the program's (os_program_sigaction). signal() is glibc's sigaction
- * underneath but does not call it by name, so it is here too, with glibc's
- * BSD semantics. */
+ * of the program's (os_program_sigaction). glibc's signal() sets handlers
+ * without calling sigaction by name, so it is here too: for SIGSEGV and
+ * SIGBUS under mesh=1 with glibc's BSD semantics, else glibc's own (ssignal
+ * is its other name). */
 EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     return os_program_sigaction(sig, act, old);
 }
 
 static sighandler_t bsd_signal_impl(int sig, sighandler_t fn) {
+    if (!os_keeps_fault_handler(sig)) return ssignal(sig, fn);
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = fn;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sig > 0 && sig < NSIG) sigaddset(&sa.sa_mask, sig);
+    sigaddset(&sa.sa_mask, sig);
     if (os_program_sigaction(sig, &sa, &old) < 0) return SIG_ERR;
     return old.sa_handler;
 }
