@@ -208,25 +208,42 @@ static uint64_t rng_next(uint64_t *x) {
     return *x;
 }
 
+/* The k-th set bit of x (k < popcount(x)). */
+static uint32_t nth_set_bit(uint64_t x, uint32_t k) {
+    while (k--) x &= x - 1;
+    return (uint32_t)__builtin_ctzll(x);
+}
+
 /* Take up to n free blocks out of s, as tagged user pointers. With
- * mh_opt.random the scan starts at a random word, and each block is the
- * first free one after a random bit of it, drawn anew for every block: so
- * which slot comes next cannot be predicted, and two sequences (a forked
- * child's and its parent's) that diverge draw differently at every block,
- * not once per batch (a start bit that fell in a run of taken slots used to
- * give both the same whole batch). */
+ * mh_opt.random a batch starts at a free slot of the slab drawn uniformly,
+ * so which slot comes next cannot be predicted; the rest of the batch
+ * follows it in order, so blocks allocated together stay close together
+ * (a slot drawn anew for every block scattered them: bench/real/pywork.py
+ * took 0.48 s instead of 0.39 s in hardened mode). Drawing the start among
+ * the free slots, not a start bit then the next free one, keeps two
+ * sequences (a forked child's and its parent's) from coinciding: a start bit
+ * that fell into a run of taken slots gave both the same batch (19 in 2,000
+ * forks took the same 64 slots). */
 static uint32_t slab_pop(slab_t *s, void **out, uint32_t n, uint64_t *rng) {
     uint32_t avail = s->capacity - s->used, k = 0, w = s->hint;
     bool purged = (s->purged[0] | s->purged[1]) != 0;
     uint8_t *ustart = slab_ustart(s);
     uint32_t rot = 0;
-    if (rng) w = (uint32_t)(rng_next(rng) % s->nwords);
+    if (rng && avail) {
+        /* The start: the k-th free slot of the slab, k uniform. */
+        uint32_t k0 = (uint32_t)(rng_next(rng) % avail);
+        for (w = 0; w + 1 < s->nwords; w++) {
+            uint32_t c = (uint32_t)__builtin_popcountll(s->free_map[w]);
+            if (k0 < c) break;
+            k0 -= c;
+        }
+        rot = nth_set_bit(s->free_map[w], k0);
+    }
     if (n > avail) n = avail;
     while (k < n) {
         uint64_t word = s->free_map[w];
         while (word && k < n) {
-            /* Rotating puts a random bit first; ctz then takes the next set one. */
-            if (rng) rot = (uint32_t)(rng_next(rng) >> 58);
+            /* Rotating puts the start bit first; ctz then takes the next set one. */
             uint64_t rw = rot ? (word >> rot) | (word << (64 - rot)) : word;
             uint32_t bit = ((uint32_t)__builtin_ctzll(rw) + rot) & 63;
             word &= ~((uint64_t)1 << bit);

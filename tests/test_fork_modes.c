@@ -8,7 +8,7 @@
  *   - the main thread forks FORKS times. Each child must allocate, free,
  *     make a report of its own and pass mh_check() within a few seconds
  *     (alarm): a lock the fork left held would hang it.
- * Then, once per mode, slot randomness: a parent and its child each take 64
+ * Then, once per mode, slot randomness: a parent and its child each take 512
  * blocks of a fresh class; they must not get the same slots in the same
  * order (the child reseeds), with kernel randomness and with seed=N.
  */
@@ -149,15 +149,19 @@ static void forks_while_busy(const char *mode)
            mode, FORKS, hung, failed, atomic_load(&reports));
 }
 
-/* Where 64 blocks of a fresh class land; the child sends its own over a pipe. */
+/* Where NSLOTS blocks of a fresh class land; the child sends its own over a
+ * pipe. Enough of them for a score of batches: two independent draws then
+ * coincide with no chance worth counting (with 64, 1 parent and child in
+ * 3,000 took the same slots). */
+#define NSLOTS 512
 static void take_slots(uintptr_t *off)
 {
-    void *p[64];
-    for (int i = 0; i < 64; i++) {
+    static void *p[NSLOTS];
+    for (int i = 0; i < NSLOTS; i++) {
         p[i] = mh_malloc(700);
         off[i] = (uintptr_t)p[i];
     }
-    for (int i = 0; i < 64; i++)
+    for (int i = 0; i < NSLOTS; i++)
         mh_free(p[i]);
 }
 
@@ -171,7 +175,7 @@ static void child_slots_differ(const char *mode, const char *opts)
     REQUIRE(pipe(fd) == 0, "pipe");
     pid_t pid = fork();
     REQUIRE(pid >= 0, "fork failed");
-    uintptr_t mine[64], theirs[64];
+    static uintptr_t mine[NSLOTS], theirs[NSLOTS];
     if (pid == 0) {
         alarm(10);
         take_slots(mine);
@@ -185,8 +189,8 @@ static void child_slots_differ(const char *mode, const char *opts)
     wait_child(pid, 15, &st);
     close(fd[0]);
     REQUIRE(n == (ssize_t)sizeof theirs, "short read from the child");
-    CHECK(memcmp(mine, theirs, sizeof mine) != 0, "[%s] %s: parent and child took the same 64 slots in the same order",
-          mode, opts);
+    CHECK(memcmp(mine, theirs, sizeof mine) != 0, "[%s] %s: parent and child took the same %d slots in the same order",
+          mode, opts, NSLOTS);
     mh_free(warm);
 }
 
