@@ -572,21 +572,30 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
 
 /* free of a slab block in hardened and debug modes: its own function, so
  * the fast path above keeps its few registers, with the checks inline. */
-static MH_NOINLINE void free_hard(tcache_t *t, slab_t *s, uint32_t idx, void *p) {
+static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, slab_t *s, uint32_t idx, void *p,
+                                                                  const char *where, int kind) {
     if (unlikely(!claim(s, idx))) {
-        report_not_live(s, idx, p, "free", NULL);
+        report_not_live(s, idx, p, where, NULL);
         return;
     }
-    free_claimed(s, idx, p, "free", KIND_MALLOC, false, 0);
+    free_claimed(s, idx, p, where, kind, false, 0);
     if (unlikely(mh_opt.check_every)) maybe_check(t);
+}
+static MH_NOINLINE void free_hard(tcache_t *t, slab_t *s, uint32_t idx, void *p) {
+    free_hard_body(t, s, idx, p, "free", KIND_MALLOC);
+}
+/* (operator delete and delete[]: the kind is checked against new's) */
+static MH_NOINLINE void free_hard_kind(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind) {
+    free_hard_body(t, s, idx, p, kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete", kind);
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
 
-MH_API void *mh_malloc(size_t size) {
+/* The fast path of malloc and operator new: a thread cache holding a block
+ * of the class (not for size 0, which wraps here: zero_guard gives it a
+ * class of its own). */
+static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int kind) {
     tcache_t *t = mh_tcache;
-    /* The fast path: a thread cache holding a block of the class (not for
-     * size 0, which wraps here: zero_guard gives it a class of its own). */
     if (likely(t != NULL) && likely(size - 1 < MH_SMALL_MAX - 2 * MH_MIN_ALIGN)) {
         tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
         if (likely(bin->count)) {
@@ -605,17 +614,18 @@ MH_API void *mh_malloc(size_t size) {
                 void *tagged = bin->slots[--bin->count];
                 t->allocs++;
                 count_op(t);
-                return prepare_block(tagged, size, KIND_MALLOC, false);
+                return prepare_block(tagged, size, kind, false);
             }
         }
     }
-    return alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
+    return alloc_generic(size, MH_MIN_ALIGN, kind, false);
 }
 
-MH_API void mh_free(void *p) {
+/* The fast path of free and operator delete (fast mode: a block of a slab,
+ * room in the thread's cache; other modes: free_hard). Everything else, a
+ * NULL included, takes free_impl. */
+static inline __attribute__((always_inline)) void free_fast(void *p, int kind) {
     tcache_t *t = mh_tcache;
-    /* The fast path (fast mode): a block of a slab, room in the thread's
-     * cache. Everything else, a NULL included, takes free_impl. */
     if (likely(t != NULL)) {
         uint32_t idx;
         bool interior = false;
@@ -629,13 +639,19 @@ MH_API void mh_free(void *p) {
                     return;
                 }
             } else {
-                free_hard(t, s, idx, p);
+                if (kind == KIND_MALLOC) free_hard(t, s, idx, p);
+                else free_hard_kind(t, s, idx, p, kind);
                 return;
             }
         }
     }
-    if (p) free_impl(p, "free", KIND_MALLOC, false, 0);
+    if (p) free_impl(p, kind == KIND_MALLOC ? "free" : kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete",
+                     kind, false, 0);
 }
+
+MH_API void *mh_malloc(size_t size) { return alloc_fast(size, KIND_MALLOC); }
+
+MH_API void mh_free(void *p) { free_fast(p, KIND_MALLOC); }
 
 MH_API void *mh_calloc(size_t count, size_t size) {
     size_t total;
@@ -848,11 +864,13 @@ MH_API void mh_free_aligned_sized(void *p, size_t align, size_t size) {
 /* For operator new/delete (new.cpp). */
 MH_INTERNAL void *mh_alloc_kind(size_t size, size_t align, int kind);
 void *mh_alloc_kind(size_t size, size_t align, int kind) {
-    return alloc_generic(size, align < MH_MIN_ALIGN ? MH_MIN_ALIGN : align, kind, false);
+    if (align <= MH_MIN_ALIGN) return alloc_fast(size, kind);
+    return alloc_generic(size, align, kind, false);
 }
 MH_INTERNAL void mh_free_kind(void *p, int kind, bool has_size, size_t size);
 void mh_free_kind(void *p, int kind, bool has_size, size_t size) {
-    if (p) free_impl(p, kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete", kind, has_size, size);
+    if (!has_size) free_fast(p, kind);
+    else if (p) free_impl(p, kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete", kind, has_size, size);
 }
 
 MH_API int mh_trim(size_t pad) {
