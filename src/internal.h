@@ -301,7 +301,9 @@ static inline bool slab_live(const slab_t *s, uint32_t idx) {
 static inline uint64_t slab_live_word(const slab_t *s, uint32_t w) {
     if (!s->info) return atomic_load_explicit((_Atomic uint64_t *)&s->live[w], memory_order_acquire);
     uint64_t bits = 0;
-    uint32_t end = s->capacity - w * 64 < 64 ? s->capacity - w * 64 : 64;
+    /* (a guarded slab holds fewer blocks than its class: words past its
+     * capacity may exist, and its info array ends at the class's) */
+    uint32_t end = s->capacity <= w * 64 ? 0 : s->capacity - w * 64 < 64 ? s->capacity - w * 64 : 64;
     for (uint32_t i = 0; i < end; i++)
         bits |= (uint64_t)(__atomic_load_n(&s->info[w * 64 + i], __ATOMIC_ACQUIRE) >> 31) << i;
     return bits;

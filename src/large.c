@@ -32,6 +32,10 @@ typedef struct large {
  * block costs three kernel mappings, and vm.max_map_count is 65530. */
 #define GUARDED_MAX 8192
 #define QUARANTINE_MAX_BLOCKS 256
+/* The cache is scanned under the lock at every large allocation: bounded in
+ * count as well as in bytes (one-page sampled blocks would otherwise pile
+ * up by the thousand within decay_ms). */
+#define CACHE_MAX_BLOCKS 256
 
 static mh_lock_t large_lock = MH_LOCK_INIT;
 static large_t *table[HASH_SIZE];
@@ -345,7 +349,12 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
             !resize_pages(l, pages, guard, 7 * pages + ((size_t)1 << 20))) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
-            if (sampled) place_sampled(l, need, pages);
+            if (sampled) {
+                /* The whole page, inaccessible to the tools since its free:
+                 * a sampled block's front canary lies before the block. */
+                track_open(l_user(l), l->usable);
+                place_sampled(l, need, pages);
+            }
             return publish(l, size, kind, zero, dirty);
         }
     }
@@ -436,7 +445,7 @@ static void cache_insert(large_t *l, uint64_t now, size_t max, large_t **evict) 
     purge_pending();
     cached_bytes += data_pages(l);
     n_cached++;
-    while (cached_bytes > max) {
+    while (cached_bytes > max || n_cached > CACHE_MAX_BLOCKS) {
         large_t **pp = &cache;
         while ((*pp)->next) pp = &(*pp)->next;
         large_t *old = *pp;

@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <signal.h>
+#include <ucontext.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <linux/futex.h>
@@ -464,9 +465,16 @@ void os_chain_fault(int sig, void *info, void *uctx) {
         }
         return;
     }
-    /* The program's handler, with the mask and flags it asked for. */
-    sigset_t saved;
-    pthread_sigmask(SIG_BLOCK, &old->sa_mask, &saved);
+    /* The program's handler, with the mask the kernel would have given it:
+     * the interrupted code's, its sa_mask, and the signal itself unless
+     * SA_NODEFER (not miniheap's own mask, which blocks SIGSEGV and SIGBUS:
+     * a handler that leaves with longjmp would leave them blocked). */
+    sigset_t mask, saved;
+    if (uctx) mask = ((ucontext_t *)uctx)->uc_sigmask;
+    else pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    sigorset(&mask, &mask, &old->sa_mask);
+    if (!(old->sa_flags & SA_NODEFER)) sigaddset(&mask, sig);
+    pthread_sigmask(SIG_SETMASK, &mask, &saved);
     if (old->sa_flags & SA_SIGINFO) {
         void (*fn)(int, siginfo_t *, void *) = old->sa_sigaction;
         if (old->sa_flags & SA_RESETHAND) old->sa_sigaction = NULL;

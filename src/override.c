@@ -6,6 +6,7 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <errno.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -29,27 +30,39 @@ EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
 EXPORT void malloc_stats(void) { mh_print_stats(); }
 
 /* Signal handlers: with meshing on, miniheap's fault handler stays in front
- * of the program's (os_program_sigaction). glibc's signal() sets handlers
- * without calling sigaction by name, so it is here too: for SIGSEGV and
- * SIGBUS under mesh=1 with glibc's BSD semantics, else glibc's own (ssignal
- * is its other name). */
+ * of the program's (os_program_sigaction). glibc's signal functions set
+ * handlers without calling sigaction by name, so they are here too:
+ * signal() and bsd_signal() (BSD semantics; glibc's own, ssignal, for other
+ * signals and without mesh=1), and sysv_signal() (what signal() is when a
+ * program is built without _DEFAULT_SOURCE), done as glibc does it. sigset()
+ * is not covered (SECURITY.md). */
 EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     return os_program_sigaction(sig, act, old);
 }
 
-static sighandler_t bsd_signal_impl(int sig, sighandler_t fn) {
-    if (!os_keeps_fault_handler(sig)) return ssignal(sig, fn);
+static sighandler_t set_handler(int sig, sighandler_t fn, int flags, bool self_blocked) {
+    if (fn == SIG_ERR || sig < 1 || sig >= NSIG) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = fn;
-    sa.sa_flags = SA_RESTART;
+    sa.sa_flags = flags;
     sigemptyset(&sa.sa_mask);
-    sigaddset(&sa.sa_mask, sig);
+    if (self_blocked) sigaddset(&sa.sa_mask, sig);
     if (os_program_sigaction(sig, &sa, &old) < 0) return SIG_ERR;
     return old.sa_handler;
 }
+
+static sighandler_t bsd_signal_impl(int sig, sighandler_t fn) {
+    if (!os_keeps_fault_handler(sig)) return ssignal(sig, fn);
+    return set_handler(sig, fn, SA_RESTART, true);
+}
 EXPORT sighandler_t signal(int sig, sighandler_t fn) { return bsd_signal_impl(sig, fn); }
 EXPORT sighandler_t bsd_signal(int sig, sighandler_t fn) { return bsd_signal_impl(sig, fn); }
+EXPORT sighandler_t sysv_signal(int sig, sighandler_t fn) { return set_handler(sig, fn, SA_RESETHAND | SA_NODEFER, false); }
+EXPORT sighandler_t __sysv_signal(int sig, sighandler_t fn) { return sysv_signal(sig, fn); }
 
 static size_t clamp_int(size_t v) { return v > 0x7fffffff ? 0x7fffffff : v; }
 

@@ -9,8 +9,12 @@
  *   - sigaction() and signal() read back what the program installed;
  *   - the kernel's handler (read with the raw system call) is miniheap's
  *     with mesh=1 and the program's without;
+ *   - so do sysv_signal() (signal() without _DEFAULT_SOURCE), and
+ *     signal(SIG_ERR) fails with EINVAL, as in glibc;
  *   - a fault on a page the program protected reaches the program's handler,
- *     which fixes it and lets the access run again;
+ *     which fixes it and lets the access run again, with the signal mask the
+ *     kernel would give it (SIGSEGV blocked, SIGBUS not: miniheap's own
+ *     handler blocks both);
  *   - a write to a freed large block (inaccessible while cached, hardened
  *     mode) ends in miniheap's use-after-free report with mesh=1 (exit by
  *     SIGABRT), and in the program's handler without (exit 42).
@@ -26,7 +30,7 @@
 #error "test_sigaction is built for the plain names only (LD_PRELOAD)"
 #endif
 
-static volatile sig_atomic_t fixed_faults;
+static volatile sig_atomic_t fixed_faults, bus_blocked_in_handler = -1, segv_blocked_in_handler = -1;
 static char *protected_page;
 
 static void program_handler(int sig, siginfo_t *si, void *uc)
@@ -35,6 +39,10 @@ static void program_handler(int sig, siginfo_t *si, void *uc)
     (void)uc;
     char *a = si->si_addr;
     if (protected_page && a >= protected_page && a < protected_page + 4096) {
+        sigset_t now;
+        pthread_sigmask(SIG_BLOCK, NULL, &now);
+        bus_blocked_in_handler = sigismember(&now, SIGBUS);
+        segv_blocked_in_handler = sigismember(&now, SIGSEGV);
         mprotect(protected_page, 4096, PROT_READ | PROT_WRITE);
         fixed_faults++;
         return;
@@ -84,6 +92,15 @@ static int child(int kept)
     CHECK(cur.sa_handler == SIG_DFL, "after signal(SIG_DFL), sigaction reads back another handler");
     if (kept)
         CHECK(kernel_handler(SIGSEGV) == k, "mesh=1: signal() replaced miniheap's handler in the kernel");
+    prev = sysv_signal(SIGSEGV, SIG_IGN);
+    CHECK(prev == SIG_DFL, "sysv_signal() returned another handler than the one signal() set");
+    REQUIRE(sigaction(SIGSEGV, NULL, &cur) == 0, "sigaction (read)");
+    CHECK(cur.sa_handler == SIG_IGN && (cur.sa_flags & SA_RESETHAND), "after sysv_signal, sigaction reads back %p, flags %#x",
+          (void *)cur.sa_handler, (unsigned)cur.sa_flags);
+    if (kept)
+        CHECK(kernel_handler(SIGSEGV) == k, "mesh=1: sysv_signal() replaced miniheap's handler in the kernel");
+    errno = 0;
+    CHECK(signal(SIGSEGV, SIG_ERR) == SIG_ERR && errno == EINVAL, "signal(SIG_ERR) did not fail with EINVAL");
     REQUIRE(sigaction(SIGSEGV, &sa, NULL) == 0, "sigaction");
 
     protected_page = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -91,6 +108,9 @@ static int child(int kept)
     protected_page[8] = 1; /* faults; the program's handler fixes it */
     CHECK(fixed_faults == 1 && protected_page[8] == 1, "the program's handler did not see its own fault (%d)",
           (int)fixed_faults);
+    CHECK(segv_blocked_in_handler == 1 && bus_blocked_in_handler == 0,
+          "the program's handler ran with SIGSEGV %s and SIGBUS %s (the kernel blocks SIGSEGV only)",
+          segv_blocked_in_handler == 1 ? "blocked" : "not blocked", bus_blocked_in_handler == 1 ? "blocked" : "not blocked");
     if (mh_test_failed())
         return 1;
 
