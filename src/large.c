@@ -635,7 +635,7 @@ uint64_t large_purge(uint64_t now, bool force) {
     mh_lock(&large_lock);
     for (large_t **pp = &cache; *pp;) {
         large_t *l = *pp;
-        if (force || now - l->freed_ms >= OPT(decay_ms)) {
+        if (force || now >= l->freed_ms + OPT(decay_ms)) { /* (a stamp after the pass read its clock is not due) */
             *pp = l->next;
             cached_bytes -= data_pages(l);
             n_cached--;

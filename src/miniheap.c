@@ -183,7 +183,7 @@ uint64_t miniheap_purge(uint64_t now, bool force) {
     miniheap_t **pp = &dirty_list;
     while (*pp) {
         miniheap_t *mh = *pp;
-        if (force || now - mh->dirty_ms >= OPT(decay_ms)) {
+        if (force || now >= mh->dirty_ms + OPT(decay_ms)) { /* (not now - stamp: a stamp set after the pass read the clock wrapped it to "due") */
             purge_units(mh);
             *pp = mh->dirty_next;
             mh->on_dirty = 0;
@@ -197,7 +197,7 @@ uint64_t miniheap_purge(uint64_t now, bool force) {
     miniheap_t *mh = by_used[0];
     while (mh && n_empty > keep) {
         miniheap_t *next = mh->next;
-        if (force || now - mh->empty_ms >= OPT(decay_ms)) {
+        if (force || now >= mh->empty_ms + OPT(decay_ms)) {
             if (mh->on_dirty) { /* take it off the dirty list first */
                 for (miniheap_t **q = &dirty_list; *q; q = &(*q)->dirty_next)
                     if (*q == mh) { *q = mh->dirty_next; break; }

@@ -451,7 +451,7 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
-        if (force || now - s->dirty_ms >= OPT(decay_ms)) {
+        if (force || now >= s->dirty_ms + OPT(decay_ms)) { /* (a stamp after the pass read its clock is not due) */
             settled++;
             if (s->used < s->capacity) purge_pages(s);
             s->on_dirty = 0;
