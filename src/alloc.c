@@ -127,17 +127,18 @@ static inline slab_t *slab_of_block(void *p, uint32_t *idx) {
  * info word is written with a plain store: until the bit is set, only the
  * thread that holds the block writes it (a claim that fails writes nothing
  * new), so no update can be lost and no locked instruction is needed. */
+static inline void set_live_bit(slab_t *s, uint32_t idx) {
+    atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
+}
 static inline void set_live_info(slab_t *s, uint32_t idx, uint32_t info) {
     if (s->info) __atomic_store_n(&s->info[idx], info | INFO_LIVE, __ATOMIC_RELEASE);
-    else atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
+    else set_live_bit(s, idx);
 }
 
 /* Live again with the info word it has (a free or resize that did not go on). */
 static inline void set_live(slab_t *s, uint32_t idx) {
     set_live_info(s, idx, s->info ? __atomic_load_n(&s->info[idx], __ATOMIC_RELAXED) : 0);
 }
-
-static inline bool is_live(slab_t *s, uint32_t idx) { return slab_live(s, idx); }
 
 /* Clear the live bit; false when the block was not live. */
 static inline bool claim(slab_t *s, uint32_t idx) {
@@ -378,7 +379,7 @@ static MH_COLD void report_bad_pointer(void *p, const char *where, const char *k
         if (off < s->span) {
             uint32_t idx = slab_index(s, off);
             void *blk = slab_ustart(s) + (size_t)idx * s->bsize;
-            if (is_live(s, idx)) slab_block_fault(&f, s, idx, blk);
+            if (slab_live(s, idx)) slab_block_fault(&f, s, idx, blk);
             f.kind = kind;
             f.addr = p;
             f.where = where;
@@ -572,6 +573,11 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
 
 /* free of a slab block in hardened and debug modes: its own function, so
  * the fast path above keeps its few registers, with the checks inline. */
+/* The call a report names for a free of this kind. */
+static inline const char *free_where(int kind) {
+    return kind == KIND_MALLOC ? "free" : kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete";
+}
+
 static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, slab_t *s, uint32_t idx, void *p,
                                                                   const char *where, int kind) {
     if (unlikely(!claim(s, idx))) {
@@ -586,7 +592,7 @@ static MH_NOINLINE void free_hard(tcache_t *t, slab_t *s, uint32_t idx, void *p)
 }
 /* (operator delete and delete[]: the kind is checked against new's) */
 static MH_NOINLINE void free_hard_kind(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind) {
-    free_hard_body(t, s, idx, p, kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete", kind);
+    free_hard_body(t, s, idx, p, free_where(kind), kind);
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
@@ -605,8 +611,7 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
                 count_op(t);
                 uint32_t idx;
                 slab_t *s = slab_of_block(p, &idx);
-                /* (no info words: those are kept in fast mode only for size 0) */
-                atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
+                set_live_bit(s, idx); /* (no info words: fast mode keeps them only for size 0) */
                 if (unlikely(track_active())) track_alloc(p, s->bsize, 0, false);
                 return p;
             }
@@ -645,8 +650,7 @@ static inline __attribute__((always_inline)) void free_fast(void *p, int kind) {
             }
         }
     }
-    if (p) free_impl(p, kind == KIND_MALLOC ? "free" : kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete",
-                     kind, false, 0);
+    if (p) free_impl(p, free_where(kind), kind, false, 0);
 }
 
 MH_API void *mh_malloc(size_t size) { return alloc_fast(size, KIND_MALLOC); }
@@ -715,7 +719,7 @@ MH_API size_t mh_malloc_usable_size(const void *cp) {
     bool interior = false;
     slab_t *s = slab_of(p, &idx, &interior);
     if (s) {
-        if (!is_live(s, idx)) {
+        if (!slab_live(s, idx)) {
             report_not_live(s, idx, p, "malloc_usable_size", "invalid-usable-size");
             return 0;
         }
@@ -870,7 +874,7 @@ void *mh_alloc_kind(size_t size, size_t align, int kind) {
 MH_INTERNAL void mh_free_kind(void *p, int kind, bool has_size, size_t size);
 void mh_free_kind(void *p, int kind, bool has_size, size_t size) {
     if (!has_size) free_fast(p, kind);
-    else if (p) free_impl(p, kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete", kind, has_size, size);
+    else if (p) free_impl(p, free_where(kind), kind, has_size, size);
 }
 
 MH_API int mh_trim(size_t pad) {

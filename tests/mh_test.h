@@ -315,9 +315,25 @@ static inline long long mh_read_rollup(const char *key)
     return -1;
 }
 
+#include <sys/wait.h>
+/* Wait for a child whose output went to the temporary file fd (path); read
+ * that output into out (NUL-terminated), remove the file, and return the
+ * child's wait status. */
+static inline int mh_test_child_output(pid_t pid, int fd, const char *path, char *out, size_t cap)
+{
+    int st = 0;
+    waitpid(pid, &st, 0);
+    memset(out, 0, cap);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, out, cap - 1);
+    (void)n;
+    close(fd);
+    unlink(path);
+    return st;
+}
+
 #ifndef USE_PLAIN
 #include <signal.h>
-#include <sys/wait.h>
 /* Run fn(mode) for mode = fast, hardened, debug, each in a child process
  * of its own (a fresh heap; a crash or a hang is that mode's failure, and
  * alarm_s > 0 ends a hung child), and count a child that fails. */

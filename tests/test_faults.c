@@ -156,14 +156,8 @@ static void run_case(const fault_case_t *c, const char *mode)
         mh_set_options(opts);
         _exit(c->fn());
     }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    char out[8192] = {0};
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, out, sizeof out - 1);
-    (void)n;
-    close(fd);
-    unlink(path);
+    char out[8192];
+    int st = mh_test_child_output(pid, fd, path, out, sizeof out);
     int ok;
     if (c->want_exit >= 0)
         ok = WIFEXITED(st) && WEXITSTATUS(st) == c->want_exit;

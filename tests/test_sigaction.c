@@ -154,14 +154,8 @@ int main(int argc, char **argv)
             execv("/proc/self/exe", args);
             _exit(127);
         }
-        int st = 0;
-        waitpid(pid, &st, 0);
-        char out[8192] = {0};
-        lseek(fd, 0, SEEK_SET);
-        ssize_t n = read(fd, out, sizeof out - 1);
-        (void)n;
-        close(fd);
-        unlink(path);
+        char out[8192];
+        int st = mh_test_child_output(pid, fd, path, out, sizeof out);
         int ok = cfg[i].want_exit >= 0 ? WIFEXITED(st) && WEXITSTATUS(st) == cfg[i].want_exit
                                        : WIFSIGNALED(st) && WTERMSIG(st) == cfg[i].want_signal;
         ok = ok && strstr(out, cfg[i].want_text) != NULL;
