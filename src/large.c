@@ -2,11 +2,12 @@
  * fenced by a guard page on either side, found through a hash of their
  * addresses (so a pointer that was never handed out is recognised).
  *
- * Freed mappings are kept for decay_ms, up to large_cache_mb, so a program
- * that frees and allocates big buffers in turn does not fault every page in
- * again. With a quarantine (and always for sampled blocks) a freed block is
- * made inaccessible instead and kept a while, so a stale access faults and
- * fault.c can say which block it was. */
+ * Freed mappings are kept for decay_ms, up to what brings the footprint
+ * back to its high-water mark or large_cache_mb, whichever is more, so a
+ * program that frees and allocates big buffers in turn does not fault every
+ * page in again. With a quarantine (and always for sampled blocks) a freed
+ * block is made inaccessible instead and kept a while, so a stale access
+ * faults and fault.c can say which block it was. */
 #include "internal.h"
 #include "track.h"
 
@@ -43,6 +44,10 @@ static large_t *cache;
 static large_t *live_list;
 static large_t *quar_head, *quar_tail;
 static size_t n_live, live_bytes, live_mapped, cached_bytes, n_cached, quar_bytes, n_quar;
+/* The most the live blocks' mappings took since memory was last given back:
+ * the cache may hold what brings the footprint back up to it (see
+ * cache_max), so it never raises the peak by more than large_cache_mb. */
+static size_t live_hwm;
 
 static inline uint8_t *l_user(const large_t *l) { return UNMANGLE(l->user_m); }
 static inline uint8_t *l_map(const large_t *l) { return UNMANGLE(l->map_m); }
@@ -79,6 +84,7 @@ static void hash_insert(large_t *l) {
     n_live++;
     live_bytes += l->usable;
     live_mapped += l->map_size;
+    if (live_mapped > live_hwm) live_hwm = live_mapped;
 }
 
 /* Take l out of the table and the live list (found by identity: a block
@@ -281,6 +287,60 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
     return true;
 }
 
+/* The data pages of a mapping (a sampled block uses only their end). */
+static inline size_t data_pages(const large_t *l) { return l->map_size - (l->guarded ? 2 * MH_PAGE : 0); }
+
+/* A reused mapping keeps up to this much beyond the request as slack: its
+ * pages are resident already, and the next request may be larger (glibc
+ * keeps its heap top for the same reason). A longer tail is split off and
+ * cached on its own: splitting every tail would cut the cache into pieces
+ * too small for the next request (pages written at every 4th page of 5-25
+ * MiB blocks faulted 35 times as often). */
+static inline size_t reuse_keep(size_t pages) { return 7 * pages + ((size_t)1 << 20); }
+
+/* What the cache may hold (large_lock held): large_cache_mb, or more while
+ * the live blocks take less than they did at their high-water mark, so the
+ * cache lets a program that frees and allocates big buffers in turn reuse
+ * its pages without ever holding more than it did at its peak. */
+static size_t cache_max(void) {
+    size_t floor = (size_t)OPT(large_cache_mb) << 20;
+    if (!floor) return 0; /* large_cache_mb=0: no cache */
+    size_t room = live_hwm > live_mapped ? live_hwm - live_mapped : 0;
+    return room > floor ? room : floor;
+}
+
+static void cache_insert(large_t *l, uint64_t now, bool behind, size_t max, large_t **evict);
+
+/* Cut an owned cached mapping (whole data pages, guards as cached) to
+ * `pages` of data when it has more than reuse_keep() beyond; the rest goes
+ * back to the cache as a mapping of its own, with the age it had. Two pages
+ * become the guards between the two (a cached mapping in hardened mode is
+ * inaccessible already). */
+static void split_tail(large_t *l, size_t pages) {
+    size_t g = l->guarded ? MH_PAGE : 0;
+    if (l->usable - pages <= reuse_keep(pages) + 2 * g) return;
+    uint8_t *map = l_map(l), *cut = l_user(l) + pages, *map_end = map + l->map_size;
+    large_t *r = meta_alloc(sizeof *r);
+    if (!r) return;
+    if (g && !mh_cfg.hard && !os_protect_none(cut, 2 * g)) {
+        meta_free(r, sizeof *r);
+        return;
+    }
+    *r = (large_t){.map_m = MANGLE(cut + g), .map_size = (size_t)(map_end - cut - g), .user_m = MANGLE(cut + 2 * g),
+                   .guarded = l->guarded};
+    r->usable = data_pages(r);
+    track_region_remove(map, l->map_size);
+    l->map_size = (size_t)(cut + g - map);
+    l->usable = pages;
+    track_region_add(map, l->map_size);
+    track_region_add(cut + g, r->map_size);
+    large_t *evict = NULL;
+    mh_lock(&large_lock);
+    cache_insert(r, l->freed_ms, true, cache_max(), &evict);
+    mh_unlock(&large_lock);
+    unmap_list(evict);
+}
+
 /* Size, canary and stacks first, then the table: a heap check (or a forked
  * child) never finds a listed block whose canary is not written yet. */
 static void *publish(large_t *l, size_t size, int kind, bool zero, size_t dirty) {
@@ -290,9 +350,6 @@ static void *publish(large_t *l, size_t size, int kind, bool zero, size_t dirty)
     mh_unlock(&large_lock);
     return p;
 }
-
-/* The data pages of a mapping (a sampled block uses only their end). */
-static inline size_t data_pages(const large_t *l) { return l->map_size - (l->guarded ? 2 * MH_PAGE : 0); }
 
 /* A sampled block ends 16-byte aligned right at its guard page, so an
  * overflow reaches the guard at once; the few bytes of slack left carry the
@@ -313,20 +370,28 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
     mh_lock(&large_lock);
     bool guard = sampled || n_live < GUARDED_MAX;
     if (align == MH_PAGE) {
-        /* Reuse the cached mapping closest in size, resized: its resident
-         * pages save faults whether it is larger or smaller (a sampled block
-         * takes only a guarded one of its exact size: no mmap, no munmap).
-         * In hardened mode never the one freed last (the list is newest
-         * first): it stays inaccessible, so a write through a stale pointer
-         * right after its free, and the same size allocated again, faults
-         * instead of landing in the new block. */
+        /* Reuse a cached mapping, resized: its resident pages save faults.
+         * The smallest that is large enough (what it has beyond the request
+         * is split off and stays cached), else the largest (grown, only the
+         * new pages fault). A sampled block takes only a guarded one of its
+         * exact size: no mmap, munmap or split. In hardened mode never the
+         * one freed last (the list is newest first): it stays inaccessible,
+         * so a write through a stale pointer right after its free, and the
+         * same size allocated again, faults instead of landing in the new
+         * block. */
         large_t **best = NULL;
-        size_t best_d = SIZE_MAX;
+        size_t best_u = 0;
         large_t **from = mh_cfg.hard && cache ? &cache->next : &cache;
         for (large_t **pp = from; *pp; pp = &(*pp)->next) {
-            size_t u = data_pages(*pp), d = u > pages ? u - pages : pages - u;
-            if (sampled && (d || !(*pp)->guarded)) continue;
-            if (d < best_d) { best = pp; best_d = d; }
+            size_t u = data_pages(*pp);
+            if (sampled) {
+                if (u != pages || !(*pp)->guarded) continue;
+            } else if (best && (best_u >= pages ? u < pages || u >= best_u : u <= best_u && u < pages)) {
+                continue;
+            }
+            best = pp;
+            best_u = u;
+            if (u == pages) break;
         }
         if (best) {
             l = *best;
@@ -337,16 +402,17 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
     }
     mh_unlock(&large_lock);
     if (l) {
-        size_t g = l->guarded ? MH_PAGE : 0, dirty = data_pages(l);
+        size_t g = l->guarded ? MH_PAGE : 0;
         /* Whole data pages again (it may have been a sampled block). */
         l->user_m = MANGLE(l_map(l) + g);
-        l->usable = dirty;
+        l->usable = data_pages(l);
         l->sampled = 0;
-        /* A reused mapping keeps up to 8 times the size asked as slack: its
-         * pages are resident already, and the next request may be larger
-         * (glibc keeps its heap top for the same reason). */
+        if (l->usable > pages) split_tail(l, pages);
+        size_t dirty = l->usable;
+        /* What could not be split off stays as slack: its pages are
+         * resident already, and the next request may be larger. */
         if ((mh_cfg.hard && !os_commit(l_map(l) + g, l->map_size - 2 * g)) ||
-            !resize_pages(l, pages, guard, 7 * pages + ((size_t)1 << 20))) {
+            !resize_pages(l, pages, guard, reuse_keep(pages))) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
             if (sampled) {
@@ -438,10 +504,14 @@ bool large_check_claimed(large_t *l, bool has_size, size_t sized, int kind, cons
 
 /* Newest first into the cache (large_lock held); over max bytes, the
  * oldest leave for *evict. */
-static void cache_insert(large_t *l, uint64_t now, size_t max, large_t **evict) {
+static void cache_insert(large_t *l, uint64_t now, bool behind, size_t max, large_t **evict) {
     l->freed_ms = now;
-    l->next = cache;
-    cache = l;
+    /* behind: a remainder split off an older mapping. In hardened mode the
+     * head is the block freed last, kept from reuse (large_alloc): it stays
+     * the head. */
+    large_t **at = behind && mh_cfg.hard && cache ? &cache->next : &cache;
+    l->next = *at;
+    *at = l;
     purge_pending();
     cached_bytes += data_pages(l);
     n_cached++;
@@ -460,7 +530,6 @@ static void cache_insert(large_t *l, uint64_t now, size_t max, large_t **evict) 
 /* Free a claimed, checked block: quarantine, cache or unmap. */
 void large_release(large_t *l) {
     uint64_t now = os_now_ms();
-    size_t max = (size_t)OPT(large_cache_mb) << 20;
     large_t *evict = NULL;
     if (mh_opt.stacks) {
         l->free_stack = stack_capture();
@@ -470,6 +539,7 @@ void large_release(large_t *l) {
     mh_lock(&large_lock);
     hash_unlink(l, l_user(l));
     __atomic_store_n(&l->busy, 0, __ATOMIC_RELAXED);
+    size_t max = cache_max();
     if (l->sampled || mh_cfg.quarantine) {
         /* Inaccessible while it waits: a stale access faults right there. */
         os_protect_none(l_map(l), l->map_size);
@@ -485,7 +555,7 @@ void large_release(large_t *l) {
              * page faults again), or the purge gives it back. */
             large_t *old = quarantine_take_oldest();
             if (data_pages(old) <= max && OPT(decay_ms) > 0) {
-                cache_insert(old, now, max, &evict);
+                cache_insert(old, now, false, max, &evict);
             } else {
                 old->next = evict;
                 evict = old;
@@ -496,7 +566,7 @@ void large_release(large_t *l) {
         /* Hardened: a cached block is inaccessible until reused, so a stale
          * access faults and is reported instead of reading recycled data. */
         if (mh_cfg.hard) os_protect_none(l_map(l), l->map_size);
-        cache_insert(l, now, max, &evict);
+        cache_insert(l, now, false, max, &evict);
         l = NULL;
     }
     if (l) remember_gone(l);
@@ -646,6 +716,8 @@ uint64_t large_purge(uint64_t now, bool force) {
             pp = &l->next;
         }
     }
+    /* Memory went back: the footprint to stay under is what is held now. */
+    if (evict) live_hwm = live_mapped + cached_bytes;
     mh_unlock(&large_lock);
     unmap_list(evict);
     return due;
@@ -736,7 +808,7 @@ void large_reset_all(void) {
         unmap_block(l);
     }
     while (quar_head) unmap_block(quarantine_take_oldest());
-    n_live = live_bytes = live_mapped = cached_bytes = n_cached = quar_bytes = n_quar = 0;
+    n_live = live_bytes = live_mapped = cached_bytes = n_cached = quar_bytes = n_quar = live_hwm = 0;
     memset(gone, 0, sizeof gone);
     mh_unlock(&large_lock);
 }

@@ -1,0 +1,119 @@
+/* The cache of freed large mappings (src/large.c), in fast and hardened mode.
+ *
+ * Whether a new block reused a cached mapping is read from mincore(2)
+ * before the block is written: the pages of a reused mapping are resident
+ * already, those of a fresh one are not. No timing, no fault counts.
+ *
+ *  - split: a 1 MiB request served from a cached 64 MiB mapping takes its
+ *    head; the tail stays cached, and a 60 MiB request then gets resident
+ *    pages (it used to be unmapped, so the 60 MiB came fresh);
+ *  - high-water mark: with large_cache_mb=1, four freed 8 MiB blocks are
+ *    still cached (the live blocks are below their peak), so four new ones
+ *    reuse them (hardened mode keeps the one freed last from reuse);
+ *  - give-back: mh_trim() empties the cache, and a block allocated after it
+ *    is fresh.
+ */
+#include <sys/mman.h>
+
+#include "mh_test.h"
+
+#define MiB ((size_t)1 << 20)
+
+static size_t page;
+
+static void touch(void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i += page)
+        ((volatile char *)p)[i] = 1;
+}
+
+/* Resident share of [p, p+n), in percent. */
+static int resident_pct(void *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
+    size_t len = (uintptr_t)p + n - a, pages = (len + page - 1) / page, in = 0;
+    static unsigned char vec[(64 << 20) / 4096 + 2];
+    REQUIRE(pages <= sizeof vec, "block too large for the test's vector");
+    REQUIRE(mincore((void *)a, len, vec) == 0, "mincore: %s", strerror(errno));
+    for (size_t i = 0; i < pages; i++)
+        in += vec[i] & 1;
+    return (int)(in * 100 / pages);
+}
+
+static void set_mode(const char *mode, const char *extra)
+{
+    char opts[200];
+    mh_reset();
+    snprintf(opts, sizeof opts, "mode=%s:decay_ms=600000:background=0:leak_report=0:quarantine_mb=0%s", mode,
+             extra);
+    REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
+    mh_reset();
+}
+
+static void split_keeps_tail(const char *mode)
+{
+    set_mode(mode, "");
+    void *big = mh_malloc(64 * MiB);
+    void *small = mh_malloc(256 << 10);
+    REQUIRE(big && small, "malloc failed");
+    touch(big, 64 * MiB);
+    touch(small, 256 << 10);
+    mh_free(big);
+    mh_free(small); /* freed last: hardened mode keeps it from reuse */
+    void *a = mh_malloc(1 * MiB);
+    void *b = mh_malloc(60 * MiB);
+    REQUIRE(a && b, "malloc failed");
+    int pct = resident_pct(b, 60 * MiB);
+    CHECK(pct >= 99, "[%s] 60 MiB after a 1 MiB block took the head of a cached 64 MiB mapping: %d%% resident, "
+                     "want the tail reused (>= 99%%)", mode, pct);
+    touch(b, 60 * MiB);
+    memset(a, 7, 1 * MiB);
+    mh_free(a);
+    mh_free(b);
+}
+
+static void cache_follows_high_water(const char *mode)
+{
+    set_mode(mode, ":large_cache_mb=1");
+    void *p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = mh_malloc(8 * MiB);
+        REQUIRE(p[i], "malloc failed");
+        touch(p[i], 8 * MiB);
+    }
+    for (int i = 0; i < 4; i++)
+        mh_free(p[i]);
+    int reused = 0;
+    for (int i = 0; i < 4; i++) {
+        p[i] = mh_malloc(8 * MiB);
+        REQUIRE(p[i], "malloc failed");
+        reused += resident_pct(p[i], 8 * MiB) >= 99;
+    }
+    int want = strcmp(mode, "fast") == 0 ? 4 : 3;
+    CHECK(reused >= want, "[%s] large_cache_mb=1, 4 x 8 MiB freed below the high-water mark: %d reused, want %d",
+          mode, reused, want);
+    for (int i = 0; i < 4; i++)
+        mh_free(p[i]);
+    mh_trim(0);
+    void *q = mh_malloc(8 * MiB);
+    REQUIRE(q, "malloc failed");
+    int pct = resident_pct(q, 8 * MiB);
+    CHECK(pct == 0, "[%s] after mh_trim the cache is empty, yet a new 8 MiB block is %d%% resident", mode, pct);
+    mh_stats_t st;
+    mh_stats(&st);
+    CHECK(st.cached_bytes < MiB, "[%s] after mh_trim: %zu bytes cached", mode, (size_t)st.cached_bytes);
+    mh_free(q);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mh_test_check_allocator("test_large_cache");
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    const char *modes[] = {"fast", "hardened"};
+    for (int i = 0; i < 2; i++) {
+        split_keeps_tail(modes[i]);
+        cache_follows_high_water(modes[i]);
+    }
+    return mh_test_exit("test_large_cache");
+}
