@@ -269,8 +269,8 @@ static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
     return prepare_block(tagged, n, kind, zero);
 }
 
-/* Every allocation that is not the fast path's. */
-static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool zero) {
+/* Every allocation that is not the fast path's (one try: alloc_generic). */
+static void *alloc_once(size_t size, size_t align, int kind, bool zero) {
     mh_ensure_init();
     /* Every first allocation (of the process, of a thread cache, after
      * mh_reset) comes here: the layout options are fixed from now on. */
@@ -306,6 +306,19 @@ static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool
 oom:
     errno = ENOMEM;
     return NULL;
+}
+
+/* Out of memory or address space (an RLIMIT_AS, a full vm.max_map_count):
+ * what the caches hold, empty miniheaps and cached large mappings included,
+ * goes back to the system (mh_trim), and the allocation is tried once more
+ * before it fails with ENOMEM. */
+static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool zero) {
+    void *p = alloc_once(size, align, kind, zero);
+    if (unlikely(!p) && size <= MH_MAX_REQUEST && mh_trim(0)) {
+        p = alloc_once(size, align, kind, zero);
+        if (!p) errno = ENOMEM;
+    }
+    return p;
 }
 
 /* Back to the thread cache (or the slab when there is none). */

@@ -2,16 +2,18 @@
  *
  * Whether a new block reused a cached mapping is read from mincore(2)
  * before the block is written: the pages of a reused mapping are resident
- * already, those of a fresh one are not. No timing, no fault counts.
+ * already, those of a fresh one are not. No timing, no fault counts. Each
+ * case runs with large_cache_mb=1 and an untouched live block (an anchor),
+ * so what is cached is what the high-water rule allows.
  *
  *  - split: a 1 MiB request served from a cached 64 MiB mapping takes its
  *    head; the tail stays cached, and a 60 MiB request then gets resident
- *    pages (it used to be unmapped, so the 60 MiB came fresh);
- *  - high-water mark: with large_cache_mb=1, four freed 8 MiB blocks are
- *    still cached (the live blocks are below their peak), so four new ones
- *    reuse them (hardened mode keeps the one freed last from reuse);
- *  - give-back: mh_trim() empties the cache, and a block allocated after it
- *    is fresh.
+ *    pages (the tail used to be unmapped, so the 60 MiB came fresh);
+ *  - high-water mark: four freed 8 MiB blocks are cached while the live
+ *    blocks are below their peak, so four new ones reuse them (hardened
+ *    mode keeps the one freed last from reuse);
+ *  - nothing live: the cache keeps at most large_cache_mb, and after
+ *    mh_trim() nothing, so a block allocated then is fresh.
  */
 #include <sys/mman.h>
 
@@ -44,8 +46,8 @@ static void set_mode(const char *mode, const char *extra)
 {
     char opts[200];
     mh_reset();
-    snprintf(opts, sizeof opts, "mode=%s:decay_ms=600000:background=0:leak_report=0:quarantine_mb=0%s", mode,
-             extra);
+    snprintf(opts, sizeof opts,
+             "mode=%s:decay_ms=600000:background=0:leak_report=0:quarantine_mb=0:large_cache_mb=1%s", mode, extra);
     REQUIRE(mh_set_options(opts) == 0, "mh_set_options(\"%s\") rejected", opts);
     mh_reset();
 }
@@ -53,9 +55,10 @@ static void set_mode(const char *mode, const char *extra)
 static void split_keeps_tail(const char *mode)
 {
     set_mode(mode, "");
+    void *anchor = mh_malloc(72 * MiB);
     void *big = mh_malloc(64 * MiB);
     void *small = mh_malloc(256 << 10);
-    REQUIRE(big && small, "malloc failed");
+    REQUIRE(anchor && big && small, "malloc failed");
     touch(big, 64 * MiB);
     touch(small, 256 << 10);
     mh_free(big);
@@ -70,11 +73,14 @@ static void split_keeps_tail(const char *mode)
     memset(a, 7, 1 * MiB);
     mh_free(a);
     mh_free(b);
+    mh_free(anchor);
 }
 
 static void cache_follows_high_water(const char *mode)
 {
-    set_mode(mode, ":large_cache_mb=1");
+    set_mode(mode, "");
+    void *anchor = mh_malloc(40 * MiB);
+    REQUIRE(anchor, "malloc failed");
     void *p[4];
     for (int i = 0; i < 4; i++) {
         p[i] = mh_malloc(8 * MiB);
@@ -94,12 +100,16 @@ static void cache_follows_high_water(const char *mode)
           mode, reused, want);
     for (int i = 0; i < 4; i++)
         mh_free(p[i]);
+    mh_free(anchor);
+    mh_stats_t st;
+    mh_stats(&st);
+    CHECK(st.cached_bytes < 2 * MiB, "[%s] nothing live, large_cache_mb=1: %zu bytes cached", mode,
+          (size_t)st.cached_bytes);
     mh_trim(0);
     void *q = mh_malloc(8 * MiB);
     REQUIRE(q, "malloc failed");
     int pct = resident_pct(q, 8 * MiB);
     CHECK(pct == 0, "[%s] after mh_trim the cache is empty, yet a new 8 MiB block is %d%% resident", mode, pct);
-    mh_stats_t st;
     mh_stats(&st);
     CHECK(st.cached_bytes < MiB, "[%s] after mh_trim: %zu bytes cached", mode, (size_t)st.cached_bytes);
     mh_free(q);
