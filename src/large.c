@@ -23,6 +23,7 @@ typedef struct large {
     uint8_t kind, guarded, sampled;
     uint8_t busy;            /* claimed: a free or realloc of it is under way (large_claim) */
     uint8_t tail_canary;     /* the slack after req carries a canary (as allocated) */
+    uint8_t sealed;          /* freed, its whole mapping PROT_NONE (as the mode was then) */
     uint16_t front_len;      /* canary bytes before a sampled block (as allocated) */
     uint32_t alloc_stack, free_stack, alloc_tid, free_tid;
 } large_t;
@@ -328,12 +329,12 @@ static void split_tail(large_t *l, size_t pages) {
     uint8_t *map = l_map(l), *cut = l_user(l) + pages, *map_end = map + l->map_size;
     large_t *r = meta_alloc(sizeof *r);
     if (!r) return;
-    if (g && !mh_cfg.hard && !os_protect_none(cut, 2 * g)) {
+    if (g && !l->sealed && !os_protect_none(cut, 2 * g)) {
         meta_free(r, sizeof *r);
         return;
     }
     *r = (large_t){.map_m = MANGLE(cut + g), .map_size = (size_t)(map_end - cut - g), .user_m = MANGLE(cut + 2 * g),
-                   .guarded = l->guarded};
+                   .guarded = l->guarded, .sealed = l->sealed};
     r->usable = data_pages(r);
     track_region_remove(map, l->map_size);
     l->map_size = (size_t)(cut + g - map);
@@ -417,10 +418,11 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
         size_t dirty = l->usable;
         /* What could not be split off stays as slack: its pages are
          * resident already, and the next request may be larger. */
-        if ((mh_cfg.hard && !os_commit(l_map(l) + g, l->map_size - 2 * g)) ||
+        if ((l->sealed && !os_commit(l_map(l) + g, l->map_size - 2 * g)) ||
             !resize_pages(l, pages, guard, reuse_keep(pages))) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
+            l->sealed = 0;
             if (sampled) {
                 /* The whole page, inaccessible to the tools since its free:
                  * a sampled block's front canary lies before the block. */
@@ -555,6 +557,7 @@ void large_release(large_t *l) {
     if (l->sampled || mh_cfg.quarantine) {
         /* Inaccessible while it waits: a stale access faults right there. */
         os_protect_none(l_map(l), l->map_size);
+        l->sealed = 1;
         l->next = NULL;
         if (quar_tail) quar_tail->next = l; else quar_head = l;
         quar_tail = l;
@@ -578,6 +581,7 @@ void large_release(large_t *l) {
         /* Hardened: a cached block is inaccessible until reused, so a stale
          * access faults and is reported instead of reading recycled data. */
         if (mh_cfg.hard) os_protect_none(l_map(l), l->map_size);
+        l->sealed = mh_cfg.hard;
         cache_insert(l, now, false, max, &evict);
         l = NULL;
     }

@@ -13,7 +13,10 @@
  *    blocks are below their peak, so four new ones reuse them (hardened
  *    mode keeps the one freed last from reuse);
  *  - nothing live: the cache keeps at most large_cache_mb, and after
- *    mh_trim() nothing, so a block allocated then is fresh.
+ *    mh_trim() nothing, so a block allocated then is fresh;
+ *  - sealed: a mapping made inaccessible at its free (fill_new=1 makes
+ *    fast mode do that) is writable when reused after fill_new=0 (it was
+ *    reused inaccessible, and the first write was reported as an overflow).
  */
 #include <sys/mman.h>
 
@@ -115,6 +118,27 @@ static void cache_follows_high_water(const char *mode)
     mh_free(q);
 }
 
+static void sealed_then_reused(void)
+{
+    set_mode("fast", ":fill_new=1");
+    void *p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = mh_malloc(MiB);
+        REQUIRE(p[i], "malloc failed");
+        memset(p[i], 1, MiB);
+    }
+    for (int i = 0; i < 4; i++)
+        mh_free(p[i]);
+    REQUIRE(mh_set_options("fill_new=0") == 0, "mh_set_options(fill_new=0) rejected");
+    for (int i = 0; i < 4; i++) {
+        p[i] = mh_malloc(MiB);
+        REQUIRE(p[i], "malloc failed");
+        memset(p[i], 2, MiB); /* a sealed mapping faults: reported, the test aborts */
+    }
+    for (int i = 0; i < 4; i++)
+        mh_free(p[i]);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -125,5 +149,6 @@ int main(void)
         split_keeps_tail(modes[i]);
         cache_follows_high_water(modes[i]);
     }
+    sealed_then_reused();
     return mh_test_exit("test_large_cache");
 }
