@@ -131,18 +131,18 @@ static inline void set_live_bit(slab_t *s, uint32_t idx) {
     atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
 }
 static inline void set_live_info(slab_t *s, uint32_t idx, uint32_t info) {
-    if (s->info) __atomic_store_n(&s->info[idx], info | INFO_LIVE, __ATOMIC_RELEASE);
+    if (s->info) info_store(s, idx, info | INFO_LIVE, __ATOMIC_RELEASE);
     else set_live_bit(s, idx);
 }
 
 /* Live again with the info word it has (a free or resize that did not go on). */
 static inline void set_live(slab_t *s, uint32_t idx) {
-    set_live_info(s, idx, s->info ? __atomic_load_n(&s->info[idx], __ATOMIC_RELAXED) : 0);
+    set_live_info(s, idx, s->info ? block_info(s, idx) : 0);
 }
 
 /* Clear the live bit; false when the block was not live. */
 static inline bool claim(slab_t *s, uint32_t idx) {
-    if (s->info) return __atomic_fetch_and(&s->info[idx], ~INFO_LIVE, __ATOMIC_ACQ_REL) & INFO_LIVE;
+    if (s->info) return info_claim(s, idx);
     uint64_t bit = (uint64_t)1 << (idx & 63);
     return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_acq_rel) & bit;
 }
@@ -783,7 +783,7 @@ static void *realloc_small(slab_t *s, uint32_t idx, void *p, size_t size) {
             atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
             track_open((uint8_t *)p + size, slack);
             canary_fill((uint8_t *)p + size, slack < s->canary_len ? slack : s->canary_len);
-            __atomic_store_n(&s->info[idx], INFO(size, INFO_KIND(block_info(s, idx))), __ATOMIC_RELEASE);
+            info_store(s, idx, INFO(size, INFO_KIND(block_info(s, idx))), __ATOMIC_RELEASE);
             atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
             track_noaccess((uint8_t *)p + size, slack);
             track_resize(p, old, size, s->front);

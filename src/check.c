@@ -40,7 +40,7 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
         bool live = slab_live(s, idx);
         if (live && (s->front || s->canary)) {
             uint32_t seq = atomic_load_explicit(&s->resize_seq, memory_order_acquire);
-            size_t n = s->canary ? (__atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) : room;
+            size_t n = s->canary ? (info_load(s, idx, __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) : room;
             size_t slack = room - n;
             if (slack > s->canary_len) slack = s->canary_len;
             track_peek(raw, s->front);
@@ -58,7 +58,7 @@ static void check_blocks(check_ctx_t *c, slab_t *s) {
              * then the canary): the size must not have changed, and the
              * canary must still be bad on a second look. (Narrows the
              * window; fuzz_threads found it, regressions/README.md.) */
-            if (tbad != SIZE_MAX && ((__atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) != n ||
+            if (tbad != SIZE_MAX && ((info_load(s, idx, __ATOMIC_ACQUIRE) & INFO_SIZE_MASK) != n ||
                                      canary_find_bad(p + n, slack) == SIZE_MAX))
                 tbad = SIZE_MAX;
             if (track_active()) {

@@ -249,6 +249,18 @@ typedef struct block_dbg {
 enum { KIND_MALLOC = 1, KIND_NEW = 2, KIND_NEW_ARRAY = 3 };
 #define INFO(n, kind) ((uint32_t)(n) | ((uint32_t)(kind) << INFO_KIND_SHIFT))
 #define INFO_KIND(v)  ((int)(((v) >> INFO_KIND_SHIFT) & 3))
+/* Slabs of blocks under 8 KiB keep 16-bit info words (size in 13 bits, kind
+ * in 2, live in the top one): for 16-byte blocks a 32-bit word was a quarter
+ * of the block, resident as long as any block near it lives (hardened
+ * settled ÷ live on the realloc'ed spike: 1.71 with 32 bits, see slab.c).
+ * Both widths read and write as the 32-bit layout above. */
+#define INFO16_MAX_BLOCK 8191u
+static inline uint32_t info_widen(uint32_t v) {
+    return (v & 0x1fffu) | ((v >> 13 & 3u) << INFO_KIND_SHIFT) | ((v >> 15) << 31);
+}
+static inline uint16_t info_narrow(uint32_t v) {
+    return (uint16_t)((v & 0x1fffu) | ((v >> INFO_KIND_SHIFT & 3u) << 13) | ((v >> 31) << 15));
+}
 
 typedef struct slab {
     struct slab *next, *prev;        /* bucket list of the class */
@@ -278,7 +290,8 @@ typedef struct slab {
     uint64_t purged[2];              /* per page: given back, still zero */
     uint64_t *free_map;              /* 1 = free in the slab; guarded by the class lock */
     uint64_t *poisoned;              /* 1 = free and poisoned (NULL: no poisoning) */
-    uint32_t *info;                  /* per block INFO() (NULL: not kept) */
+    void     *info;                  /* per block INFO() (NULL: not kept), 16 or 32 bits (info16) */
+    uint8_t  info16;
     block_dbg_t *dbg;                /* per block stacks (NULL: not kept) */
     struct slab_mesh *mesh;          /* spans meshed with others (NULL: none), mesh.c */
     _Atomic uint64_t live[];         /* 1 = owned by the program; atomic, no lock
@@ -286,15 +299,27 @@ typedef struct slab {
 } slab_t;
 static inline uint8_t *slab_start(const slab_t *s) { return UNMANGLE(s->start_m); }
 static inline uint8_t *slab_ustart(const slab_t *s) { return UNMANGLE(s->ustart_m); }
-/* A block's info word. Relaxed atomics: a report or a heap walk in another
- * thread may read it while the block's owner writes it. */
-static inline uint32_t block_info(const slab_t *s, uint32_t idx) {
-    return __atomic_load_n(&s->info[idx], __ATOMIC_RELAXED);
+/* A block's info word, in the 32-bit layout, with the given memory order
+ * (__ATOMIC_*: a report or a heap walk in another thread may read it while
+ * the block's owner writes it). */
+static inline uint32_t info_load(const slab_t *s, uint32_t idx, int order) {
+    if (s->info16) return info_widen(__atomic_load_n(&((uint16_t *)s->info)[idx], order));
+    return __atomic_load_n(&((uint32_t *)s->info)[idx], order);
 }
+static inline void info_store(slab_t *s, uint32_t idx, uint32_t v, int order) {
+    if (s->info16) __atomic_store_n(&((uint16_t *)s->info)[idx], info_narrow(v), order);
+    else __atomic_store_n(&((uint32_t *)s->info)[idx], v, order);
+}
+/* Clear the live bit; was it set? */
+static inline bool info_claim(slab_t *s, uint32_t idx) {
+    if (s->info16) return __atomic_fetch_and(&((uint16_t *)s->info)[idx], (uint16_t)0x7fff, __ATOMIC_ACQ_REL) >> 15;
+    return __atomic_fetch_and(&((uint32_t *)s->info)[idx], ~INFO_LIVE, __ATOMIC_ACQ_REL) >> 31;
+}
+static inline uint32_t block_info(const slab_t *s, uint32_t idx) { return info_load(s, idx, __ATOMIC_RELAXED); }
 /* Is the block owned by the program? Acquire: its size and canaries, written
  * before it became live, are seen too. */
 static inline bool slab_live(const slab_t *s, uint32_t idx) {
-    if (s->info) return __atomic_load_n(&s->info[idx], __ATOMIC_ACQUIRE) & INFO_LIVE;
+    if (s->info) return info_load(s, idx, __ATOMIC_ACQUIRE) & INFO_LIVE;
     return atomic_load_explicit((_Atomic uint64_t *)&s->live[idx >> 6], memory_order_acquire) >> (idx & 63) & 1;
 }
 /* The live bits of blocks w*64 .. w*64+63, for heap walks. */
@@ -305,7 +330,7 @@ static inline uint64_t slab_live_word(const slab_t *s, uint32_t w) {
      * capacity may exist, and its info array ends at the class's) */
     uint32_t end = s->capacity <= w * 64 ? 0 : s->capacity - w * 64 < 64 ? s->capacity - w * 64 : 64;
     for (uint32_t i = 0; i < end; i++)
-        bits |= (uint64_t)(__atomic_load_n(&s->info[w * 64 + i], __ATOMIC_ACQUIRE) >> 31) << i;
+        bits |= (uint64_t)(info_load(s, w * 64 + i, __ATOMIC_ACQUIRE) >> 31) << i;
     return bits;
 }
 /* Size the program asked for (or the whole slot without canaries). */

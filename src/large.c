@@ -3,9 +3,9 @@
  * addresses (so a pointer that was never handed out is recognised).
  *
  * Freed mappings are kept for decay_ms, up to what brings the footprint
- * back to its high-water mark or large_cache_mb, whichever is more, so a
- * program that frees and allocates big buffers in turn does not fault every
- * page in again. With a quarantine (and always for sampled blocks) a freed
+ * back to its high-water mark (at most twice what is live) or
+ * large_cache_mb, whichever is more, so a program that frees and allocates
+ * big buffers in turn does not fault every page in again. With a quarantine (and always for sampled blocks) a freed
  * block is made inaccessible instead and kept a while, so a stale access
  * faults and fault.c can say which block it was. */
 #include "internal.h"

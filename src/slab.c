@@ -75,9 +75,10 @@ static void dirty_add(class_bins_t *b, slab_t *s, uint64_t now) {
 
 _Atomic int32_t slab_guard_budget = 8192;
 
-static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, bool info, bool dbg) {
+/* info: bytes per info word (0: none). */
+static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, size_t info, bool dbg) {
     size_t b = sizeof(slab_t) + (2 + (poison ? 1 : 0)) * (size_t)nwords * sizeof(uint64_t);
-    if (info) b += (size_t)capacity * sizeof(uint32_t);
+    b += (size_t)capacity * info;
     if (dbg) {
         b = (b + 7) & ~(size_t)7;
         b += (size_t)capacity * sizeof(block_dbg_t);
@@ -92,7 +93,8 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
      * its info words hold size 0 (what malloc_usable_size says). */
     bool zero = cls == mh_zero_cls;
     bool poison = mh_cfg.poison_len != 0 && !zero, info = mh_cfg.info || zero, dbg = mh_opt.stacks;
-    size_t bytes = desc_size(nwords, c->capacity, poison, info, dbg);
+    bool info16 = info && c->size <= INFO16_MAX_BLOCK; /* every size it holds fits in 13 bits */
+    size_t bytes = desc_size(nwords, c->capacity, poison, !info ? 0 : info16 ? 2 : 4, dbg);
     slab_t *s = meta_alloc(bytes);
     if (!s) return NULL;
     uint32_t first;
@@ -164,8 +166,9 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
         tail += (size_t)nwords * sizeof(uint64_t);
     }
     if (info) {
-        s->info = (uint32_t *)tail;
-        tail += (size_t)c->capacity * sizeof(uint32_t);
+        s->info = tail;
+        s->info16 = info16;
+        tail += (size_t)c->capacity * (info16 ? 2 : 4);
     }
     if (dbg) s->dbg = (block_dbg_t *)(((uintptr_t)tail + 7) & ~(uintptr_t)7);
     for (uint32_t w = 0; w < nwords; w++) {

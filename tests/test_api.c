@@ -939,6 +939,42 @@ static void error_child(void)
         memset(&log, 0, sizeof log); /* a small block is freed all the same: its neighbours are intact */
     }
 
+    /* Info words (the size a canary follows, how a block was allocated,
+     * whether it is live) are 16 bits in slabs of blocks under 8 KiB and 32
+     * above: every size up to past that line reads back exactly, an
+     * overflow by one is found at the size, and a second free is a
+     * double-free, on both sides of it. */
+    for (size_t n = 0; n <= 8400; n++) {
+        p = mh_malloc(n);
+        REQUIRE(p != NULL, "mh_malloc(%zu) failed", n);
+        if (mh_malloc_usable_size(p) != n) {
+            CHECK(0, "hardened: usable size %zu of a %zu-byte block", mh_malloc_usable_size(p), n);
+            break;
+        }
+        mh_free(p);
+    }
+    static const size_t edge[] = {1, 4000, 8000, 8180, 8191, 8192, 8193, 8400};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        memset(&log, 0, sizeof log);
+        p = mh_malloc(edge[i]);
+        REQUIRE(p != NULL, "mh_malloc failed");
+        volatile char *c = p;
+        c[edge[i]] = (char)(c[edge[i]] + 1);
+        mh_free(p);
+        CHECK(log.count == 1 && strcmp(log.kind[0], "heap-buffer-overflow") == 0,
+              "overflow by 1 of a %zu-byte block: %d reports, first \"%s\"", edge[i], log.count,
+              log.count ? log.kind[0] : "");
+        memset(&log, 0, sizeof log);
+        p = mh_malloc(edge[i]);
+        REQUIRE(p != NULL, "mh_malloc failed");
+        mh_free(p);
+        mh_free(opaque_ptr(p));
+        CHECK(log.count == 1 && strcmp(log.kind[0], "double-free") == 0,
+              "double free of a %zu-byte block: %d reports, first \"%s\"", edge[i], log.count,
+              log.count ? log.kind[0] : "");
+    }
+    memset(&log, 0, sizeof log);
+
     /* The heap survived: consistent, the neighbour intact, still working. */
     CHECK(mh_check() == 0, "mh_check() failed after the reported errors");
     const uint8_t *k = keep;
