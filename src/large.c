@@ -5,9 +5,10 @@
  * Freed mappings are kept for decay_ms, up to what brings the footprint
  * back to its high-water mark (at most four times what is live) or
  * large_cache_mb, whichever is more, so a program that frees and allocates
- * big buffers in turn does not fault every page in again. With a quarantine (and always for sampled blocks) a freed
- * block is made inaccessible instead and kept a while, so a stale access
- * faults and fault.c can say which block it was. */
+ * big buffers in turn does not fault every page in again. With a quarantine
+ * (and always for sampled blocks) a freed block is made inaccessible
+ * instead and kept a while, so a stale access faults and fault.c can say
+ * which block it was. */
 #include "internal.h"
 #include "track.h"
 
@@ -294,9 +295,9 @@ static inline size_t data_pages(const large_t *l) { return l->map_size - (l->gua
 /* A reused mapping keeps up to this much beyond the request as slack: its
  * pages are resident already, and the next request may be larger (glibc
  * keeps its heap top for the same reason). A longer tail is split off and
- * cached on its own: splitting every tail would cut the cache into pieces
- * too small for the next request (pages written at every 4th page of 5-25
- * MiB blocks faulted 35 times as often). */
+ * cached on its own: splitting every tail cut the cache into pieces too
+ * small for the next request (bench bigreuse, 5-25 MiB blocks written at
+ * every 4th page, faulted 134k pages instead of 4k). */
 static inline size_t reuse_keep(size_t pages) { return 7 * pages + ((size_t)1 << 20); }
 
 /* How much a cached mapping of u bytes costs a request of `pages`: what
@@ -390,11 +391,11 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
          * off. Taking the smallest that fits instead kept more slack: bench
          * large peaked at 338 MB against 317 MB (glibc 322 MB), and realloc
          * at 72 MB against 69 MB. A sampled block takes only a guarded one
-         * of its exact size: no mmap, munmap or split. In hardened mode never the
-         * one freed last (the list is newest first): it stays inaccessible,
-         * so a write through a stale pointer right after its free, and the
-         * same size allocated again, faults instead of landing in the new
-         * block. */
+         * of its exact size: no mmap, munmap or split. In hardened mode
+         * never the one freed last (the list is newest first): it stays
+         * inaccessible, so a write through a stale pointer right after its
+         * free, and the same size allocated again, faults instead of
+         * landing in the new block. */
         large_t **best = NULL;
         size_t best_u = 0;
         large_t **from = mh_cfg.hard && cache ? &cache->next : &cache;
