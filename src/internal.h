@@ -329,8 +329,13 @@ static inline uint64_t slab_live_word(const slab_t *s, uint32_t w) {
     /* (a guarded slab holds fewer blocks than its class: words past its
      * capacity may exist, and its info array ends at the class's) */
     uint32_t end = s->capacity <= w * 64 ? 0 : s->capacity - w * 64 < 64 ? s->capacity - w * 64 : 64;
-    for (uint32_t i = 0; i < end; i++)
-        bits |= (uint64_t)(info_load(s, w * 64 + i, __ATOMIC_ACQUIRE) >> 31) << i;
+    if (s->info16) {
+        const uint16_t *info = (const uint16_t *)s->info + w * 64;
+        for (uint32_t i = 0; i < end; i++) bits |= (uint64_t)(__atomic_load_n(&info[i], __ATOMIC_ACQUIRE) >> 15) << i;
+    } else {
+        const uint32_t *info = (const uint32_t *)s->info + w * 64;
+        for (uint32_t i = 0; i < end; i++) bits |= (uint64_t)(__atomic_load_n(&info[i], __ATOMIC_ACQUIRE) >> 31) << i;
+    }
     return bits;
 }
 /* Size the program asked for (or the whole slot without canaries). */
@@ -521,6 +526,7 @@ MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc
 /* ---- giving memory back (purge.c) ------------------------------------- */
 #define MH_TICK_OPS 256
 MH_INTERNAL extern mh_lock_t mh_tick_lock;  /* one give-back pass at a time; mh_reset, fork */
+MH_INTERNAL bool mh_release_unused(void);    /* an allocation failed: give back what nothing uses */
 MH_INTERNAL void mh_tick(bool force);       /* a give-back pass if one is due (force: now, everything) */
 MH_INTERNAL bool mh_tick_due(void);
 MH_INTERNAL void mh_tick_reschedule(void);  /* decay_ms or background changed */
