@@ -309,12 +309,12 @@ oom:
 }
 
 /* Out of memory or address space (an RLIMIT_AS, a full vm.max_map_count):
- * what the caches hold, empty miniheaps and cached large mappings included,
- * goes back to the system (mh_trim), and the allocation is tried once more
- * before it fails with ENOMEM. */
+ * what the caches hold unused (cached large mappings, empty miniheaps) goes
+ * back to the system, and the allocation is tried once more before it
+ * fails with ENOMEM. */
 static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool zero) {
     void *p = alloc_once(size, align, kind, zero);
-    if (unlikely(!p) && size <= MH_MAX_REQUEST && mh_trim(0)) {
+    if (unlikely(!p) && size <= MH_MAX_REQUEST && mh_release_unused()) {
         p = alloc_once(size, align, kind, zero);
         if (!p) errno = ENOMEM;
     }

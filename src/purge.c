@@ -63,6 +63,22 @@ void mh_tick(bool force) {
     mh_unlock(&mh_tick_lock);
 }
 
+/* An allocation failed: what the caches hold that no slab or block uses
+ * (cached large mappings, empty miniheaps, free units) goes back at once.
+ * Not the thread caches or partly used slabs: a fuzzer that asks for 1 TiB
+ * again and again must not lose its warm heap each time (libFuzzer ran
+ * fuzz_ops at 107 and fuzz_threads at 130 exec/s with a full mh_trim here,
+ * at 125 and 157 with this). */
+bool mh_release_unused(void) {
+    uint64_t before = atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total);
+    mh_lock(&mh_tick_lock);
+    uint64_t now = os_now_ms();
+    miniheap_purge(now, true);
+    large_purge(now, true);
+    mh_unlock(&mh_tick_lock);
+    return atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total) != before;
+}
+
 static void poke(void) {
     mh_lock(&purger.lock);
     purger.poked = true;
