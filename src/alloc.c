@@ -269,8 +269,9 @@ static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
     return prepare_block(tagged, n, kind, zero);
 }
 
-/* Every allocation that is not the fast path's (one try: alloc_generic). */
-static void *alloc_once(size_t size, size_t align, int kind, bool zero) {
+/* Every allocation that is not the fast path's (one try: alloc_generic).
+ * Inline, so a debug-mode stack walk has no frame more to go through. */
+static inline __attribute__((always_inline)) void *alloc_once(size_t size, size_t align, int kind, bool zero) {
     mh_ensure_init();
     /* Every first allocation (of the process, of a thread cache, after
      * mh_reset) comes here: the layout options are fixed from now on. */
@@ -312,13 +313,15 @@ oom:
  * what the caches hold unused (cached large mappings, empty miniheaps) goes
  * back to the system, and the allocation is tried once more before it
  * fails with ENOMEM. */
+static MH_COLD void *alloc_retry(size_t size, size_t align, int kind, bool zero) {
+    if (size > MH_MAX_REQUEST || !mh_release_unused()) return NULL; /* (errno is ENOMEM) */
+    void *p = alloc_once(size, align, kind, zero);
+    if (!p) errno = ENOMEM;
+    return p;
+}
 static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool zero) {
     void *p = alloc_once(size, align, kind, zero);
-    if (unlikely(!p) && size <= MH_MAX_REQUEST && mh_release_unused()) {
-        p = alloc_once(size, align, kind, zero);
-        if (!p) errno = ENOMEM;
-    }
-    return p;
+    return likely(p != NULL) ? p : alloc_retry(size, align, kind, zero);
 }
 
 /* Back to the thread cache (or the slab when there is none). */
@@ -462,9 +465,11 @@ static inline bool sized_ok(slab_t *s, uint32_t idx, size_t sized) {
 static inline __attribute__((always_inline)) bool check_block(slab_t *s, uint32_t idx, void *p, const char *where, int kind,
                                bool has_size, size_t sized) {
     uint8_t *raw = (uint8_t *)p - s->front;
-    size_t n = slab_block_size(s, idx);
+    /* The info word read once: size and kind come from the same load. */
+    uint32_t info = s->info ? block_info(s, idx) : 0;
+    size_t n = s->canary ? (info & INFO_SIZE_MASK) : s->bsize - s->front;
     if (s->info && mh_opt.mismatch && kind) {
-        int had = INFO_KIND(block_info(s, idx));
+        int had = INFO_KIND(info);
         if (unlikely(had && had != kind)) {
             report_kind(s, idx, p, where, had, kind);
             return false;
