@@ -832,7 +832,12 @@ static void *realloc_large(void *p, size_t size) {
     int status = LARGE_COPY;
     void *q = NULL;
     /* Shrinking into a slab, or a block that cannot be resized: move it. */
-    if (size + mh_cfg.front + mh_cfg.tail > MH_SMALL_MAX) q = large_resize(l, size, &status);
+    if (size + mh_cfg.front + mh_cfg.tail > MH_SMALL_MAX) {
+        q = large_resize(l, size, &status);
+        /* Out of address space: what the caches hold unused goes first (as
+         * for an allocation, alloc_retry). */
+        if (status == LARGE_FAILED && mh_release_unused()) q = large_resize(l, size, &status);
+    }
     if (status == LARGE_COPY) {
         q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);
         if (!q) {
