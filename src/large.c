@@ -3,7 +3,7 @@
  * addresses (so a pointer that was never handed out is recognised).
  *
  * Freed mappings are kept for decay_ms, up to what brings the footprint
- * back to its high-water mark (at most four times what is live) or
+ * back to its high-water mark (at most twice what is live) or
  * large_cache_mb, whichever is more, so a program that frees and allocates
  * big buffers in turn does not fault every page in again. With a quarantine
  * (and always for sampled blocks) a freed block is made inaccessible
@@ -50,6 +50,11 @@ static size_t n_live, live_bytes, live_mapped, cached_bytes, n_cached, quar_byte
  * the cache may hold what brings the footprint back up to it (see
  * cache_max), so it never raises the peak by more than large_cache_mb. */
 static size_t live_hwm;
+/* The mapping freed last. Hardened mode never reuses it at once: it stays
+ * inaccessible, so a write through a stale pointer right after its free,
+ * and the same size allocated again, faults instead of landing in the new
+ * block. */
+static large_t *cache_newest;
 
 static inline uint8_t *l_user(const large_t *l) { return UNMANGLE(l->user_m); }
 static inline uint8_t *l_map(const large_t *l) { return UNMANGLE(l->map_m); }
@@ -305,23 +310,37 @@ static inline size_t reuse_keep(size_t pages) { return 7 * pages + ((size_t)1 <<
  * beyond the request if it is larger. */
 static inline size_t cost(size_t u, size_t pages) { return u < pages ? pages - u : (u - pages) / 4; }
 
-/* What the cache may hold (large_lock held): large_cache_mb, or more while
+/* Take *pp out of the cache (large_lock held). */
+static large_t *cache_unlink(large_t **pp) {
+    large_t *l = *pp;
+    *pp = l->next;
+    cached_bytes -= data_pages(l);
+    n_cached--;
+    if (l == cache_newest) cache_newest = NULL;
+    return l;
+}
+
+/* What the cache may hold (large_lock held; `pending`: bytes of a mapping
+ * on its way from the cache to the program): large_cache_mb, or more while
  * the live blocks take less than they did at their high-water mark, so a
  * program that frees and allocates big buffers in turn reuses their pages
  * without ever holding more than it did at its peak; but never more than
- * four times what the live blocks take, so a program that frees everything
- * keeps at most large_cache_mb (its own mmap under an address-space limit
- * must not fail for our cache). Four: on bench/src/large.c, 1x faulted
- * 161k pages in 0.28 s, 2x 146k in 0.26 s, 4x 117k in 0.21 s, as many as
- * with no such bound (glibc 175k in 0.30 s). */
-static size_t cache_max(void) {
+ * twice what the live blocks take. A program that frees everything keeps
+ * at most large_cache_mb, and one that frees most keeps little more than it
+ * uses (its own mmap under an address-space limit must not fail for our
+ * cache: with 100 MiB live and 400 MiB freed, a bound of four times the
+ * live bytes failed a 350 MiB mmap under a 700 MiB limit). On
+ * bench/src/large.c, 1x faulted 161k pages in 0.28 s, 2x 146k in 0.26 s,
+ * 4x 117k in 0.21 s (glibc 175k in 0.30 s). */
+static size_t cache_max_with(size_t pending) {
     size_t floor = (size_t)OPT(large_cache_mb) << 20;
     if (!floor) return 0; /* large_cache_mb=0: no cache */
-    size_t held = live_mapped + quar_bytes; /* (the quarantine's mappings are held too) */
+    size_t held = live_mapped + quar_bytes + pending; /* (the quarantine's mappings are held too) */
     size_t room = live_hwm > held ? live_hwm - held : 0;
-    if (room > 4 * live_mapped) room = 4 * live_mapped;
+    if (room > 2 * live_mapped) room = 2 * live_mapped;
     return room > floor ? room : floor;
 }
+static size_t cache_max(void) { return cache_max_with(0); }
 
 static void cache_insert(large_t *l, uint64_t now, bool behind, size_t max, large_t **evict);
 static void cache_trim(size_t max, large_t **evict);
@@ -351,7 +370,7 @@ static void split_tail(large_t *l, size_t pages) {
     track_region_add(cut + g, r->map_size);
     large_t *evict = NULL;
     mh_lock(&large_lock);
-    cache_insert(r, l->freed_ms, true, cache_max(), &evict);
+    cache_insert(r, l->freed_ms, true, cache_max_with(l->map_size), &evict);
     mh_unlock(&large_lock);
     unmap_list(evict);
 }
@@ -392,15 +411,12 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
          * large peaked at 338 MB against 317 MB (glibc 322 MB), and realloc
          * at 72 MB against 69 MB. A sampled block takes only a guarded one
          * of its exact size: no mmap, munmap or split. In hardened mode
-         * never the one freed last (the list is newest first): it stays
-         * inaccessible, so a write through a stale pointer right after its
-         * free, and the same size allocated again, faults instead of
-         * landing in the new block. */
+         * never the one freed last (cache_newest). */
         large_t **best = NULL;
         size_t best_u = 0;
-        large_t **from = mh_cfg.hard && cache ? &cache->next : &cache;
-        for (large_t **pp = from; *pp; pp = &(*pp)->next) {
+        for (large_t **pp = &cache; *pp; pp = &(*pp)->next) {
             size_t u = data_pages(*pp);
+            if (mh_cfg.hard && *pp == cache_newest) continue;
             if (sampled) {
                 if (u != pages || !(*pp)->guarded) continue;
             } else if (best && cost(u, pages) >= cost(best_u, pages)) {
@@ -410,12 +426,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
             best_u = u;
             if (u == pages) break;
         }
-        if (best) {
-            l = *best;
-            *best = l->next;
-            cached_bytes -= data_pages(l);
-            n_cached--;
-        }
+        if (best) l = cache_unlink(best);
     }
     mh_unlock(&large_lock);
     if (l) {
@@ -520,16 +531,16 @@ bool large_check_claimed(large_t *l, bool has_size, size_t sized, int kind, cons
     return check_on_free(l, has_size, sized, kind, where);
 }
 
-/* Newest first into the cache (large_lock held); over max bytes, the
- * oldest leave for *evict. */
-static void cache_insert(large_t *l, uint64_t now, bool behind, size_t max, large_t **evict) {
+/* Into the cache (large_lock held), which is kept newest first: a block
+ * just freed at the head, a remainder split off an older mapping (`split`)
+ * where its age puts it. Over max bytes, the oldest leave for *evict. */
+static void cache_insert(large_t *l, uint64_t now, bool split, size_t max, large_t **evict) {
     l->freed_ms = now;
-    /* behind: a remainder split off an older mapping. In hardened mode the
-     * head is the block freed last, kept from reuse (large_alloc): it stays
-     * the head. */
-    large_t **at = behind && mh_cfg.hard && cache ? &cache->next : &cache;
+    large_t **at = &cache;
+    while (split && *at && (*at)->freed_ms > now) at = &(*at)->next;
     l->next = *at;
     *at = l;
+    if (!split) cache_newest = l;
     purge_pending();
     cached_bytes += data_pages(l);
     n_cached++;
@@ -542,10 +553,7 @@ static void cache_trim(size_t max, large_t **evict) {
     while (cached_bytes > max || n_cached > CACHE_MAX_BLOCKS) {
         large_t **pp = &cache;
         while ((*pp)->next) pp = &(*pp)->next;
-        large_t *old = *pp;
-        *pp = NULL;
-        cached_bytes -= data_pages(old);
-        n_cached--;
+        large_t *old = cache_unlink(pp);
         old->next = *evict;
         *evict = old;
     }
@@ -733,9 +741,7 @@ uint64_t large_purge(uint64_t now, bool force) {
     for (large_t **pp = &cache; *pp;) {
         large_t *l = *pp;
         if (force || now >= l->freed_ms + OPT(decay_ms)) { /* (a stamp after the pass read its clock is not due) */
-            *pp = l->next;
-            cached_bytes -= data_pages(l);
-            n_cached--;
+            cache_unlink(pp);
             l->next = evict;
             evict = l;
         } else {
@@ -834,6 +840,7 @@ void large_reset_all(void) {
         cache = l->next;
         unmap_block(l);
     }
+    cache_newest = NULL;
     while (quar_head) unmap_block(quarantine_take_oldest());
     n_live = live_bytes = live_mapped = cached_bytes = n_cached = quar_bytes = n_quar = live_hwm = 0;
     memset(gone, 0, sizeof gone);

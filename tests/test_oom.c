@@ -184,6 +184,22 @@ static void test_address_limit(const char *mode)
     CHECK(huge != NULL, "[%s] malloc(192 MiB) failed after %zu blocks of 1 MiB were freed (errno %d): the cache kept "
                         "their address space", mode, big, errno);
     A_FREE(huge);
+    /* The same for a realloc that grows a large block: its new pages need
+     * the address space the freed blocks' mappings hold. (96 MiB: growing
+     * takes a reservation of the new size and then moves the pages into it,
+     * which the kernel counts twice for a moment.) */
+    void *grow = A_MALLOC(2 * MiB);
+    REQUIRE(grow != NULL, "malloc(2 MiB) failed");
+    memset(grow, 0x5a, 2 * MiB);
+    size_t again = exhaust(MiB, 4096, mode);
+    void *grown = A_REALLOC(grow, 96 * MiB);
+    CHECK(grown != NULL, "[%s] realloc(2 MiB block, 96 MiB) failed after %zu blocks of 1 MiB were freed (errno %d): "
+                         "the cache kept their address space", mode, again, errno);
+    if (grown) {
+        CHECK(((unsigned char *)grown)[2 * MiB - 1] == 0x5a, "[%s] realloc lost the block's contents", mode);
+        grow = grown;
+    }
+    A_FREE(grow);
     size_t mid = exhaust(200000, 8192, mode);
     size_t small = exhaust(100, (size_t)8 << 20, mode);
     printf("  [%s] under RLIMIT_AS = VmSize + 256 MiB: %zu blocks of 1 MiB, %zu of 200000 B, %zu of 100 B, then ENOMEM\n",
