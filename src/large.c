@@ -547,12 +547,19 @@ static void cache_insert(large_t *l, uint64_t now, bool split, size_t max, large
     cache_trim(max, evict);
 }
 
-/* Over max bytes (large_lock held), the oldest cached mappings leave for
- * *evict. */
+/* Over max bytes or CACHE_MAX_BLOCKS (large_lock held), the oldest cached
+ * mappings leave for *evict: the newest that fit stay, found in one walk
+ * (it runs at every large free). */
 static void cache_trim(size_t max, large_t **evict) {
-    while (cached_bytes > max || n_cached > CACHE_MAX_BLOCKS) {
-        large_t **pp = &cache;
-        while ((*pp)->next) pp = &(*pp)->next;
+    if (cached_bytes <= max && n_cached <= CACHE_MAX_BLOCKS) return;
+    size_t bytes = 0, n = 0;
+    large_t **pp = &cache;
+    while (*pp && bytes + data_pages(*pp) <= max && n < CACHE_MAX_BLOCKS) {
+        bytes += data_pages(*pp);
+        n++;
+        pp = &(*pp)->next;
+    }
+    while (*pp) {
         large_t *old = cache_unlink(pp);
         old->next = *evict;
         *evict = old;
