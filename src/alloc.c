@@ -903,14 +903,14 @@ void mh_free_kind(void *p, int kind, bool has_size, size_t size) {
 MH_API int mh_trim(size_t pad) {
     (void)pad;
     mh_ensure_init();
-    uint64_t before = atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total);
+    uint64_t before = os_given_back();
     tcache_t *t = mh_tcache;
     if (t) {
         quarantine_drain(t);
         tcache_flush_all(t);
     }
     mh_tick(true);
-    return atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total) != before;
+    return os_given_back() != before;
 }
 
 MH_API void mh_reset(void) {

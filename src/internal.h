@@ -203,6 +203,8 @@ MH_INTERNAL void   os_backing_fork_end(int to);
 MH_INTERNAL void   os_futex_wait(_Atomic uint32_t *word, uint32_t val, int timeout_ms);
 MH_INTERNAL void   os_futex_wake(_Atomic uint32_t *word);
 MH_INTERNAL extern _Atomic size_t os_purged_total, os_unmapped_total;
+/* Bytes given back to the system since start (did a pass give any back?). */
+static inline uint64_t os_given_back(void) { return atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total); }
 
 /* ---- metadata allocator (meta.c): never beside user data --------------- */
 MH_INTERNAL void  *meta_alloc(size_t size);   /* zeroed */

@@ -70,13 +70,13 @@ void mh_tick(bool force) {
  * fuzz_ops at 107 and fuzz_threads at 130 exec/s with a full mh_trim here,
  * at 125 and 157 with this). */
 bool mh_release_unused(void) {
-    uint64_t before = atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total);
+    uint64_t before = os_given_back();
     mh_lock(&mh_tick_lock);
     uint64_t now = os_now_ms();
     miniheap_purge(now, true);
     large_purge(now, true);
     mh_unlock(&mh_tick_lock);
-    return atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total) != before;
+    return os_given_back() != before;
 }
 
 static void poke(void) {
