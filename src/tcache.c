@@ -44,7 +44,11 @@ tcache_t *tcache_get_slow(void) {
     if (mh_opt.sample_rate) {
         uint32_t r;
         mh_random(&r, sizeof r);
-        t->sample_left = (int32_t)(1 + r % (2 * mh_opt.sample_rate));
+        /* The first sample at a random place, 1 .. 2N-1 (mean N): with
+         * sample_rate=1, every block, the first included (it was 1 .. 2N,
+         * and a program whose first block was its only one got it unsampled
+         * half the time). */
+        t->sample_left = (int32_t)(1 + r % (2 * mh_opt.sample_rate - 1));
     }
     mh_lock(&list_lock);
     t->next = all_caches;
