@@ -43,11 +43,12 @@ $(BUILD)/obj/%.o: src/%.cpp $(HEADERS) Makefile
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS_LIB) -c $< -o $@
 
-# Linked with the C++ driver: operator new throws std::bad_alloc.
+# Linked with the C driver: the C++ runtime is not a dependency (new.cpp
+# binds to the program's own, weakly), and libgcc is linked in statically.
 # The soname carries the ABI version (make install adds the links).
 SONAME := libminiheap.so.1
 $(BUILD)/libminiheap.so: $(CORE_OBJS) $(OVERRIDE_OBJ)
-	$(CXX) -shared -o $@ $^ $(LDLIBS_LIB) -Wl,-z,now -Wl,--no-undefined -Wl,-soname,$(SONAME)
+	$(CC) -shared -static-libgcc -o $@ $^ $(LDLIBS_LIB) -Wl,-z,now -Wl,--no-undefined -Wl,-soname,$(SONAME)
 
 $(BUILD)/libminiheap.a: $(CORE_OBJS) $(OVERRIDE_OBJ)
 	@rm -f $@

@@ -5,29 +5,83 @@
 // size-mismatch.
 #include <cerrno>
 #include <cstddef>
+#include <dlfcn.h>
 #include <new>
 
 #include "track_entry.h"
 
+// The library does not link the C++ runtime: a C program (most of what runs
+// under LD_PRELOAD) would map libstdc++, libm and libgcc_s for nothing,
+// 1.3 MB resident and about 1 ms at every start. What operator new needs of
+// the runtime, it needs only when an allocation fails: the new-handler and
+// the means to throw and catch std::bad_alloc. Those symbols are weak. A C++
+// program has its runtime loaded with it, and they bind to it; in a C
+// program that loads C++ code later (dlopen), they stay null, and the
+// failure path looks the two functions it calls up then.
+asm(".weak __gxx_personality_v0");
+asm(".weak __cxa_begin_catch");
+asm(".weak __cxa_end_catch");
+asm(".weak __cxa_allocate_exception");
+asm(".weak __cxa_throw");
+asm(".weak _ZSt15get_new_handlerv");
+asm(".weak _ZNSt9bad_allocD1Ev");
+asm(".weak _ZTISt9bad_alloc");
+asm(".weak _ZTVSt9bad_alloc");
+asm(".weak _ZSt9terminatev"); // (clang's __clang_call_terminate)
+
 extern "C" {
 void *mh_alloc_kind(std::size_t size, std::size_t align, int kind) __attribute__((visibility("hidden")));
 void mh_free_kind(void *p, int kind, bool has_size, std::size_t size) __attribute__((visibility("hidden")));
+void mh_fatal(const char *msg) __attribute__((visibility("hidden"), noreturn));
+// The same symbols, under names whose address the compiler cannot assume
+// non-null.
+void weak_cxa_throw() __asm__("__cxa_throw") __attribute__((weak));
+void weak_get_new_handler() __asm__("_ZSt15get_new_handlerv") __attribute__((weak));
 }
 
 namespace {
 enum { KIND_NEW = 2, KIND_NEW_ARRAY = 3 };
+
+// Bound at start-up: the program has a C++ runtime.
+bool runtime_bound() { return &weak_cxa_throw != nullptr && &weak_get_new_handler != nullptr; }
+
+// A runtime loaded after start-up, maybe into a local scope (dlopen without
+// RTLD_GLOBAL): asked for by its name.
+void *late_runtime(const char *name) {
+    void *lib = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    void *f = lib ? dlsym(lib, name) : nullptr;
+    if (lib) dlclose(lib);
+    return f ? f : dlsym(RTLD_DEFAULT, name);
+}
+
+std::new_handler current_handler() {
+    if (runtime_bound()) return std::get_new_handler();
+    auto get = reinterpret_cast<std::new_handler (*)()>(late_runtime("_ZSt15get_new_handlerv"));
+    return get ? get() : nullptr;
+}
+
+[[noreturn]] void throw_bad_alloc() {
+    if (runtime_bound()) throw std::bad_alloc();
+    auto thrower = reinterpret_cast<void (*)()>(late_runtime("_ZSt17__throw_bad_allocv")); // libstdc++'s
+    if (thrower) thrower();
+    mh_fatal("operator new: out of memory, and no C++ runtime to throw std::bad_alloc with");
+}
 
 // The standard's loop: call the new-handler until it gives up or memory comes.
 void *alloc_or_throw(std::size_t size, std::size_t align, int kind) {
     for (;;) {
         void *p = mh_alloc_kind(size, align, kind);
         if (p) return p;
-        std::new_handler h = std::get_new_handler();
-        if (!h) throw std::bad_alloc();
+        std::new_handler h = current_handler();
+        if (!h) throw_bad_alloc();
         h();
     }
 }
 
+// (Without a runtime bound at start-up the catch cannot work: there is no
+// personality routine. A handler that throws then throws through the
+// nothrow operator; only a C program that dlopen()ed C++ code, ran out of
+// memory and installed such a handler meets that.)
 void *alloc_nothrow(std::size_t size, std::size_t align, int kind) noexcept {
     try {
         return alloc_or_throw(size, align, kind);

@@ -7,7 +7,10 @@
 #      saying why (the page size is faked by a preloaded getauxval);
 #   3. a privileged (set-user-ID, AT_SECURE) program ignores
 #      MINIHEAP_OPTIONS: mode=fast cannot switch its canaries off. Needs
-#      root to make the program set-user-ID (CI runs as root).
+#      root to make the program set-user-ID (CI runs as root);
+#   4. the library does not load a C++ runtime into a C program, and a C
+#      program that dlopen()s C++ code later still gets operator new's
+#      new-handler calls and std::bad_alloc.
 set -u
 . "$(dirname "$0")/t_lib.sh"
 D=$BUILD/tests/startup
@@ -31,7 +34,8 @@ for mode in fast hardened debug; do
 done
 
 # 2. page size
-out=$(LD_PRELOAD="$D/pagesize_shim.so:$LIB" /bin/true 2>&1)
+# (ls: a program that allocates; the check is made at the first allocation)
+out=$(LD_PRELOAD="$D/pagesize_shim.so:$LIB" ls / 2>&1)
 rc=$?
 if [ $rc -eq 0 ] || ! grep -q "page size is 16384 bytes" <<<"$out"; then
     fail "16 KiB pages: rc $rc, said: $(head -c 300 <<<"$out")"
@@ -67,4 +71,20 @@ else
     fi
     rm -rf "$dir"
 fi
+# 4. no C++ runtime of our own
+needed=$(readelf -d "$LIB" | grep NEEDED)
+if grep -q 'libstdc++\|libgcc_s' <<<"$needed"; then
+    fail "the library needs a C++ runtime: $needed"
+else
+    echo "ok no C++ runtime needed: $(tr -s ' ' <<<"$needed" | tr '\n' ' ')"
+fi
+for mode in fast hardened debug; do
+    out=$(MINIHEAP_OPTIONS=mode=$mode:leak_report=0 LD_PRELOAD=$LIB "$D/dlopen_cxx" "$PWD/$D/cxx_plugin.so" 2>&1)
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        fail "mode=$mode: C program, C++ plugin loaded later: rc $rc: $(head -c 300 <<<"$out")"
+    else
+        echo "ok mode=$mode: C program, C++ plugin loaded later: $out"
+    fi
+done
 [ $fails -eq 0 ]

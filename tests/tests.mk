@@ -43,15 +43,23 @@ test-bins: $(TEST_BINS)
 test-bins-plain: $(TEST_PLAIN)
 
 # Start-up environments (tests/t_startup.sh): a fake page size, a
-# set-user-ID program linked with libminiheap.a.
+# set-user-ID program linked with libminiheap.a (by the C driver: no C++
+# runtime needed), a C program that loads C++ code with dlopen.
 STARTUP_DIR  := $(TEST_DIR)/startup
-STARTUP_BINS := $(STARTUP_DIR)/pagesize_shim.so $(STARTUP_DIR)/overflow_static
+STARTUP_BINS := $(STARTUP_DIR)/pagesize_shim.so $(STARTUP_DIR)/overflow_static \
+                $(STARTUP_DIR)/dlopen_cxx $(STARTUP_DIR)/cxx_plugin.so
 $(STARTUP_DIR)/pagesize_shim.so: tests/startup/pagesize_shim.c tests/tests.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) -O1 -shared -fPIC $< -o $@ -ldl
 $(STARTUP_DIR)/overflow_static: tests/startup/overflow_static.c tests/tests.mk $(BUILD)/libminiheap.a
 	@mkdir -p $(dir $@)
-	$(CXX) -x c $(CSTD) -O1 -g -fno-builtin $< -x none $(BUILD)/libminiheap.a -pthread -o $@
+	$(CC) $(CSTD) -O1 -g -fno-builtin $< $(BUILD)/libminiheap.a -pthread -o $@
+$(STARTUP_DIR)/dlopen_cxx: tests/startup/dlopen_cxx.c tests/tests.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O1 -g $< -o $@ -ldl
+$(STARTUP_DIR)/cxx_plugin.so: tests/startup/cxx_plugin.cpp tests/tests.mk
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O1 -g -shared -fPIC $(WARN) $< -o $@
 
 # A program that leaks from two functions (tests/t_leaks.sh).
 LEAK_BINS := $(TEST_DIR)/leaks/leaky

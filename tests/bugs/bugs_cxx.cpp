@@ -180,6 +180,30 @@ int clean() {
     check(threw, "operator new(2^62) throws bad_alloc");
     volatile std::size_t huge = static_cast<std::size_t>(1) << 62;
     check(::operator new[](huge, std::nothrow) == nullptr, "nothrow operator new[](2^62) is null");
+    // the new-handler: called on each failure until it removes itself
+    // (the library binds weakly to this program's C++ runtime)
+    static int handler_calls;
+    handler_calls = 0;
+    std::set_new_handler([] {
+        if (++handler_calls == 3) std::set_new_handler(nullptr);
+    });
+    threw = false;
+    try {
+        void *p = ::operator new(huge, std::align_val_t(64));
+        ::operator delete(p, std::align_val_t(64));
+    } catch (const std::bad_alloc &) {
+        threw = true;
+    }
+    check(threw && handler_calls == 3, "operator new calls the new-handler until it is removed, then throws");
+    // a handler that throws: the nothrow form returns null
+    handler_calls = 0;
+    std::set_new_handler([] {
+        handler_calls++;
+        throw std::bad_alloc();
+    });
+    check(::operator new(huge, std::nothrow) == nullptr && handler_calls == 1,
+          "nothrow operator new: a handler's bad_alloc becomes null");
+    std::set_new_handler(nullptr);
     // exceptions (allocated by the runtime), containers, threads
     for (int i = 0; i < 100; i++) {
         try {
