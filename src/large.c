@@ -257,16 +257,26 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
     if (pages_after_resize(l, pages, keep) == l->usable) return true; /* a little too big: keep it */
     if (pages > l->usable) {
         size_t ng = guard ? MH_PAGE : 0;
+        /* Into a guarded reservation. The kernel counts it beside the old
+         * pages until the move (the reservation, or the move into it,
+         * fails), so under an address-space limit this fails where the move
+         * alone fits (RLIMIT_AS = VmSize + 256 MiB: glibc grew a 2 MiB block
+         * to 240 MiB, this failed from 150 MiB on). Then the kernel places
+         * the pages itself, and the block goes without guard pages. */
         uint8_t *dst = os_reserve(pages + 2 * ng);
-        if (!dst) return false;
         /* Forget the old range before the pages leave it: once they do,
          * another thread may map it, and its shadow must be clean by then
          * (found by fuzz_threads: a new sampled block's canary write hit
          * the poison this cached block had left). */
         track_region_remove(map, l->map_size);
         track_unmap(map, l->map_size);
-        if (!os_remap(user, l->usable, pages, dst + ng)) {
-            os_unmap(dst, pages + 2 * ng);
+        uint8_t *moved = dst ? os_remap(user, l->usable, pages, dst + ng) : NULL;
+        if (!moved) {
+            if (dst) os_unmap(dst, pages + 2 * ng);
+            ng = 0;
+            moved = os_remap(user, l->usable, pages, NULL);
+        }
+        if (!moved) {
             track_region_add(map, l->map_size);
             return false;
         }
@@ -274,12 +284,12 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
          * range, which another thread may map again meanwhile). */
         if (user > map) os_unmap(map, (size_t)(user - map));
         uint8_t *old_end = user + l->usable, *map_end = map + l->map_size;
-        if (map_end > old_end) os_unmap(old_end, (size_t)(map_end - old_end));
-        l->map_m = MANGLE(dst);
+        if (map_end > old_end && moved != user) os_unmap(old_end, (size_t)(map_end - old_end));
+        l->map_m = MANGLE(moved - ng);
         l->map_size = pages + 2 * ng;
-        l->user_m = MANGLE(dst + ng);
-        l->guarded = guard;
-        track_region_add(dst, l->map_size);
+        l->user_m = MANGLE(moved);
+        l->guarded = ng != 0;
+        track_region_add(moved - ng, l->map_size);
     } else {
         uint8_t *end = user + pages, *map_end = map + l->map_size;
         if (g) os_protect_none(end, g); /* the new guard */
@@ -761,6 +771,23 @@ uint64_t large_purge(uint64_t now, bool force) {
     mh_unlock(&large_lock);
     unmap_list(evict);
     return due;
+}
+
+/* An allocation failed: the quarantine's mappings go back too (it keeps
+ * at least the block freed last, however large: a 96 MiB block held there
+ * failed a 192 MiB realloc under an address-space limit in debug mode).
+ * The last few stay known as freed (a second free is still reported). */
+void large_release_quarantine(void) {
+    large_t *evict = NULL;
+    mh_lock(&large_lock);
+    while (quar_head) {
+        large_t *l = quarantine_take_oldest();
+        remember_gone(l);
+        l->next = evict;
+        evict = l;
+    }
+    mh_unlock(&large_lock);
+    unmap_list(evict);
 }
 
 void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) {

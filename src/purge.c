@@ -64,7 +64,8 @@ void mh_tick(bool force) {
 }
 
 /* An allocation failed: what the caches hold that no slab or block uses
- * (cached large mappings, empty miniheaps, free units) goes back at once.
+ * (cached large mappings, empty miniheaps, free units, the large blocks in
+ * quarantine) goes back at once.
  * Not the thread caches or partly used slabs: a fuzzer that asks for 1 TiB
  * again and again must not lose its warm heap each time (libFuzzer ran
  * fuzz_ops at 107 and fuzz_threads at 130 exec/s with a full mh_trim here,
@@ -75,6 +76,7 @@ bool mh_release_unused(void) {
     uint64_t now = os_now_ms();
     miniheap_purge(now, true);
     large_purge(now, true);
+    large_release_quarantine();
     mh_unlock(&mh_tick_lock);
     return os_given_back() != before;
 }

@@ -186,8 +186,8 @@ static void test_address_limit(const char *mode)
     A_FREE(huge);
     /* The same for a realloc that grows a large block: its new pages need
      * the address space the freed blocks' mappings hold. (96 MiB: growing
-     * takes a reservation of the new size and then moves the pages into it,
-     * which the kernel counts twice for a moment.) */
+     * into a guarded reservation of the new size has the kernel count the
+     * new size twice; 192 MiB below has to do without.) */
     void *grow = A_MALLOC(2 * MiB);
     REQUIRE(grow != NULL, "malloc(2 MiB) failed");
     memset(grow, 0x5a, 2 * MiB);
@@ -197,6 +197,24 @@ static void test_address_limit(const char *mode)
                          "the cache kept their address space", mode, again, errno);
     if (grown) {
         CHECK(((unsigned char *)grown)[2 * MiB - 1] == 0x5a, "[%s] realloc lost the block's contents", mode);
+        grow = grown;
+    }
+    A_FREE(grow);
+    /* Growing to 192 MiB of the 256: the move into a reservation does not
+     * fit beside the reservation, a move placed by the kernel does (glibc
+     * grows to 240 MiB here). */
+    grow = A_MALLOC(2 * MiB);
+    REQUIRE(grow != NULL, "malloc(2 MiB) failed");
+    memset(grow, 0x5a, 2 * MiB);
+    grown = A_REALLOC(grow, 192 * MiB);
+    CHECK(grown != NULL, "[%s] realloc(2 MiB block, 192 MiB) failed under RLIMIT_AS = VmSize + 256 MiB (errno %d)",
+          mode, errno);
+    if (grown) {
+        CHECK(((unsigned char *)grown)[2 * MiB - 1] == 0x5a && ((unsigned char *)grown)[0] == 0x5a,
+              "[%s] realloc to 192 MiB lost the block's contents", mode);
+        memset((unsigned char *)grown + 2 * MiB, 1, MiB); /* the new pages are there */
+        grown = A_REALLOC(grown, 4 * MiB); /* and it shrinks again */
+        CHECK(grown != NULL && ((unsigned char *)grown)[2 * MiB] == 1, "[%s] shrinking the grown block failed", mode);
         grow = grown;
     }
     A_FREE(grow);
