@@ -55,6 +55,7 @@ typedef struct fz_config {
     uint32_t tcache;
     uint32_t quarantine_mb;   /* 0 unless the key exists */
     uint32_t sample_rate;     /* 0 unless the key exists */
+    uint32_t decay_ms;
     bool fills_new;           /* debug mode, fill_new=1 or an ASan build: whole blocks get written */
     char text[256];           /* the string given to mh_set_options */
 } fz_config_t;

@@ -69,8 +69,9 @@ void fz_apply_options(fz_reader_t *r, fz_config_t *cfg) {
         if (key_ok[9] && ((b >> 2) & 3) == 3) appendf(cfg, "mesh=1:");
     }
     cfg->tcache = !(a & 1); /* on by default, as in production */
+    cfg->decay_ms = decay[(a >> 1) & 3];
     appendf(cfg, "abort_on_error=0:tcache=%u:decay_ms=%u:float_pct=%u:miniheap_cache=%u:large_cache_mb=%u",
-            cfg->tcache, decay[(a >> 1) & 3], fl[(a >> 3) & 3], (a >> 5) & 7, lc[b & 3]);
+            cfg->tcache, cfg->decay_ms, fl[(a >> 3) & 3], (a >> 5) & 7, lc[b & 3]);
     /* The purge thread gives memory back on its own clock: on where runs
      * race anyway (fuzz_threads), off where an input must replay exactly. */
     appendf(cfg, ":background=%d", fz_background);
