@@ -492,6 +492,9 @@ void os_chain_fault(int sig, void *info, void *uctx) {
  * offset == address: a span's pages can then be mapped onto another span's
  * file pages, and memory is freed by punching holes in the file. */
 
+/* Where the next miniheap is asked for, as a segment number: held as an
+ * address it pointed at the first block of a miniheap, and memcheck's leak
+ * search counted that block as reachable through it. */
 static _Atomic uintptr_t seg_hint;
 static int seg_fd = -1;          /* >= 0: miniheaps are views of this file */
 static uint8_t *copy_buf;        /* fork: the child's bounce buffer */
@@ -529,7 +532,7 @@ static void *map_shared_at(void *at, size_t size, const void *offset) {
 
 void *os_segment_alloc(void *hint) {
     (void)hint;
-    uintptr_t h = atomic_load_explicit(&seg_hint, memory_order_relaxed);
+    uintptr_t h = atomic_load_explicit(&seg_hint, memory_order_relaxed) << MH_SEG_SHIFT;
     int prot = seg_fd >= 0 ? PROT_NONE : PROT_READ | PROT_WRITE;
     void *p = map_aligned_at((void *)h, MH_SEG_SIZE, MH_SEG_SIZE, prot);
     if (!p) return NULL;
@@ -544,7 +547,7 @@ void *os_segment_alloc(void *hint) {
     }
     /* Next time ask just below this one: the kernel fills downwards, and
      * neighbouring miniheaps keep the radix table's touched pages few. */
-    atomic_store_explicit(&seg_hint, (uintptr_t)p - MH_SEG_SIZE, memory_order_relaxed);
+    atomic_store_explicit(&seg_hint, ((uintptr_t)p >> MH_SEG_SHIFT) - 1, memory_order_relaxed);
     /* The last unit is a guard: a linear overflow out of the last slab faults
      * instead of running into the next miniheap. */
     os_protect_none((uint8_t *)p + (size_t)MH_USABLE_UNITS * MH_UNIT_SIZE,

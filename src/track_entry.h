@@ -39,7 +39,10 @@ extern __thread uint8_t mh_track_defer __attribute__((visibility("hidden"), tls_
 #define MH_TRACK_FLUSH()                                                                                      \
     do {                                                                                                      \
         track_pending_t pend_ = mh_track_pending;                                                             \
+        /* (the pointer too: memcheck's leak search reads this TLS, and the   \
+         * last block allocated would stay "still reachable" through it) */  \
         mh_track_pending.op = TRACK_NONE;                                                                     \
+        mh_track_pending.p = 0;                                                                               \
         if (pend_.op == TRACK_ALLOC) VALGRIND_MALLOCLIKE_BLOCK(pend_.p, pend_.size, pend_.rz, pend_.zeroed); \
         else if (pend_.op == TRACK_FREE) VALGRIND_FREELIKE_BLOCK(pend_.p, pend_.rz);                         \
     } while (0)
