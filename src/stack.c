@@ -94,7 +94,10 @@ static inline __attribute__((always_inline)) uint32_t walk_from(uintptr_t fp, ui
                                                                uint32_t max, bool safe) {
     uintptr_t top = stack_top(fp);
     if (safe && top == fp) top = fp + ((uintptr_t)64 << 20); /* a stack of the program's own making */
-    while (n < max && fp && !(fp & 7) && fp + 16 <= top) {
+    /* (top - fp, not fp + 16: a frame pointer near the end of the address
+     * space wrapped that sum to 0, and the walk read it: GNU as, built
+     * without frame pointers, crashed in debug mode with rbp = -16) */
+    while (n < max && fp && !(fp & 7) && fp < top && top - fp >= 16) {
         uintptr_t pair[2];
         if (safe) {
             if (!os_read_self(pair, (const void *)fp, sizeof pair)) break;

@@ -38,6 +38,8 @@
  *   bugs uaf_write_reused SIZE         frees a block, allocates the same size,
  *                                      writes through the stale pointer
  *   bugs clean_threads                 threads allocating, freeing each other's blocks
+ *   bugs clean_rbp                     malloc and free called with rbp holding -16, 0 and
+ *                                      an odd value (code built without frame pointers)
  *
  * A bug that is not caught lets the program go on: it then cleans up and
  * exits 0 without writing anything (blocks it cannot free stay referenced
@@ -615,6 +617,45 @@ static int clean(void) {
     return failures ? 1 : 0;
 }
 
+#if defined(__x86_64__)
+/* malloc(n) then free of it, called with rbp = bp, as from code built
+ * without frame pointers that keeps any value there. (128 bytes skip the
+ * red zone; the stack is aligned to 16 bytes for the calls.) */
+__attribute__((noinline)) static void alloc_free_rbp(size_t n, uintptr_t bp) {
+    __asm__ volatile("sub $128, %%rsp\n\t"
+                     "push %%rbp\n\t"
+                     "push %%r12\n\t"
+                     "mov %%rsp, %%r12\n\t"
+                     "and $-16, %%rsp\n\t"
+                     "mov %0, %%rdi\n\t"
+                     "mov %1, %%rbp\n\t"
+                     "call malloc@PLT\n\t"
+                     "mov %%rax, %%rdi\n\t"
+                     "call free@PLT\n\t"
+                     "mov %%r12, %%rsp\n\t"
+                     "pop %%r12\n\t"
+                     "pop %%rbp\n\t"
+                     "add $128, %%rsp"
+                     : "+S"(n), "+d"(bp)
+                     :
+                     : "rax", "rcx", "rdi", "r8", "r9", "r10", "r11", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3",
+                       "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
+                       "xmm15");
+}
+#endif
+
+/* The stack walk of debug mode follows rbp: it must stop, not fault, on
+ * whatever a program keeps there (-16 once wrapped its bounds check: GNU as
+ * crashed under mode=debug). */
+static int clean_rbp(void) {
+#if defined(__x86_64__)
+    const uintptr_t bps[] = {(uintptr_t)-16, (uintptr_t)-8, 0, 0x7, (uintptr_t)1 << 47};
+    for (size_t i = 0; i < sizeof bps / sizeof bps[0]; i++)
+        for (size_t n = 16; n <= 4096; n *= 4) alloc_free_rbp(n, bps[i]);
+#endif
+    return 0;
+}
+
 /* Threads allocating and freeing, blocks freed by another thread. */
 static int clean_threads(void) {
     pthread_t t[3];
@@ -767,6 +808,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "freed_pointer") && argc == 2) return freed_pointer();
     if (!strcmp(c, "uaf_write_reused") && argc == 3) return uaf_write_reused(num(a2));
     if (!strcmp(c, "clean_threads") && argc == 2) return clean_threads();
+    if (!strcmp(c, "clean_rbp") && argc == 2) return clean_rbp();
     fprintf(stderr, "bugs: unknown case (see the comment at the top of tests/bugs/bugs.c)\n");
     return 2;
 }
