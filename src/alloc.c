@@ -56,6 +56,18 @@ static void fork_child(void) {
     report_unlock_all();
 }
 
+/* One arena per two CPUs, unless `arenas` says. Each arena keeps partly
+ * used slabs of every class it serves, so an arena nobody contends for only
+ * costs memory. On 2 cores, one arena against two (5 interleaved runs):
+ * peaks 8-36 % lower on the threaded benchmarks (xmalloc 14.8 -> 9.6 MB,
+ * prodcons 10.1 -> 7.2, mstress 24.4 -> 21.5), times within the noise
+ * (0.93-1.05x). Read when the layout is fixed: at start-up, and at the
+ * first allocation after mh_reset(). */
+static uint32_t arenas_wanted(void) {
+    uint32_t n = mh_opt.arenas ? mh_opt.arenas : (os_cpu_count() + 1) / 2;
+    return n < 1 ? 1 : n > MH_ARENAS ? MH_ARENAS : n;
+}
+
 /* Start-up must work from the first allocation the dynamic loader or a
  * constructor makes: no libc malloc, no stdio, no dlsym here. */
 void mh_init_slow(void) {
@@ -96,8 +108,7 @@ void mh_init_slow(void) {
         mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
         sizeclass_init(mh_opt.mesh != 0);
         for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
-        mh_narenas = os_cpu_count();
-        if (mh_narenas > MH_ARENAS) mh_narenas = MH_ARENAS;
+        mh_narenas = arenas_wanted();
         tcache_init();
         stack_init();
         fault_init();
@@ -275,8 +286,10 @@ static inline __attribute__((always_inline)) void *alloc_once(size_t size, size_
     mh_ensure_init();
     /* Every first allocation (of the process, of a thread cache, after
      * mh_reset) comes here: the layout options are fixed from now on. */
-    if (unlikely(!atomic_load_explicit(&mh_layout_fixed, memory_order_relaxed)))
+    if (unlikely(!atomic_load_explicit(&mh_layout_fixed, memory_order_relaxed))) {
+        mh_narenas = arenas_wanted(); /* (no block exists: no slab is in an arena yet) */
         atomic_store_explicit(&mh_layout_fixed, 1, memory_order_relaxed);
+    }
     tcache_t *t = mh_tcache ? mh_tcache : tcache_get_slow();
     if (unlikely(size > MH_MAX_REQUEST)) goto oom;
     maybe_check(t);

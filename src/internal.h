@@ -95,6 +95,7 @@ typedef struct mh_options {
     uint32_t large_cache_mb;  /* freed large mappings kept for reuse, in MiB */
     uint32_t float_pct;       /* realloc moves a block out of a slab less than this % full */
     uint32_t tcache;          /* per-thread caches on/off */
+    uint32_t arenas;          /* arenas of slabs; 0: one per two CPUs */
     uint32_t background;      /* a purge thread gives memory back while the program sleeps (purge.c) */
     uint32_t mesh;            /* sparse spans of a class share physical pages (mesh.c) */
     uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
@@ -355,9 +356,10 @@ typedef struct class_bins {
     uint64_t rng;                    /* slot randomisation */
     char pad[64];
 } class_bins_t;
-/* Slabs are grouped in arenas, one per CPU (up to MH_ARENAS), each with its
- * own fullest-first bins; a thread takes new blocks from its own arena, so
- * threads on different CPUs do not share slabs (nor their cache lines). */
+/* Slabs are grouped in arenas, one per two CPUs (up to MH_ARENAS; option
+ * `arenas`), each with its own fullest-first bins; a thread takes new
+ * blocks from its own arena, so threads of different arenas do not share
+ * slabs (nor their cache lines). */
 #define MH_ARENAS 8
 MH_INTERNAL extern class_bins_t mh_bins[MH_ARENAS * MH_MAX_CLASSES];
 MH_INTERNAL extern uint32_t mh_narenas;

@@ -62,6 +62,9 @@ tcache_t *tcache_get_slow(void) {
 
 void *tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
+    /* (a cache made before mh_reset() may name an arena beyond a smaller
+     * count now) */
+    if (unlikely(t->arena >= mh_narenas)) t->arena = 0;
     uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, mh_classes[cls].batch);
     if (!n) return NULL;
     bin->count = n - 1;

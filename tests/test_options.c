@@ -9,6 +9,7 @@
 #include "mh_test.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/wait.h>
 
 #define KiB ((size_t)1024)
@@ -337,6 +338,28 @@ static uint64_t obs_meshes(const char *opts)
     return st.meshes - st0.meshes;
 }
 
+/* arenas: does a second thread take its first block from the slab the
+ * first thread's came from? Round-robin, two arenas give the two threads'
+ * new caches two arenas, and so two slabs. (background=0: the purge thread
+ * makes no cache in between.) */
+static void *alloc64(void *arg)
+{
+    *(void **)arg = mh_malloc(64);
+    return NULL;
+}
+static int obs_same_slab(const char *opts)
+{
+    set(opts);
+    void *a = mh_malloc(64), *b = NULL;
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, alloc64, &b) == 0, "pthread_create failed");
+    pthread_join(t, NULL);
+    int same = b && ((uintptr_t)a >> 16) == ((uintptr_t)b >> 16); /* a 64-byte class's slab is one 64 KiB unit */
+    mh_free(a);
+    mh_free(b);
+    return same;
+}
+
 /* abort_on_error: does a double free end the process (SIGABRT)? */
 /* Does writing to malloc(0)'s block fault (reported, in a child)? */
 static int obs_zero_faults(const char *opts)
@@ -474,6 +497,10 @@ static void run_all(void)
            (unsigned long long)ga, (unsigned long long)gb);
     ga = obs_meshes("mode=fast:mesh=0");
     CHECK(ga == 0, "mesh: meshing after mesh=0 again (mh_reset): %llu", (unsigned long long)ga);
+    a = obs_same_slab("mode=fast:random=0:background=0:arenas=1");
+    b = obs_same_slab("mode=fast:random=0:background=0:arenas=2");
+    CHECK(a && !b, "arenas: a second thread's first block in the first thread's slab with 1: %d, with 2: %d", a, b);
+    printf("  %-16s a second thread's first block shares the first's slab: 1 -> %d, 2 -> %d\n", "arenas", a, b);
     a = obs_aborts("abort_on_error=0"), b = obs_aborts("abort_on_error=1");
     CHECK(!a && b, "abort_on_error: a double free aborted with 0: %d, with 1: %d", a, b);
     printf("  %-16s a double free ends the process: 0 %d, 1 %d\n", "abort_on_error", a, b);
