@@ -61,8 +61,9 @@ static void fork_child(void) {
  * costs memory. On 2 cores, one arena against two (5 interleaved runs):
  * peaks 8-36 % lower on the threaded benchmarks (xmalloc 14.8 -> 9.6 MB,
  * prodcons 10.1 -> 7.2, mstress 24.4 -> 21.5), times within the noise
- * (0.93-1.05x). Read when the layout is fixed: at start-up, and at the
- * first allocation after mh_reset(). */
+ * (0.93-1.05x). Read when the layout is fixed, at the first allocation
+ * (of the process, after mh_reset()); until then no slab exists, and one
+ * arena serves. */
 static uint32_t arenas_wanted(void) {
     uint32_t n = mh_opt.arenas ? mh_opt.arenas : (os_cpu_count() + 1) / 2;
     return n < 1 ? 1 : n > MH_ARENAS ? MH_ARENAS : n;
@@ -108,7 +109,6 @@ void mh_init_slow(void) {
         mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
         sizeclass_init(mh_opt.mesh != 0);
         for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
-        mh_narenas = arenas_wanted();
         tcache_init();
         stack_init();
         fault_init();

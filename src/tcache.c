@@ -62,9 +62,6 @@ tcache_t *tcache_get_slow(void) {
 
 void *tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
-    /* (a cache made before mh_reset() may name an arena beyond a smaller
-     * count now) */
-    if (unlikely(t->arena >= mh_narenas)) t->arena = 0;
     uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, mh_classes[cls].batch);
     if (!n) return NULL;
     bin->count = n - 1;
@@ -189,6 +186,7 @@ void tcache_reset_all(void) {
     mh_lock(&list_lock);
     for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
+        t->arena = 0; /* valid whatever the arena count the next allocation fixes */
         t->q.count = t->q.head = 0;
         t->q.bytes = 0;
     }
