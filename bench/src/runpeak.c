@@ -9,8 +9,9 @@
  * this program's few pages.
  *
  * Usage: runpeak FILE COMMAND [ARG...]
- * Writes "maxrss_kb=N utime_s=U stime_s=S" to FILE, and exits as the
- * command did (killed by the same signal, or with its status). When
+ * Writes "maxrss_kb=N" to FILE (the times reach bench/run anyway: they
+ * count in this program's own rusage, as its reaped child's), and exits as
+ * the command did (killed by the same signal, or with its status). When
  * RUNPEAK_PRELOAD is set, the command gets it as LD_PRELOAD (so this
  * program does not run on the allocator under test).
  */
@@ -59,9 +60,7 @@ int main(int argc, char **argv)
         perror("runpeak: the result file");
         return 2;
     }
-    fprintf(f, "maxrss_kb=%ld utime_s=%.6f stime_s=%.6f\n", ru.ru_maxrss,
-            (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
-            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+    fprintf(f, "maxrss_kb=%ld\n", ru.ru_maxrss);
     fclose(f);
     if (WIFSIGNALED(status)) {
         signal(WTERMSIG(status), SIG_DFL);
