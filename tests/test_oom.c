@@ -159,6 +159,15 @@ static size_t exhaust(size_t size, size_t max, const char *mode)
     return n;
 }
 
+/* A 2 MiB block of 0x5a, to grow with realloc. */
+static void *block_to_grow(void)
+{
+    void *p = A_MALLOC(2 * MiB);
+    REQUIRE(p != NULL, "malloc(2 MiB) failed");
+    memset(p, 0x5a, 2 * MiB);
+    return p;
+}
+
 static void test_address_limit(const char *mode)
 {
     /* Room for a few hundred MiB more than the process maps now. */
@@ -188,9 +197,7 @@ static void test_address_limit(const char *mode)
      * the address space the freed blocks' mappings hold. (96 MiB: growing
      * into a guarded reservation of the new size has the kernel count the
      * new size twice; 192 MiB below has to do without.) */
-    void *grow = A_MALLOC(2 * MiB);
-    REQUIRE(grow != NULL, "malloc(2 MiB) failed");
-    memset(grow, 0x5a, 2 * MiB);
+    void *grow = block_to_grow();
     size_t again = exhaust(MiB, 4096, mode);
     void *grown = A_REALLOC(grow, 96 * MiB);
     CHECK(grown != NULL, "[%s] realloc(2 MiB block, 96 MiB) failed after %zu blocks of 1 MiB were freed (errno %d): "
@@ -203,9 +210,7 @@ static void test_address_limit(const char *mode)
     /* Growing to 192 MiB of the 256: the move into a reservation does not
      * fit beside the reservation, a move placed by the kernel does (glibc
      * grows to 240 MiB here). */
-    grow = A_MALLOC(2 * MiB);
-    REQUIRE(grow != NULL, "malloc(2 MiB) failed");
-    memset(grow, 0x5a, 2 * MiB);
+    grow = block_to_grow();
     grown = A_REALLOC(grow, 192 * MiB);
     CHECK(grown != NULL, "[%s] realloc(2 MiB block, 192 MiB) failed under RLIMIT_AS = VmSize + 256 MiB (errno %d)",
           mode, errno);
