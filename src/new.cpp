@@ -22,7 +22,7 @@ asm(".weak __gxx_personality_v0");
 asm(".weak __cxa_begin_catch");
 asm(".weak __cxa_end_catch");
 asm(".weak __cxa_allocate_exception");
-asm(".weak __cxa_throw");
+asm(".weak __cxa_throw"); // (also below, but clang's implicit calls take no notice)
 asm(".weak _ZSt15get_new_handlerv");
 asm(".weak _ZNSt9bad_allocD1Ev");
 asm(".weak _ZTISt9bad_alloc");
@@ -33,8 +33,8 @@ extern "C" {
 void *mh_alloc_kind(std::size_t size, std::size_t align, int kind) __attribute__((visibility("hidden")));
 void mh_free_kind(void *p, int kind, bool has_size, std::size_t size) __attribute__((visibility("hidden")));
 void mh_fatal(const char *msg) __attribute__((visibility("hidden"), noreturn));
-// The same symbols, under names whose address the compiler cannot assume
-// non-null.
+// Two of them under names whose address the compiler cannot assume
+// non-null (the test of a bound runtime).
 void weak_cxa_throw() __asm__("__cxa_throw") __attribute__((weak));
 void weak_get_new_handler() __asm__("_ZSt15get_new_handlerv") __attribute__((weak));
 }
