@@ -15,8 +15,11 @@ MH_INTERNAL void tcache_init(void);
 
 /* ---- fork: hold every lock across fork() so the child finds them free ----
  * In the order they nest: a report's lock outermost, the stack depot's
- * innermost. */
+ * innermost. Signals stay blocked while they are held (a handler that
+ * allocates would wait on them forever). */
+static __thread sigset_t fork_saved_mask;
 static void fork_prepare(void) {
+    os_signals_block(&fork_saved_mask);
     report_lock_all();
     mh_lock(&mh_tick_lock);
     bins_lock_all();
@@ -37,6 +40,7 @@ static void fork_parent(void) {
     bins_unlock_all();
     mh_unlock(&mh_tick_lock);
     report_unlock_all();
+    os_signals_restore(&fork_saved_mask);
 }
 static void fork_child(void) {
     mesh_fork_child(); /* a heap of its own */
@@ -54,6 +58,7 @@ static void fork_child(void) {
     bins_unlock_all();
     mh_unlock(&mh_tick_lock);
     report_unlock_all();
+    os_signals_restore(&fork_saved_mask);
 }
 
 /* One arena per two CPUs, unless `arenas` says. Each arena keeps partly

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -162,6 +163,12 @@ MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
 /* A detached thread with every signal blocked, named for ps and gdb. */
 MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out);
+/* Allocator work the program does not call and so cannot wrap in its own
+ * signal mask (a thread's cache flushed at its exit, fork's handlers, the
+ * exit-time reports) runs with every signal blocked: a handler that
+ * allocates would otherwise wait on a lock its own thread holds. */
+MH_INTERNAL void   os_signals_block(sigset_t *saved);
+MH_INTERNAL void   os_signals_restore(const sigset_t *saved);
 MH_INTERNAL int    os_getpid(void);
 MH_INTERNAL void   os_close(int fd);
 MH_INTERNAL int    os_open_append(const char *path);          /* -1 on failure */

@@ -387,12 +387,15 @@ static void leak_check_at_exit(void) {
  * never freed is found here, and reported before any leak. */
 __attribute__((destructor(101))) static void leak_destructor(void) {
     if (!atomic_load(&mh_ready)) return;
+    sigset_t saved;
+    os_signals_block(&saved); /* the program's handlers cannot allocate into a half-drained cache */
     purge_stop(); /* first: no give-back pass runs while the heap is walked */
     tcache_t *t = mh_tcache;
     if (t && t->q.count) quarantine_drain(t);
     if (mh_opt.check_exit) mh_check();
     if (track_active()) tcache_scrub_for_tools();
     leak_check_at_exit();
+    os_signals_restore(&saved);
 }
 
 void leak_init(void) {}

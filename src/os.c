@@ -197,10 +197,22 @@ size_t os_page_size(void) {
  * environment was chosen by a less privileged user. */
 bool os_secure(void) { return getauxval(AT_SECURE) != 0; }
 
-bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
-    sigset_t all, old;
+/* All but the faults: a blocked SIGSEGV is fatal when the access raises it,
+ * and meshing's write barrier is a fault its handler waits out. glibc
+ * leaves out the signals it uses itself (cancellation, setxid). */
+void os_signals_block(sigset_t *saved) {
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS};
+    sigset_t all;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited: no signal of the program lands on it */
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(&all, faults[i]);
+    pthread_sigmask(SIG_BLOCK, &all, saved);
+}
+
+void os_signals_restore(const sigset_t *saved) { pthread_sigmask(SIG_SETMASK, saved, NULL); }
+
+bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
+    sigset_t old;
+    os_signals_block(&old); /* inherited: no signal of the program lands on it */
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -210,7 +222,7 @@ bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
     if (rc == 0) pthread_setname_np(*out, name);
     errno = saved;
     pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    os_signals_restore(&old);
     return rc == 0;
 }
 
@@ -429,12 +441,11 @@ bool os_keeps_fault_handler(int sig) {
 int os_program_sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     if (os_keeps_fault_handler(sig)) {
         struct sigaction *kept = sig == SIGBUS ? &old_bus : &old_segv;
-        sigset_t all, saved;
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &saved); /* a fault now would read a half-written record */
+        sigset_t saved;
+        os_signals_block(&saved); /* a fault now would read a half-written record */
         if (old) *old = *kept;
         if (act) *kept = *act;
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        os_signals_restore(&saved);
         return 0;
     }
     return __sigaction(sig, act, old);

@@ -186,7 +186,11 @@ static void stats_emit(const char *event) {
 
 /* Before the leak report (destructor 101), which may end the process. */
 __attribute__((destructor(102))) static void stats_at_exit(void) {
-    if (atomic_load(&mh_ready) && mh_opt.stats_at_exit) stats_emit("exit");
+    if (!atomic_load(&mh_ready) || !mh_opt.stats_at_exit) return;
+    sigset_t saved;
+    os_signals_block(&saved);
+    stats_emit("exit");
+    os_signals_restore(&saved);
 }
 
 static int wake_pipe[2] = {-1, -1};

@@ -149,13 +149,19 @@ static void tcache_release(tcache_t *t) {
     mh_unlock(&list_lock);
 }
 
+/* At thread exit, with signals blocked: the program's handler would find
+ * the cache half flushed, or wait on a class lock the flush holds (the
+ * deadlock test_fork's signal test met in CI). */
 static void tcache_destroy(void *arg) {
     tcache_t *t = arg;
+    sigset_t saved;
+    os_signals_block(&saved);
     quarantine_drain(t);
     t_exiting = 1;
     mh_tcache = NULL;
     tcache_flush_all(t);
     tcache_release(t);
+    os_signals_restore(&saved);
 }
 
 void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees) {

@@ -13,6 +13,12 @@
  *    allocates too, with SIGUSR1 blocked around its own calls (the usual safe
  *    pattern), so handler and thread interleave on the same thread cache.
  *    A deadlock trips alarm(), whose handler fails the test.
+ *    Rounds 3 and 4 flood one thread with signals whose handler allocates a
+ *    block of every size class, while that thread runs allocator work the
+ *    program cannot wrap in a signal mask: its cache flushed at its exit
+ *    (round 3), fork's handlers (round 4). Holding a class lock there with
+ *    signals open deadlocked at the first signal that landed (every run of
+ *    round 3 before the fix; glibc's malloc fails round 4 too).
  * 3. orphans (prefixed build): threads hold freed blocks in their caches
  *    when the main thread forks; in the child those caches have no thread,
  *    and mh_trim() must still give their slabs back.
@@ -391,6 +397,106 @@ static void signal_round(int allocating_b, int nsignals)
     CHECK(sent >= 1000, "only %d signals handled in the time allowed", sent);
 }
 
+/* ---- signals during allocator work the program does not call ---- */
+
+#define EXIT_THREADS 20
+#define EXIT_BLOCKS 64
+static size_t class_sizes[64];
+static int nclass_sizes;
+static atomic_long flood_handled;
+static atomic_int flood_stop;
+
+static void every_class_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    void *p[64];
+    for (int i = 0; i < nclass_sizes; i++) {
+        p[i] = A_MALLOC(class_sizes[i]);
+        if (p[i])
+            memset(p[i], 0x5a, class_sizes[i]);
+        else
+            atomic_store(&handler_bad, 3);
+    }
+    for (int i = 0; i < nclass_sizes; i++)
+        A_FREE(p[i]);
+    atomic_fetch_add(&flood_handled, 1);
+    errno = saved;
+}
+
+/* Fills its cache with blocks of every class (SIGUSR1 blocked: the
+ * program's own calls are safe), then ends with signals open: the cache is
+ * flushed after this returns, while the main thread keeps signalling. */
+static void *exiting_thread(void *arg)
+{
+    (void)arg;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+    static __thread void *blk[64][EXIT_BLOCKS];
+    for (int i = 0; i < nclass_sizes; i++)
+        for (int k = 0; k < EXIT_BLOCKS; k++)
+            blk[i][k] = A_MALLOC(class_sizes[i]);
+    for (int i = 0; i < nclass_sizes; i++)
+        for (int k = 0; k < EXIT_BLOCKS; k++)
+            A_FREE(blk[i][k]);
+    pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
+    return NULL;
+}
+
+static void thread_exit_round(void)
+{
+    long sent = 0;
+    for (int i = 0; i < EXIT_THREADS; i++) {
+        pthread_t t;
+        REQUIRE(pthread_create(&t, NULL, exiting_thread, NULL) == 0, "pthread_create failed");
+        /* Until it is gone: tryjoin keeps the thread valid to signal. */
+        while (pthread_tryjoin_np(t, NULL) == EBUSY) {
+            pthread_kill(t, SIGUSR1);
+            sent++;
+        }
+    }
+    printf("  signals (threads exiting): %d threads ended under %ld signals, %ld handled\n", EXIT_THREADS, sent,
+           atomic_load(&flood_handled));
+}
+
+static void *flood_thread(void *arg)
+{
+    pthread_t target = *(pthread_t *)arg;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+    while (!atomic_load(&flood_stop))
+        pthread_kill(target, SIGUSR1);
+    return NULL;
+}
+
+static void fork_flood_round(void)
+{
+    atomic_store(&flood_stop, 0);
+    atomic_store(&flood_handled, 0);
+    pthread_t self = pthread_self(), flood;
+    REQUIRE(pthread_create(&flood, NULL, flood_thread, &self) == 0, "pthread_create failed");
+    int forks = 0;
+    for (; forks < 100; forks++) {
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork failed");
+        if (pid == 0) {
+            void *p = A_MALLOC(100);
+            _exit(p ? 0 : 1);
+        }
+        int st = 0;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child of fork %d: status 0x%x", forks, st);
+    }
+    atomic_store(&flood_stop, 1);
+    pthread_join(flood, NULL);
+    printf("  signals (forking): %d forks under signals, %ld handled\n", forks, atomic_load(&flood_handled));
+}
+
 static void test_signals(void)
 {
     struct sigaction sa;
@@ -405,7 +511,15 @@ static void test_signals(void)
     alarm(40);
     signal_round(0, 20000);
     signal_round(1, 20000);
+    alarm(60);
+    for (size_t n = 16; n <= 16384 && nclass_sizes < 64; n = n * 5 / 4 + 16)
+        class_sizes[nclass_sizes++] = n;
+    sa.sa_handler = every_class_handler;
+    sigaction(SIGUSR1, &sa, NULL);
+    thread_exit_round();
+    fork_flood_round();
     alarm(0);
+    CHECK(atomic_load(&handler_bad) == 0, "allocation in the signal handler failed (%d)", atomic_load(&handler_bad));
     if (heap_check)
         CHECK(heap_check() == 0, "mh_check() failed after the signal test");
 }
