@@ -29,6 +29,17 @@ EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { MH_TRACK_ENTRY(mh_
 EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
 EXPORT void malloc_stats(void) { mh_print_stats(); }
 
+/* A program on miniheap starts it when it is loaded, not at its first
+ * allocation: what the options ask for at exit or on a signal (statistics,
+ * the leak report) happens in a program that never allocates too, such as
+ * /bin/true. (The prefixed library stays lazy: a program may link it and
+ * never use it.) In either order with stats.c's constructor, the statistics
+ * thread starts if asked for. */
+__attribute__((constructor)) static void start_at_load(void) {
+    mh_ensure_init();
+    stats_start_if_wanted();
+}
+
 /* Signal handlers: with meshing on, miniheap's fault handler stays in front
  * of the program's (os_program_sigaction). glibc's signal functions set
  * handlers without calling sigaction by name, so they are here too:

@@ -40,11 +40,14 @@ run() { env LD_PRELOAD="$LIB" MINIHEAP_OPTIONS="$1" "${@:2}"; }
 run stats_at_exit=1 $PY -c 'pass' 2>"$W/text"
 grep -q '^miniheap stats:' "$W/text" && grep -q 'live blocks: [0-9]' "$W/text" && echo "ok exit text" ||
     fail "exit text: $(head -c 300 "$W/text")"
-# at exit, JSON to a file named with the pid (a program that allocates:
-# one that never calls the allocator, as /bin/true, never starts it)
+# at exit, JSON to a file named with the pid
 run stats_at_exit=1:stats_json=1:stats_file=$W/s.%p ls / >/dev/null
 f=$(ls "$W"/s.* 2>/dev/null | head -1)
 [ -n "$f" ] && [[ $f =~ s\.[0-9]+$ ]] && json_check "$f" exit 1 || fail "exit json to stats_file with %p: ${f:-no file}"
+# a program that never calls the allocator reports too (miniheap starts when
+# it is loaded; it started at the first allocation, and /bin/true said nothing)
+run stats_at_exit=1:stats_json=1:stats_file=$W/true.json /bin/true
+json_check "$W/true.json" exit 1 && echo "ok exit json from /bin/true" || fail "/bin/true: no exit report"
 # to a descriptor
 run stats_at_exit=1:stats_json=1:stats_fd=7 $PY -c 'pass' 7>"$W/fd7" 2>/dev/null
 json_check "$W/fd7" exit 1 || fail "stats_fd=7"
