@@ -167,6 +167,8 @@ MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthrea
  * signal mask (a thread's cache flushed at its exit, fork's handlers, the
  * exit-time reports) runs with every signal blocked: a handler that
  * allocates would otherwise wait on a lock its own thread holds. */
+MH_INTERNAL void   os_signal_stack(uintptr_t *lo, uintptr_t *hi); /* this thread's sigaltstack */
+MH_INTERNAL int    os_set_signal_stack(const stack_t *ss, stack_t *old);
 MH_INTERNAL void   os_signals_block(sigset_t *saved);
 MH_INTERNAL void   os_signals_restore(const sigset_t *saved);
 MH_INTERNAL int    os_getpid(void);
@@ -731,6 +733,7 @@ MH_INTERNAL void     stack_print_frames(mh_buf_t *b, const uintptr_t *frames, ui
 MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
 MH_INTERNAL uint32_t stack_frames(uint32_t id, const uintptr_t **frames); /* depth, 0 if none */
 MH_INTERNAL uint32_t mh_thread_number(void);
+MH_INTERNAL void     stack_altstack_changed(void);   /* the program set this thread's signal stack */
 /* A block's allocation (or free) stack and thread, in debug mode. */
 static inline void dbg_record(block_dbg_t *d, bool alloc) {
     uint32_t stack = stack_capture(), tid = mh_thread_number();

@@ -210,6 +210,22 @@ void os_signals_block(sigset_t *saved) {
 
 void os_signals_restore(const sigset_t *saved) { pthread_sigmask(SIG_SETMASK, saved, NULL); }
 
+/* The calling thread's signal stack, lo == hi when it has none. A system
+ * call of its own: override.c's sigaltstack is the program's. */
+void os_signal_stack(uintptr_t *lo, uintptr_t *hi) {
+    stack_t ss;
+    int saved = errno;
+    if (syscall(SYS_sigaltstack, NULL, &ss) != 0 || (ss.ss_flags & SS_DISABLE) || !ss.ss_sp) {
+        *lo = *hi = 0;
+    } else {
+        *lo = (uintptr_t)ss.ss_sp;
+        *hi = *lo + ss.ss_size;
+    }
+    errno = saved;
+}
+
+int os_set_signal_stack(const stack_t *ss, stack_t *old) { return (int)syscall(SYS_sigaltstack, ss, old); }
+
 bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
     sigset_t old;
     os_signals_block(&old); /* inherited: no signal of the program lands on it */

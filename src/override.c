@@ -29,6 +29,14 @@ EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { MH_TRACK_ENTRY(mh_
 EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
 EXPORT void malloc_stats(void) { mh_print_stats(); }
 
+/* The stack walk of debug mode bounds itself by the thread's signal stack
+ * when it runs there (stack.c): it must hear of a new one. */
+EXPORT int sigaltstack(const stack_t *ss, stack_t *old) {
+    int r = os_set_signal_stack(ss, old);
+    if (r == 0 && ss) stack_altstack_changed();
+    return r;
+}
+
 /* A program on miniheap starts it when it is loaded, not at its first
  * allocation: what the options ask for at exit or on a signal (statistics,
  * the leak report) happens in a program that never allocates too, such as

@@ -75,7 +75,27 @@ static bool depot_map(void) {
     return true;
 }
 
-static uintptr_t stack_top(uintptr_t sp) {
+/* This thread's signal stack, [alt_lo, alt_hi): asked of the kernel at the
+ * first walk, and again after the program sets another (override.c's
+ * sigaltstack; with the prefixed library, which does not interpose it, a
+ * signal stack set after the thread's first walk is not seen). */
+static __thread uintptr_t t_alt_lo, t_alt_hi;
+static __thread uint8_t t_alt_known;
+
+void stack_altstack_changed(void) { t_alt_known = 0; }
+
+static uintptr_t stack_top(uintptr_t sp, bool safe) {
+    /* The hot walk on the signal stack: its end. The top found below would
+     * be the thread's, above whatever lies between (unmapped pages, other
+     * mappings), where a garbage frame pointer of code built without them
+     * would send the walk: a handler that allocated crashed debug mode
+     * (t_bugs' clean_altstack). The interrupted frames are not followed
+     * there; a safe walk (a report) reads on into them. */
+    if (!safe && !t_alt_known) {
+        os_signal_stack(&t_alt_lo, &t_alt_hi);
+        t_alt_known = 1;
+    }
+    if (!safe && sp - t_alt_lo < t_alt_hi - t_alt_lo) return t_alt_hi;
     /* glibc keeps a thread's descriptor at the top of the stack it made. */
     uintptr_t self = (uintptr_t)pthread_self();
     if (self > sp && self - sp < ((uintptr_t)256 << 20)) return self;
@@ -92,7 +112,7 @@ static uintptr_t stack_top(uintptr_t sp) {
  * faulting inside the report. */
 static inline __attribute__((always_inline)) uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n,
                                                                uint32_t max, bool safe) {
-    uintptr_t top = stack_top(fp);
+    uintptr_t top = stack_top(fp, safe);
     if (safe && top == fp) top = fp + ((uintptr_t)64 << 20); /* a stack of the program's own making */
     /* (top - fp, not fp + 16: a frame pointer near the end of the address
      * space wrapped that sum to 0, and the walk read it: GNU as, built

@@ -235,6 +235,7 @@ add "Size-0 blocks from 6 entry points, written up to malloc_usable_size (no bug
 add "Size-0 blocks from 6 entry points, grown with realloc (no bug)" zero:realloc - none none none
 add "Size-0 blocks from 6 entry points, grown with realloc (no bug), sampled (sample_rate=1)" zero:realloc $S none none none
 add "Clean: malloc and free called with rbp = -16, -8, 0, 7, 2^47 (no frame pointers; debug's stack walk must stop)" clean_rbp preset none none none
+add "Clean: the same in a signal handler on a signal stack, rbp at an unmapped page above it" clean_altstack preset none none none
 add "Clean: C threads, blocks freed by other threads" clean_threads preset none none none
 add "Clean, every small block sampled (sample_rate=1): C threads, blocks freed by other threads" clean_threads $S none none none
 add "Clean: C++ new/delete in all forms, containers, exceptions" cxx:clean preset none none none

@@ -40,6 +40,8 @@
  *   bugs clean_threads                 threads allocating, freeing each other's blocks
  *   bugs clean_rbp                     malloc and free called with rbp holding -16, 0 and
  *                                      an odd value (code built without frame pointers)
+ *   bugs clean_altstack                the same in a handler on a signal stack, rbp at an
+ *                                      unmapped page above it
  *
  * A bug that is not caught lets the program go on: it then cleans up and
  * exits 0 without writing anything (blocks it cannot free stay referenced
@@ -62,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -656,6 +659,39 @@ static int clean_rbp(void) {
     return 0;
 }
 
+static uintptr_t altstack_hole;
+static void altstack_handler(int sig) {
+    (void)sig;
+#if defined(__x86_64__)
+    for (size_t n = 16; n <= 4096; n *= 4) alloc_free_rbp(n, altstack_hole);
+#endif
+}
+
+/* The same on a signal stack, with rbp pointing at an unmapped page between
+ * it and the thread's own stack top: the walk must not go past the signal
+ * stack (debug mode crashed here). */
+static int clean_altstack(void) {
+    const size_t pg = 4096;
+    uint8_t *r = mmap(NULL, 64 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(r != MAP_FAILED);
+    if (r == MAP_FAILED) return 1;
+    CHECK(munmap(r + 40 * pg, pg) == 0);
+    altstack_hole = (uintptr_t)(r + 40 * pg + 64);
+    stack_t ss = {.ss_sp = r, .ss_size = 32 * pg};
+    CHECK(sigaltstack(&ss, NULL) == 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = altstack_handler;
+    sa.sa_flags = SA_ONSTACK;
+    CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
+    for (int i = 0; i < 4; i++) raise(SIGUSR1);
+    /* and after the program moves its signal stack (miniheap hears of it) */
+    ss.ss_sp = r + 8 * pg;
+    CHECK(sigaltstack(&ss, NULL) == 0);
+    raise(SIGUSR1);
+    return failures ? 1 : 0;
+}
+
 /* Threads allocating and freeing, blocks freed by another thread. */
 static int clean_threads(void) {
     pthread_t t[3];
@@ -809,6 +845,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "uaf_write_reused") && argc == 3) return uaf_write_reused(num(a2));
     if (!strcmp(c, "clean_threads") && argc == 2) return clean_threads();
     if (!strcmp(c, "clean_rbp") && argc == 2) return clean_rbp();
+    if (!strcmp(c, "clean_altstack") && argc == 2) return clean_altstack();
     fprintf(stderr, "bugs: unknown case (see the comment at the top of tests/bugs/bugs.c)\n");
     return 2;
 }
