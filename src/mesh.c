@@ -162,8 +162,10 @@ void mesh_slab_release(slab_t *s) {
 static _Atomic uintptr_t win_lo, win_hi;
 static _Atomic uint32_t win_seq;      /* odd while a span is being copied */
 static _Atomic uint32_t fork_seq;     /* odd from fork_prepare until the child has its copy */
-static int fork_pid = -1;
-static uint32_t fork_tid;
+/* Atomic: a thread that saw fork_seq odd may read them late, while the next
+ * fork's prepare writes them (the same values in the parent; TSan saw it). */
+static _Atomic int fork_pid = -1;
+static _Atomic uint32_t fork_tid;
 static int fork_pipe[2] = {-1, -1};
 static bool child_copied;
 static void child_copy(void);
@@ -177,11 +179,11 @@ bool mesh_fault(uintptr_t addr) {
     if (!__atomic_load_n(&mh_meshing, __ATOMIC_RELAXED) || !miniheap_of((void *)addr)) return false;
     uint32_t fs = atomic_load(&fork_seq);
     if (fs & 1) {
-        if (fork_pid != os_getpid()) { /* a child that wrote before its fork handler ran */
+        if (atomic_load_explicit(&fork_pid, memory_order_relaxed) != os_getpid()) { /* a child that wrote before its fork handler ran */
             child_copy();
             return true;
         }
-        if (fork_tid == os_thread_id()) { /* the forking thread, before fork: its write is before the copy */
+        if (atomic_load_explicit(&fork_tid, memory_order_relaxed) == os_thread_id()) { /* the forking thread, before fork: its write is before the copy */
             os_commit((void *)(addr & ~(uintptr_t)(MH_PAGE - 1)), MH_PAGE);
             return true;
         }
@@ -466,8 +468,8 @@ static void mh_writable(miniheap_t *mh, void *arg) { (void)arg; each_rw_run(mh, 
 void mesh_fork_prepare(void) {
     if (!__atomic_load_n(&mh_meshing, __ATOMIC_RELAXED)) return;
     if (!os_pipe(fork_pipe)) fork_pipe[0] = fork_pipe[1] = -1;
-    fork_pid = os_getpid();
-    fork_tid = os_thread_id();
+    atomic_store_explicit(&fork_pid, os_getpid(), memory_order_relaxed);
+    atomic_store_explicit(&fork_tid, os_thread_id(), memory_order_relaxed);
     child_copied = false;
     atomic_fetch_add(&fork_seq, 1);
     miniheap_foreach(mh_read_only, NULL);
@@ -539,7 +541,7 @@ void mesh_fork_child(void) {
         os_close(fork_pipe[1]);
     }
     fork_pipe[0] = fork_pipe[1] = -1;
-    fork_pid = -1;
+    atomic_store_explicit(&fork_pid, -1, memory_order_relaxed);
     atomic_fetch_add(&fork_seq, 1);
 }
 
