@@ -167,10 +167,10 @@ MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthrea
  * signal mask (a thread's cache flushed at its exit, fork's handlers, the
  * exit-time reports) runs with every signal blocked: a handler that
  * allocates would otherwise wait on a lock its own thread holds. */
-MH_INTERNAL void   os_signal_stack(uintptr_t *lo, uintptr_t *hi); /* this thread's sigaltstack */
-MH_INTERNAL int    os_set_signal_stack(const stack_t *ss, stack_t *old);
 MH_INTERNAL void   os_signals_block(sigset_t *saved);
 MH_INTERNAL void   os_signals_restore(const sigset_t *saved);
+MH_INTERNAL void   os_signal_stack(uintptr_t *lo, uintptr_t *hi); /* this thread's sigaltstack */
+MH_INTERNAL int    os_set_signal_stack(const stack_t *ss, stack_t *old);
 MH_INTERNAL int    os_getpid(void);
 MH_INTERNAL void   os_close(int fd);
 MH_INTERNAL int    os_open_append(const char *path);          /* -1 on failure */

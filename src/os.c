@@ -457,11 +457,12 @@ bool os_keeps_fault_handler(int sig) {
 int os_program_sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     if (os_keeps_fault_handler(sig)) {
         struct sigaction *kept = sig == SIGBUS ? &old_bus : &old_segv;
-        sigset_t saved;
-        os_signals_block(&saved); /* a fault now would read a half-written record */
+        sigset_t all, saved;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &saved); /* a fault now would read a half-written record */
         if (old) *old = *kept;
         if (act) *kept = *act;
-        os_signals_restore(&saved);
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
         return 0;
     }
     return __sigaction(sig, act, old);
