@@ -18,7 +18,7 @@
  *    program cannot wrap in a signal mask: its cache flushed at its exit
  *    (round 3), fork's handlers (round 4). Holding a class lock there with
  *    signals open deadlocked at the first signal that landed (every run of
- *    round 3 before the fix; glibc's malloc fails round 4 too).
+ *    round 3 before the fix; glibc's malloc deadlocks in both).
  * 3. orphans (prefixed build): threads hold freed blocks in their caches
  *    when the main thread forks; in the child those caches have no thread,
  *    and mh_trim() must still give their slabs back.
