@@ -161,7 +161,8 @@ MH_INTERNAL void   mh_random_restart(void);
 MH_INTERNAL void   mh_random_after_fork(void);  /* a forked child takes a sequence of its own */
 MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
-/* A detached thread with every signal blocked, named for ps and gdb. */
+/* A detached thread with signals blocked as os_signals_block does (the
+ * faults stay open), named for ps and gdb. */
 MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out);
 /* Allocator work the program does not call and so cannot wrap in its own
  * signal mask (a thread's cache flushed at its exit, fork's handlers, the
