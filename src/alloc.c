@@ -17,9 +17,10 @@ MH_INTERNAL void tcache_init(void);
  * In the order they nest: a report's lock outermost, the stack depot's
  * innermost. Signals stay blocked while they are held (a handler that
  * allocates would wait on them forever). */
-static __thread sigset_t fork_saved_mask;
+static sigset_t fork_saved_mask; /* the forking thread's; guarded by the locks held */
 static void fork_prepare(void) {
-    os_signals_block(&fork_saved_mask);
+    sigset_t mask;
+    os_signals_block(&mask);
     report_lock_all();
     mh_lock(&mh_tick_lock);
     bins_lock_all();
@@ -29,8 +30,10 @@ static void fork_prepare(void) {
     meta_lock_all();
     stack_lock_all();
     mesh_fork_prepare(); /* the heap read-only until the child has its copy */
+    fork_saved_mask = mask;
 }
 static void fork_parent(void) {
+    sigset_t mask = fork_saved_mask;
     mesh_fork_parent();
     stack_unlock_all();
     meta_unlock_all();
@@ -40,9 +43,10 @@ static void fork_parent(void) {
     bins_unlock_all();
     mh_unlock(&mh_tick_lock);
     report_unlock_all();
-    os_signals_restore(&fork_saved_mask);
+    os_signals_restore(&mask);
 }
 static void fork_child(void) {
+    sigset_t mask = fork_saved_mask;
     mesh_fork_child(); /* a heap of its own */
     stack_unlock_all();
     meta_unlock_all();
@@ -58,7 +62,7 @@ static void fork_child(void) {
     bins_unlock_all();
     mh_unlock(&mh_tick_lock);
     report_unlock_all();
-    os_signals_restore(&fork_saved_mask);
+    os_signals_restore(&mask);
 }
 
 /* One arena per two CPUs, unless `arenas` says. Each arena keeps partly

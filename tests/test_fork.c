@@ -485,7 +485,9 @@ static void fork_flood_round(void)
         REQUIRE(pid >= 0, "fork failed");
         if (pid == 0) {
             void *p = A_MALLOC(100);
-            _exit(p ? 0 : 1);
+            sigset_t now;
+            pthread_sigmask(SIG_BLOCK, NULL, &now);
+            _exit(!p ? 1 : sigismember(&now, SIGUSR1) ? 2 : 0); /* 2: fork left the signals blocked */
         }
         int st = 0;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -494,6 +496,9 @@ static void fork_flood_round(void)
     }
     atomic_store(&flood_stop, 1);
     pthread_join(flood, NULL);
+    sigset_t now;
+    pthread_sigmask(SIG_BLOCK, NULL, &now);
+    CHECK(!sigismember(&now, SIGUSR1), "fork left SIGUSR1 blocked in the parent");
     printf("  signals (forking): %d forks under signals, %ld handled\n", forks, atomic_load(&flood_handled));
 }
 
