@@ -21,7 +21,7 @@ LDLIBS_LIB := -lpthread
 CORE_SRCS := src/os.c src/meta.c src/sizeclass.c src/miniheap.c src/slab.c src/large.c \
              src/tcache.c src/alloc.c src/options.c src/report.c src/check.c src/stats.c \
              src/stack.c src/fault.c src/leak.c src/random.c src/purge.c src/symbolize.c \
-             src/mesh.c
+             src/mesh.c src/solo.c
 CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/obj/%.o)
 OVERRIDE_OBJ := $(BUILD)/obj/override.o $(BUILD)/obj/new.o
 HEADERS := $(wildcard src/*.h) include/miniheap.h

@@ -51,6 +51,7 @@ static void fork_child(void) {
     stack_unlock_all();
     meta_unlock_all();
     tcache_after_fork_child();
+    solo_after_fork_child();
     purge_after_fork_child();
     large_unlock_all();
     mh_unlock(&mh_heap_lock);
@@ -160,12 +161,44 @@ static inline void set_live(slab_t *s, uint32_t idx) {
     set_live_info(s, idx, s->info ? block_info(s, idx) : 0);
 }
 
-/* Clear the live bit; false when the block was not live. */
-static inline bool claim(slab_t *s, uint32_t idx) {
-    if (s->info) return info_claim(s, idx);
+#ifdef MH_SOLO
+/* The owner's claim while no other thread has claimed (solo.c): a plain
+ * `btr`, marked in mh_solo_busy, with mh_solo read again after the mark. */
+static inline __attribute__((always_inline)) bool solo_claim(tcache_t *t, slab_t *s, uint32_t idx) {
+    bool live;
+    /* (relaxed: a plain load and store; a signal handler's claim in between
+     * puts back what it found) */
+    uint32_t busy = atomic_load_explicit(&mh_solo_busy, memory_order_relaxed);
+    atomic_store_explicit(&mh_solo_busy, busy + 1, memory_order_relaxed);
+    __asm__ volatile("" ::: "memory");
+    if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t)) {
+        if (s->info16) __asm__ volatile("btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+        else __asm__ volatile("btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+    } else {
+        live = info_claim(s, idx);
+    }
+    __asm__ volatile("" ::: "memory");
+    atomic_store_explicit(&mh_solo_busy, busy, memory_order_relaxed);
+    return live;
+}
+#endif
+
+/* Clear the live bit; false when the block was not live. t: this thread's
+ * cache (NULL if none). */
+static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
+    if (s->info) {
+#ifdef MH_SOLO
+        if (t != NULL && t == atomic_load_explicit(&mh_solo, memory_order_relaxed)) return solo_claim(t, s, idx);
+        if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF) &&
+            t != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed))
+            solo_leave();
+#endif
+        return info_claim(s, idx);
+    }
     uint64_t bit = (uint64_t)1 << (idx & 63);
     return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_acq_rel) & bit;
 }
+static inline bool claim(slab_t *s, uint32_t idx) { return claim_by(mh_tcache, s, idx); }
 
 /* Less than float_pct full: realloc floats blocks out of it. */
 static inline bool sparse(const slab_t *s) {
@@ -620,7 +653,7 @@ static inline const char *free_where(int kind) {
 
 static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, slab_t *s, uint32_t idx, void *p,
                                                                   const char *where, int kind) {
-    if (unlikely(!claim(s, idx))) {
+    if (unlikely(!claim_by(t, s, idx))) {
         report_not_live(s, idx, p, where, NULL);
         return;
     }

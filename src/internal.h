@@ -211,6 +211,9 @@ MH_INTERNAL int    os_backing_fork_begin(void);                     /* child: a 
 MH_INTERNAL bool   os_backing_copy(int to, const void *seg, size_t size);
 MH_INTERNAL bool   os_backing_fork_remap(int to, void *seg);
 MH_INTERNAL void   os_backing_fork_end(int to);
+MH_INTERNAL bool   os_membarrier_register(void);   /* solo.c: before the first os_membarrier */
+MH_INTERNAL bool   os_membarrier(void);            /* every thread of the process passes a full barrier */
+MH_INTERNAL void   os_yield(void);
 MH_INTERNAL void   os_futex_wait(_Atomic uint32_t *word, uint32_t val, int timeout_ms);
 MH_INTERNAL void   os_futex_wake(_Atomic uint32_t *word);
 MH_INTERNAL extern _Atomic size_t os_purged_total, os_unmapped_total;
@@ -536,6 +539,27 @@ MH_INTERNAL void  tcache_adopt_orphans(void);     /* from mh_tick: their blocks 
 MH_INTERNAL void  quarantine_push(tcache_t *t, void *tagged, size_t bytes);
 MH_INTERNAL void  quarantine_drain(tcache_t *t);
 MH_INTERNAL void  block_release(void *tagged);       /* alloc.c: back to cache/slab */
+
+/* ---- claims while one thread frees (solo.c) ------------------------------ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MH_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define MH_SANITIZED 1
+#endif
+#endif
+#if defined(__x86_64__) && !defined(MH_SANITIZED)
+#define MH_SOLO 1
+enum { SOLO_OFF, SOLO_ON, SOLO_LEAVING };
+MH_INTERNAL extern tcache_t *_Atomic mh_solo;       /* the owner's cache while plain claims are on */
+MH_INTERNAL extern _Atomic uint32_t mh_solo_busy;  /* the owner is inside a plain claim (plain stores) */
+MH_INTERNAL extern _Atomic uint32_t mh_solo_state;
+MH_INTERNAL extern tcache_t *_Atomic mh_solo_owner; /* whose claims never wait for the transition */
+MH_INTERNAL void solo_leave(void);
+#endif
+MH_INTERNAL void solo_start(tcache_t *t);          /* the first thread cache */
+MH_INTERNAL void solo_forget(tcache_t *t);         /* a cache goes away */
+MH_INTERNAL void solo_after_fork_child(void);
 MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
 
 /* ---- giving memory back (purge.c) ------------------------------------- */

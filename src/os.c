@@ -709,3 +709,35 @@ void os_futex_wake(_Atomic uint32_t *word) {
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
     errno = saved;
 }
+
+/* Asymmetric fences for solo.c. PRIVATE_EXPEDITED makes every running
+ * thread of the process execute a full memory barrier before it returns
+ * (an IPI), and needs registering first; GLOBAL waits for every CPU to pass
+ * through the scheduler instead (slow, needs no registration). */
+#ifndef MEMBARRIER_CMD_GLOBAL
+#define MEMBARRIER_CMD_GLOBAL 1
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED 8
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED 16
+#endif
+bool os_membarrier_register(void) {
+#ifdef SYS_membarrier
+    int saved = errno;
+    long r = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0);
+    errno = saved;
+    return r == 0;
+#else
+    return false;
+#endif
+}
+bool os_membarrier(void) {
+#ifdef SYS_membarrier
+    int saved = errno;
+    long r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    if (r != 0) r = syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+    errno = saved;
+    return r == 0;
+#else
+    return false;
+#endif
+}
+void os_yield(void) { sched_yield(); }

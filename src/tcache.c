@@ -51,11 +51,13 @@ tcache_t *tcache_get_slow(void) {
         t->sample_left = (int32_t)(1 + r % (2 * mh_opt.sample_rate - 1));
     }
     mh_lock(&list_lock);
+    bool first = all_caches == NULL;
     t->next = all_caches;
     if (all_caches) all_caches->prev = t;
     all_caches = t;
     mh_unlock(&list_lock);
     mh_tcache = t;
+    if (first) solo_start(t);
     pthread_setspecific(tkey, t);
     return t;
 }
@@ -157,6 +159,7 @@ static void tcache_destroy(void *arg) {
     sigset_t saved;
     os_signals_block(&saved);
     quarantine_drain(t);
+    solo_forget(t);
     t_exiting = 1;
     mh_tcache = NULL;
     tcache_flush_all(t);
@@ -276,6 +279,7 @@ void tcache_adopt_orphans(void) {
 void tcache_drop_current(void) {
     tcache_t *t = mh_tcache;
     if (!t) return;
+    solo_forget(t);
     mh_tcache = NULL;
     pthread_setspecific(tkey, NULL);
     tcache_release(t);

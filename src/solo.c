@@ -1,0 +1,96 @@
+/* Claims while one thread frees. A free claims its block by clearing the
+ * live bit: of two frees of one block, only one clears it, which makes
+ * double frees exact. Across threads that takes a locked instruction, which
+ * was 10-20 % of hardened mode's time on single-threaded workloads.
+ *
+ * While one thread (the owner) is the only one that has freed, it clears
+ * the bit with a plain `btr`: one instruction, so a signal handler's free of
+ * the same block on that thread still finds it cleared or not, never half.
+ * The first claim of any other thread ends this for good, and must not run
+ * beside a plain claim of the owner: the owner marks each plain claim in
+ * mh_solo_busy (plain stores, no fence), and the leaving thread clears
+ * mh_solo, makes every thread pass a full barrier (membarrier), then waits
+ * for mh_solo_busy to read 0. The owner either published its mark before
+ * that barrier (the leaver sees it and waits) or reads mh_solo after it
+ * (NULL: it takes the locked path). Without membarrier there is no owner.
+ *
+ * Started with the first thread cache, only while glibc says the process
+ * is single-threaded; never under valgrind (which serialises threads) or a
+ * sanitizer (which should see the locked path). */
+#include "internal.h"
+#include "track.h"
+
+#if defined(MH_SOLO) && __has_include(<sys/single_threaded.h>)
+#include <sys/single_threaded.h>
+#define SINGLE_THREADED() (__libc_single_threaded != 0)
+#else
+#define SINGLE_THREADED() false /* no way to know: never start */
+#endif
+
+#ifdef MH_SOLO
+tcache_t *_Atomic mh_solo;
+_Atomic uint32_t mh_solo_busy;
+_Atomic uint32_t mh_solo_state; /* SOLO_OFF, SOLO_ON, SOLO_LEAVING */
+tcache_t *_Atomic mh_solo_owner;
+static bool registered;
+
+void solo_start(tcache_t *t) {
+    if (!SINGLE_THREADED() || mh_track_valgrind || atomic_load(&mh_solo_state) != SOLO_OFF) return;
+    if (!registered) registered = os_membarrier_register();
+    if (!registered) return;
+    atomic_store(&mh_solo_owner, t);
+    atomic_store(&mh_solo_busy, 0);
+    atomic_store(&mh_solo, t);
+    atomic_store(&mh_solo_state, SOLO_ON);
+}
+
+static void end_here(void) {
+    atomic_store(&mh_solo, NULL);
+    atomic_store(&mh_solo_owner, NULL);
+    atomic_store_explicit(&mh_solo_state, SOLO_OFF, memory_order_release);
+}
+
+/* A thread other than the owner is about to claim. Signals are blocked
+ * while a handler of this thread could wait on its own transition. */
+void solo_leave(void) {
+    sigset_t saved;
+    os_signals_block(&saved);
+    uint32_t on = SOLO_ON;
+    if (atomic_compare_exchange_strong(&mh_solo_state, &on, SOLO_LEAVING)) {
+        atomic_store(&mh_solo, NULL);
+        if (!os_membarrier()) mh_fatal("cannot end single-thread claims: membarrier failed");
+        while (atomic_load(&mh_solo_busy)) os_yield();
+        end_here();
+    } else {
+        while (atomic_load_explicit(&mh_solo_state, memory_order_acquire) == SOLO_LEAVING) os_yield();
+    }
+    os_signals_restore(&saved);
+}
+
+/* t's cache goes away (its thread exits, or mh_reset): if it is the
+ * owner's, the owner itself ends solo claims; it is not inside one. */
+void solo_forget(tcache_t *t) {
+    if (!t || t != atomic_load(&mh_solo_owner)) return;
+    uint32_t on = SOLO_ON;
+    if (atomic_compare_exchange_strong(&mh_solo_state, &on, SOLO_LEAVING)) {
+        end_here();
+    } else {
+        while (atomic_load_explicit(&mh_solo_state, memory_order_acquire) == SOLO_LEAVING) os_yield();
+    }
+}
+
+/* Only the forking thread lives on: it stays the owner if it was one (the
+ * registration is asked for again, for the child's own mm); otherwise no
+ * thread is, whatever was under way in the parent. */
+void solo_after_fork_child(void) {
+    atomic_store(&mh_solo_busy, 0);
+    if (atomic_load(&mh_solo_state) == SOLO_ON && mh_tcache && mh_tcache == atomic_load(&mh_solo_owner) &&
+        os_membarrier_register())
+        return;
+    end_here();
+}
+#else
+void solo_start(tcache_t *t) { (void)t; }
+void solo_forget(tcache_t *t) { (void)t; }
+void solo_after_fork_child(void) {}
+#endif
