@@ -6,7 +6,7 @@
  * While one thread (the owner) is the only one that has freed, it clears
  * the bit with a plain `btr`: one instruction, so a signal handler's free of
  * the same block on that thread still finds it cleared or not, never half.
- * The first claim of any other thread ends this for good, and must not run
+ * The first claim of any other thread ends this (for the process), and must not run
  * beside a plain claim of the owner: the owner marks each plain claim in
  * mh_solo_busy (plain stores, no fence), and the leaving thread clears
  * mh_solo, makes every thread pass a full barrier (membarrier), then waits
@@ -15,8 +15,9 @@
  * (NULL: it takes the locked path). Without membarrier there is no owner.
  *
  * Started with the first thread cache, only while glibc says the process
- * is single-threaded; never under valgrind (which serialises threads) or a
- * sanitizer (which should see the locked path). */
+ * is single-threaded, and in a forked child for the forking thread; never
+ * under valgrind (which serialises threads) or a sanitizer (which should see
+ * the locked path). */
 #include "internal.h"
 #include "track.h"
 
@@ -34,14 +35,17 @@ _Atomic uint32_t mh_solo_state; /* SOLO_OFF, SOLO_ON, SOLO_LEAVING */
 tcache_t *_Atomic mh_solo_owner;
 static bool registered;
 
-void solo_start(tcache_t *t) {
-    if (!SINGLE_THREADED() || mh_track_valgrind || atomic_load(&mh_solo_state) != SOLO_OFF) return;
-    if (!registered) registered = os_membarrier_register();
-    if (!registered) return;
+static void begin(tcache_t *t) {
     atomic_store(&mh_solo_owner, t);
     atomic_store(&mh_solo_busy, 0);
     atomic_store(&mh_solo, t);
     atomic_store(&mh_solo_state, SOLO_ON);
+}
+
+void solo_start(tcache_t *t) {
+    if (!SINGLE_THREADED() || mh_track_valgrind || atomic_load(&mh_solo_state) != SOLO_OFF) return;
+    if (!registered) registered = os_membarrier_register();
+    if (registered) begin(t);
 }
 
 static void end_here(void) {
@@ -79,15 +83,13 @@ void solo_forget(tcache_t *t) {
     }
 }
 
-/* Only the forking thread lives on: it stays the owner if it was one (the
- * registration is asked for again, for the child's own mm); otherwise no
- * thread is, whatever was under way in the parent. */
+/* A forked child has one thread, the forking one: it may claim plainly,
+ * whatever the parent had (glibc leaves __libc_single_threaded as it was).
+ * The registration is asked for again, for the child's own mm. */
 void solo_after_fork_child(void) {
-    atomic_store(&mh_solo_busy, 0);
-    if (atomic_load(&mh_solo_state) == SOLO_ON && mh_tcache && mh_tcache == atomic_load(&mh_solo_owner) &&
-        os_membarrier_register())
-        return;
     end_here();
+    tcache_t *t = mh_tcache;
+    if (t && !mh_track_valgrind && (registered = os_membarrier_register())) begin(t);
 }
 #else
 void solo_start(tcache_t *t) { (void)t; }
