@@ -540,6 +540,8 @@ MH_INTERNAL void  quarantine_push(tcache_t *t, void *tagged, size_t bytes);
 MH_INTERNAL void  quarantine_drain(tcache_t *t);
 MH_INTERNAL void  block_release(void *tagged);       /* alloc.c: back to cache/slab */
 
+MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
+
 /* ---- claims while one thread frees (solo.c) ------------------------------ */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define MH_SANITIZED 1
@@ -560,7 +562,6 @@ MH_INTERNAL void solo_leave(void);
 MH_INTERNAL void solo_start(tcache_t *t);          /* the first thread cache */
 MH_INTERNAL void solo_forget(tcache_t *t);         /* a cache goes away */
 MH_INTERNAL void solo_after_fork_child(void);
-MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
 
 /* ---- giving memory back (purge.c) ------------------------------------- */
 #define MH_TICK_OPS 256

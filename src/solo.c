@@ -6,13 +6,13 @@
  * While one thread (the owner) is the only one that has freed, it clears
  * the bit with a plain `btr`: one instruction, so a signal handler's free of
  * the same block on that thread still finds it cleared or not, never half.
- * The first claim of any other thread ends this (for the process), and must not run
- * beside a plain claim of the owner: the owner marks each plain claim in
- * mh_solo_busy (plain stores, no fence), and the leaving thread clears
- * mh_solo, makes every thread pass a full barrier (membarrier), then waits
- * for mh_solo_busy to read 0. The owner either published its mark before
- * that barrier (the leaver sees it and waits) or reads mh_solo after it
- * (NULL: it takes the locked path). Without membarrier there is no owner.
+ * The first claim of any other thread ends this for the process, and must
+ * not run beside a plain claim of the owner: the owner marks each plain
+ * claim in mh_solo_busy (plain stores, no fence), and the leaving thread
+ * clears mh_solo, makes every thread pass a full barrier (membarrier), then
+ * waits for mh_solo_busy to read 0. The owner either published its mark
+ * before that barrier (the leaver sees it and waits) or reads mh_solo after
+ * it (NULL: it takes the locked path). Without membarrier there is no owner.
  *
  * Started with the first thread cache, only while glibc says the process
  * is single-threaded, and in a forked child for the forking thread; never
