@@ -142,14 +142,58 @@ static inline slab_t *slab_of_block(void *p, uint32_t *idx) {
     return s;
 }
 
+#ifdef MH_SOLO
+/* While one thread is the only one that changes live bits (solo.c), it
+ * changes them with single non-locked instructions (`or`, `btr`): a signal
+ * handler cannot split one. Each is marked in mh_solo_busy, and mh_solo is
+ * read again after the mark. */
+static inline __attribute__((always_inline)) uint32_t solo_enter(void) {
+    /* (relaxed: a plain load and store; a signal handler's mark in between
+     * puts back what it found) */
+    uint32_t busy = atomic_load_explicit(&mh_solo_busy, memory_order_relaxed);
+    atomic_store_explicit(&mh_solo_busy, busy + 1, memory_order_relaxed);
+    __asm__ volatile("" ::: "memory");
+    return busy;
+}
+static inline __attribute__((always_inline)) void solo_exit(uint32_t busy) {
+    __asm__ volatile("" ::: "memory");
+    atomic_store_explicit(&mh_solo_busy, busy, memory_order_relaxed);
+}
+/* Is t (this thread's cache) the owner? If not, and there is one, the
+ * owner's plain changes end before this thread's first locked one. */
+static inline __attribute__((always_inline)) bool solo_owner(tcache_t *t) {
+    if (t != NULL && t == atomic_load_explicit(&mh_solo, memory_order_relaxed)) return true;
+    if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF) &&
+        t != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed))
+        solo_leave();
+    return false;
+}
+#endif
+
 /* Make a block live, its info word (when the slab keeps them) set to info.
  * Release: what the owner wrote into the block and its records before (size,
  * canaries) is seen by whoever claims it next (another thread's free). An
  * info word is written with a plain store: until the bit is set, only the
  * thread that holds the block writes it (a claim that fails writes nothing
- * new), so no update can be lost and no locked instruction is needed. */
-static inline void set_live_bit(slab_t *s, uint32_t idx) {
-    atomic_fetch_or_explicit(&s->live[idx >> 6], (uint64_t)1 << (idx & 63), memory_order_release);
+ * new), so no update can be lost and no locked instruction is needed. A
+ * live bitmap's word is shared by 64 blocks: a locked `or`, or the owner's
+ * plain one. */
+static inline __attribute__((always_inline)) void set_live_bit(slab_t *s, uint32_t idx) {
+    _Atomic uint64_t *w = &s->live[idx >> 6];
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+#ifdef MH_SOLO
+    tcache_t *t = mh_tcache;
+    if (solo_owner(t)) {
+        uint32_t busy = solo_enter();
+        if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t))
+            __asm__ volatile("orq %1, %0" : "+m"(*w) : "r"(bit) : "memory");
+        else
+            atomic_fetch_or_explicit(w, bit, memory_order_release);
+        solo_exit(busy);
+        return;
+    }
+#endif
+    atomic_fetch_or_explicit(w, bit, memory_order_release);
 }
 static inline void set_live_info(slab_t *s, uint32_t idx, uint32_t info) {
     if (s->info) info_store(s, idx, info | INFO_LIVE, __ATOMIC_RELEASE);
@@ -161,42 +205,35 @@ static inline void set_live(slab_t *s, uint32_t idx) {
     set_live_info(s, idx, s->info ? block_info(s, idx) : 0);
 }
 
-#ifdef MH_SOLO
-/* The owner's claim while no other thread has claimed (solo.c): a plain
- * `btr`, marked in mh_solo_busy, with mh_solo read again after the mark. */
-static inline __attribute__((always_inline)) bool solo_claim(tcache_t *t, slab_t *s, uint32_t idx) {
-    bool live;
-    /* (relaxed: a plain load and store; a signal handler's claim in between
-     * puts back what it found) */
-    uint32_t busy = atomic_load_explicit(&mh_solo_busy, memory_order_relaxed);
-    atomic_store_explicit(&mh_solo_busy, busy + 1, memory_order_relaxed);
-    __asm__ volatile("" ::: "memory");
-    if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t)) {
-        if (s->info16) __asm__ volatile("btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
-        else __asm__ volatile("btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
-    } else {
-        live = info_claim(s, idx);
-    }
-    __asm__ volatile("" ::: "memory");
-    atomic_store_explicit(&mh_solo_busy, busy, memory_order_relaxed);
-    return live;
-}
-#endif
-
-/* Clear the live bit; false when the block was not live. t: this thread's
- * cache (NULL if none). */
-static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
-    if (s->info) {
-#ifdef MH_SOLO
-        if (t != NULL && t == atomic_load_explicit(&mh_solo, memory_order_relaxed)) return solo_claim(t, s, idx);
-        if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF) &&
-            t != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed))
-            solo_leave();
-#endif
-        return info_claim(s, idx);
-    }
+/* Clear the live bit (in the info word, or the bitmap); false when the
+ * block was not live. */
+static inline __attribute__((always_inline)) bool claim_locked(slab_t *s, uint32_t idx) {
+    if (s->info) return info_claim(s, idx);
     uint64_t bit = (uint64_t)1 << (idx & 63);
     return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_acq_rel) & bit;
+}
+/* The same by this thread (t: its cache, NULL if none): the owner's claim is
+ * one non-locked `btr`. */
+static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
+#ifdef MH_SOLO
+    if (solo_owner(t)) {
+        bool live;
+        uint32_t busy = solo_enter();
+        if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t)) {
+            if (!s->info)
+                __asm__ volatile("btrq %2, %0" : "+m"(s->live[idx >> 6]), "=@ccc"(live) : "r"((uint64_t)(idx & 63)) : "memory");
+            else if (s->info16)
+                __asm__ volatile("btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+            else
+                __asm__ volatile("btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+        } else {
+            live = claim_locked(s, idx);
+        }
+        solo_exit(busy);
+        return live;
+    }
+#endif
+    return claim_locked(s, idx);
 }
 static inline bool claim(slab_t *s, uint32_t idx) { return claim_by(mh_tcache, s, idx); }
 
@@ -652,20 +689,26 @@ static inline const char *free_where(int kind) {
 }
 
 static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, slab_t *s, uint32_t idx, void *p,
-                                                                  const char *where, int kind) {
+                                                                  const char *where, int kind, bool has_size,
+                                                                  size_t sized) {
     if (unlikely(!claim_by(t, s, idx))) {
         report_not_live(s, idx, p, where, NULL);
         return;
     }
-    free_claimed(s, idx, p, where, kind, false, 0);
+    free_claimed(s, idx, p, where, kind, has_size, sized);
     if (unlikely(mh_opt.check_every)) maybe_check(t);
 }
 static MH_NOINLINE void free_hard(tcache_t *t, slab_t *s, uint32_t idx, void *p) {
-    free_hard_body(t, s, idx, p, "free", KIND_MALLOC);
+    free_hard_body(t, s, idx, p, "free", KIND_MALLOC, false, 0);
 }
 /* (operator delete and delete[]: the kind is checked against new's) */
 static MH_NOINLINE void free_hard_kind(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind) {
-    free_hard_body(t, s, idx, p, free_where(kind), kind);
+    free_hard_body(t, s, idx, p, free_where(kind), kind, false, 0);
+}
+/* (sized: free_sized, and the sized delete that C++14 compilers call for
+ * every object whose type they know) */
+static MH_NOINLINE void free_hard_sized(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind, size_t sized) {
+    free_hard_body(t, s, idx, p, kind == KIND_MALLOC ? "free_sized" : free_where(kind), kind, true, sized);
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
@@ -699,10 +742,11 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
     return alloc_generic(size, MH_MIN_ALIGN, kind, false);
 }
 
-/* The fast path of free and operator delete (fast mode: a block of a slab,
- * room in the thread's cache; other modes: free_hard). Everything else, a
- * NULL included, takes free_impl. */
-static inline __attribute__((always_inline)) void free_fast(void *p, int kind) {
+/* The fast path of free, free_sized and operator delete, sized or not
+ * (fast mode: a block of a slab, room in the thread's cache, a size that
+ * fits it; other modes: free_hard). Everything else, a NULL included, takes
+ * free_impl. */
+static inline __attribute__((always_inline)) void free_fast(void *p, int kind, bool has_size, size_t sized) {
     tcache_t *t = mh_tcache;
     if (likely(t != NULL)) {
         uint32_t idx;
@@ -711,24 +755,26 @@ static inline __attribute__((always_inline)) void free_fast(void *p, int kind) {
         if (likely(s != NULL)) {
             if (likely(!mh_cfg.hard)) {
                 tbin_t *bin = &t->bins[s->cls];
-                if (likely(bin->count < bin->cap) && likely(claim(s, idx))) {
+                if (likely(bin->count < bin->cap) && (!has_size || likely(sized_ok(s, idx, sized))) &&
+                    likely(claim(s, idx))) {
                     if (unlikely(track_active())) track_free(p, s->bsize, 0);
                     cache_push(t, bin, p);
                     return;
                 }
             } else {
-                if (kind == KIND_MALLOC) free_hard(t, s, idx, p);
+                if (has_size) free_hard_sized(t, s, idx, p, kind, sized);
+                else if (kind == KIND_MALLOC) free_hard(t, s, idx, p);
                 else free_hard_kind(t, s, idx, p, kind);
                 return;
             }
         }
     }
-    if (p) free_impl(p, free_where(kind), kind, false, 0);
+    if (p) free_impl(p, has_size && kind == KIND_MALLOC ? "free_sized" : free_where(kind), kind, has_size, sized);
 }
 
 MH_API void *mh_malloc(size_t size) { return alloc_fast(size, KIND_MALLOC); }
 
-MH_API void mh_free(void *p) { free_fast(p, KIND_MALLOC); }
+MH_API void mh_free(void *p) { free_fast(p, KIND_MALLOC, false, 0); }
 
 MH_API void *mh_calloc(size_t count, size_t size) {
     size_t total;
@@ -934,9 +980,7 @@ MH_API void *mh_reallocarray(void *p, size_t count, size_t size) {
     return mh_realloc(p, total);
 }
 
-MH_API void mh_free_sized(void *p, size_t size) {
-    if (p) free_impl(p, "free_sized", KIND_MALLOC, true, size);
-}
+MH_API void mh_free_sized(void *p, size_t size) { free_fast(p, KIND_MALLOC, true, size); }
 
 MH_API void mh_free_aligned_sized(void *p, size_t align, size_t size) {
     (void)align;
@@ -951,8 +995,7 @@ void *mh_alloc_kind(size_t size, size_t align, int kind) {
 }
 MH_INTERNAL void mh_free_kind(void *p, int kind, bool has_size, size_t size);
 void mh_free_kind(void *p, int kind, bool has_size, size_t size) {
-    if (!has_size) free_fast(p, kind);
-    else if (p) free_impl(p, free_where(kind), kind, has_size, size);
+    free_fast(p, kind, has_size, size);
 }
 
 MH_API int mh_trim(size_t pad) {

@@ -542,7 +542,7 @@ MH_INTERNAL void  block_release(void *tagged);       /* alloc.c: back to cache/s
 
 MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
 
-/* ---- claims while one thread frees (solo.c) ------------------------------ */
+/* ---- live bits while one thread changes them (solo.c) -------------------- */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define MH_SANITIZED 1
 #elif defined(__has_feature)
@@ -553,8 +553,8 @@ MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc
 #if defined(__x86_64__) && !defined(MH_SANITIZED)
 #define MH_SOLO 1
 enum { SOLO_OFF, SOLO_ON, SOLO_LEAVING };
-MH_INTERNAL extern tcache_t *_Atomic mh_solo;       /* the owner's cache while plain claims are on */
-MH_INTERNAL extern _Atomic uint32_t mh_solo_busy;  /* the owner is inside a plain claim (plain stores) */
+MH_INTERNAL extern tcache_t *_Atomic mh_solo;       /* the owner's cache while plain changes are on */
+MH_INTERNAL extern _Atomic uint32_t mh_solo_busy;  /* the owner is inside a plain change (plain stores) */
 MH_INTERNAL extern _Atomic uint32_t mh_solo_state;
 MH_INTERNAL extern tcache_t *_Atomic mh_solo_owner; /* whose claims never wait for the transition */
 MH_INTERNAL void solo_leave(void);

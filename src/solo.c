@@ -1,18 +1,21 @@
-/* Claims while one thread frees. A free claims its block by clearing the
- * live bit: of two frees of one block, only one clears it, which makes
- * double frees exact. Across threads that takes a locked instruction, which
- * was 10-20 % of hardened mode's time on single-threaded workloads.
+/* Live bits while one thread changes them. A free claims its block by
+ * clearing the live bit: of two frees of one block, only one clears it,
+ * which makes double frees exact. Across threads that takes a locked
+ * instruction, and so does setting a bit of a live bitmap (a word shared by
+ * 64 blocks, fast mode) at malloc: 10-20 % of the time of single-threaded
+ * workloads.
  *
- * While one thread (the owner) is the only one that has freed, it clears
- * the bit with a plain `btr`: one instruction, so a signal handler's free of
- * the same block on that thread still finds it cleared or not, never half.
- * The first claim of any other thread ends this for the process, and must
- * not run beside a plain claim of the owner: the owner marks each plain
- * claim in mh_solo_busy (plain stores, no fence), and the leaving thread
- * clears mh_solo, makes every thread pass a full barrier (membarrier), then
- * waits for mh_solo_busy to read 0. The owner either published its mark
- * before that barrier (the leaver sees it and waits) or reads mh_solo after
- * it (NULL: it takes the locked path). Without membarrier there is no owner.
+ * While one thread (the owner) is the only one that changes live bits, it
+ * changes them with single non-locked instructions (`btr`, `or`): a signal
+ * handler on that thread cannot split one. The first change by any other
+ * thread (a claim; in fast mode also an allocation) ends this for the
+ * process, and must not run beside a plain change of the owner: the owner
+ * marks each in mh_solo_busy (plain stores, no fence), and the leaving
+ * thread clears mh_solo, makes every thread pass a full barrier
+ * (membarrier), then waits for mh_solo_busy to read 0. The owner either
+ * published its mark before that barrier (the leaver sees it and waits) or
+ * reads mh_solo after it (NULL: it takes the locked path). Without
+ * membarrier there is no owner.
  *
  * Started with the first thread cache, only while glibc says the process
  * is single-threaded, and in a forked child for the forking thread; never
@@ -54,8 +57,9 @@ static void end_here(void) {
     atomic_store_explicit(&mh_solo_state, SOLO_OFF, memory_order_release);
 }
 
-/* A thread other than the owner is about to claim. Signals are blocked
- * while a handler of this thread could wait on its own transition. */
+/* A thread other than the owner is about to change a live bit. Signals
+ * are blocked while a handler of this thread could wait on its own
+ * transition. */
 void solo_leave(void) {
     sigset_t saved;
     os_signals_block(&saved);
@@ -72,7 +76,7 @@ void solo_leave(void) {
 }
 
 /* t's cache goes away (its thread exits, or mh_reset): if it is the
- * owner's, the owner itself ends solo claims; it is not inside one. */
+ * owner's, the owner itself ends the plain changes; it is not inside one. */
 void solo_forget(tcache_t *t) {
     if (!t || t != atomic_load(&mh_solo_owner)) return;
     uint32_t on = SOLO_ON;
