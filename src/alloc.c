@@ -159,14 +159,22 @@ static inline __attribute__((always_inline)) void solo_exit(uint32_t busy) {
     __asm__ volatile("" ::: "memory");
     atomic_store_explicit(&mh_solo_busy, busy, memory_order_relaxed);
 }
-/* Is t (this thread's cache) the owner? If not, and there is one, the
- * owner's plain changes end before this thread's first locked one. */
-static inline __attribute__((always_inline)) bool solo_owner(tcache_t *t) {
-    if (t != NULL && t == atomic_load_explicit(&mh_solo, memory_order_relaxed)) return true;
+/* May this thread (t: its cache, NULL if none) change a live bit with a
+ * plain instruction? If so the change is marked: the mark (the value to put
+ * back with solo_exit after it) is returned, else -1. If not, and another
+ * thread is the owner, the owner's plain changes end before this thread's
+ * first locked one. */
+static inline __attribute__((always_inline)) int64_t solo_begin(tcache_t *t) {
+    if (t != NULL && t == atomic_load_explicit(&mh_solo, memory_order_relaxed)) {
+        uint32_t busy = solo_enter();
+        if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t)) return busy;
+        solo_exit(busy); /* ended meanwhile: a locked change needs no mark */
+        return -1;
+    }
     if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF) &&
         t != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed))
         solo_leave();
-    return false;
+    return -1;
 }
 #endif
 
@@ -182,14 +190,10 @@ static inline __attribute__((always_inline)) void set_live_bit(slab_t *s, uint32
     _Atomic uint64_t *w = &s->live[idx >> 6];
     uint64_t bit = (uint64_t)1 << (idx & 63);
 #ifdef MH_SOLO
-    tcache_t *t = mh_tcache;
-    if (solo_owner(t)) {
-        uint32_t busy = solo_enter();
-        if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t))
-            __asm__ volatile("orq %1, %0" : "+m"(*w) : "r"(bit) : "memory");
-        else
-            atomic_fetch_or_explicit(w, bit, memory_order_release);
-        solo_exit(busy);
+    int64_t busy = solo_begin(mh_tcache);
+    if (busy >= 0) {
+        __asm__ volatile("orq %1, %0" : "+m"(*w) : "r"(bit) : "memory");
+        solo_exit((uint32_t)busy);
         return;
     }
 #endif
@@ -216,20 +220,16 @@ static inline __attribute__((always_inline)) bool claim_locked(slab_t *s, uint32
  * one non-locked `btr`. */
 static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
 #ifdef MH_SOLO
-    if (solo_owner(t)) {
+    int64_t busy = solo_begin(t);
+    if (busy >= 0) {
         bool live;
-        uint32_t busy = solo_enter();
-        if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t)) {
-            if (!s->info)
-                __asm__ volatile("btrq %2, %0" : "+m"(s->live[idx >> 6]), "=@ccc"(live) : "r"((uint64_t)(idx & 63)) : "memory");
-            else if (s->info16)
-                __asm__ volatile("btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
-            else
-                __asm__ volatile("btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
-        } else {
-            live = claim_locked(s, idx);
-        }
-        solo_exit(busy);
+        if (!s->info)
+            __asm__ volatile("btrq %2, %0" : "+m"(s->live[idx >> 6]), "=@ccc"(live) : "r"((uint64_t)(idx & 63)) : "memory");
+        else if (s->info16)
+            __asm__ volatile("btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+        else
+            __asm__ volatile("btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+        solo_exit((uint32_t)busy);
         return live;
     }
 #endif
@@ -687,6 +687,9 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
 static inline const char *free_where(int kind) {
     return kind == KIND_MALLOC ? "free" : kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete";
 }
+static inline const char *free_where_sized(int kind, bool has_size) {
+    return has_size && kind == KIND_MALLOC ? "free_sized" : free_where(kind);
+}
 
 static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, slab_t *s, uint32_t idx, void *p,
                                                                   const char *where, int kind, bool has_size,
@@ -708,7 +711,7 @@ static MH_NOINLINE void free_hard_kind(tcache_t *t, slab_t *s, uint32_t idx, voi
 /* (sized: free_sized, and the sized delete that C++14 compilers call for
  * every object whose type they know) */
 static MH_NOINLINE void free_hard_sized(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind, size_t sized) {
-    free_hard_body(t, s, idx, p, kind == KIND_MALLOC ? "free_sized" : free_where(kind), kind, true, sized);
+    free_hard_body(t, s, idx, p, free_where_sized(kind, true), kind, true, sized);
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
@@ -756,7 +759,7 @@ static inline __attribute__((always_inline)) void free_fast(void *p, int kind, b
             if (likely(!mh_cfg.hard)) {
                 tbin_t *bin = &t->bins[s->cls];
                 if (likely(bin->count < bin->cap) && (!has_size || likely(sized_ok(s, idx, sized))) &&
-                    likely(claim(s, idx))) {
+                    likely(claim_by(t, s, idx))) {
                     if (unlikely(track_active())) track_free(p, s->bsize, 0);
                     cache_push(t, bin, p);
                     return;
@@ -769,7 +772,7 @@ static inline __attribute__((always_inline)) void free_fast(void *p, int kind, b
             }
         }
     }
-    if (p) free_impl(p, has_size && kind == KIND_MALLOC ? "free_sized" : free_where(kind), kind, has_size, sized);
+    if (p) free_impl(p, free_where_sized(kind, has_size), kind, has_size, sized);
 }
 
 MH_API void *mh_malloc(size_t size) { return alloc_fast(size, KIND_MALLOC); }
