@@ -45,10 +45,16 @@ static void begin(tcache_t *t) {
     atomic_store(&mh_solo_state, SOLO_ON);
 }
 
-void solo_start(tcache_t *t) {
-    if (!SINGLE_THREADED() || mh_track_valgrind || atomic_load(&mh_solo_state) != SOLO_OFF) return;
+/* (A registration holds for the process and its forked children, not
+ * across exec.) */
+static void try_begin(tcache_t *t) {
+    if (mh_track_valgrind) return;
     if (!registered) registered = os_membarrier_register();
     if (registered) begin(t);
+}
+
+void solo_start(tcache_t *t) {
+    if (SINGLE_THREADED() && atomic_load(&mh_solo_state) == SOLO_OFF) try_begin(t);
 }
 
 static void end_here(void) {
@@ -57,20 +63,26 @@ static void end_here(void) {
     atomic_store_explicit(&mh_solo_state, SOLO_OFF, memory_order_release);
 }
 
+/* True: this thread ends the mode (it was on). False: it is off, once a
+ * transition another thread has begun is over. */
+static bool take_leave(void) {
+    uint32_t on = SOLO_ON;
+    if (atomic_compare_exchange_strong(&mh_solo_state, &on, SOLO_LEAVING)) return true;
+    while (atomic_load_explicit(&mh_solo_state, memory_order_acquire) == SOLO_LEAVING) os_yield();
+    return false;
+}
+
 /* A thread other than the owner is about to change a live bit. Signals
  * are blocked while a handler of this thread could wait on its own
  * transition. */
 void solo_leave(void) {
     sigset_t saved;
     os_signals_block(&saved);
-    uint32_t on = SOLO_ON;
-    if (atomic_compare_exchange_strong(&mh_solo_state, &on, SOLO_LEAVING)) {
+    if (take_leave()) {
         atomic_store(&mh_solo, NULL);
-        if (!os_membarrier()) mh_fatal("cannot end single-thread claims: membarrier failed");
+        if (!os_membarrier()) mh_fatal("cannot end single-thread live bits: membarrier failed");
         while (atomic_load(&mh_solo_busy)) os_yield();
         end_here();
-    } else {
-        while (atomic_load_explicit(&mh_solo_state, memory_order_acquire) == SOLO_LEAVING) os_yield();
     }
     os_signals_restore(&saved);
 }
@@ -78,22 +90,15 @@ void solo_leave(void) {
 /* t's cache goes away (its thread exits, or mh_reset): if it is the
  * owner's, the owner itself ends the plain changes; it is not inside one. */
 void solo_forget(tcache_t *t) {
-    if (!t || t != atomic_load(&mh_solo_owner)) return;
-    uint32_t on = SOLO_ON;
-    if (atomic_compare_exchange_strong(&mh_solo_state, &on, SOLO_LEAVING)) {
-        end_here();
-    } else {
-        while (atomic_load_explicit(&mh_solo_state, memory_order_acquire) == SOLO_LEAVING) os_yield();
-    }
+    if (t && t == atomic_load(&mh_solo_owner) && take_leave()) end_here();
 }
 
-/* A forked child has one thread, the forking one: it may claim plainly,
- * whatever the parent had (glibc leaves __libc_single_threaded as it was).
- * The registration is asked for again, for the child's own mm. */
+/* A forked child has one thread, the forking one: it may change live bits
+ * plainly, whatever the parent had (glibc leaves __libc_single_threaded as
+ * it was). */
 void solo_after_fork_child(void) {
     end_here();
-    tcache_t *t = mh_tcache;
-    if (t && !mh_track_valgrind && (registered = os_membarrier_register())) begin(t);
+    if (mh_tcache) try_begin(mh_tcache);
 }
 #else
 void solo_start(tcache_t *t) { (void)t; }
