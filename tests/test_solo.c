@@ -65,6 +65,27 @@ static void *second_allocator(void *arg)
     return NULL;
 }
 
+static void free_shared(void) { mh_free(shared); }
+static void free_mine(void)
+{
+    for (int i = 0; i < NBLOCKS; i++)
+        mh_free(mine[i]);
+}
+
+/* A new thread runs second and this one first, from the same barrier.
+ * False if the thread could not start. */
+static bool race(void *(*second)(void *), void (*first)(void))
+{
+    pthread_barrier_init(&go, NULL, 2);
+    pthread_t t;
+    if (pthread_create(&t, NULL, second, NULL) != 0)
+        return false;
+    pthread_barrier_wait(&go);
+    first();
+    pthread_join(t, NULL);
+    return true;
+}
+
 /* One child: both threads free the same block at once. Exit status 0 when
  * exactly one free was reported and the mode ended. */
 static int free_round(size_t size)
@@ -72,13 +93,8 @@ static int free_round(size_t size)
     shared = mh_malloc(size);
     if (!shared)
         return 6;
-    pthread_barrier_init(&go, NULL, 2);
-    pthread_t t;
-    if (pthread_create(&t, NULL, second_freer, NULL) != 0)
+    if (!race(second_freer, free_shared))
         return 7;
-    pthread_barrier_wait(&go);
-    mh_free(shared);
-    pthread_join(t, NULL);
     if (atomic_load(&nother))
         return 8;
     if (atomic_load(&nreports) != 1)
@@ -96,14 +112,8 @@ static int alloc_round(bool bitmap)
     for (int i = 0; i < NBLOCKS; i++)
         if (!(mine[i] = mh_malloc(48)))
             return 6;
-    pthread_barrier_init(&go, NULL, 2);
-    pthread_t t;
-    if (pthread_create(&t, NULL, second_allocator, NULL) != 0)
+    if (!race(second_allocator, free_mine))
         return 7;
-    pthread_barrier_wait(&go);
-    for (int i = 0; i < NBLOCKS; i++)
-        mh_free(mine[i]);
-    pthread_join(t, NULL);
     if (mh_check() != 0)
         return 10;
     for (int i = 0; i < NBLOCKS; i++)
