@@ -397,16 +397,16 @@ MH_INTERNAL void     slab_reset_all(void);
 /* slab.c's bookkeeping, for mesh.c (class lock held). */
 MH_INTERNAL void slab_rebucket(class_bins_t *b, slab_t *s);
 MH_INTERNAL void slab_dirty(class_bins_t *b, slab_t *s, uint64_t now);
+MH_INTERNAL void slab_slot_return(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now);
 
 /* ---- meshing (mesh.c) ----------------------------------------------------- */
 MH_INTERNAL extern int mh_meshing;          /* mesh=1 took effect: miniheaps are file-backed */
 MH_INTERNAL void mesh_init(void);
-/* A block of a source span goes back: the slot it frees is the target's
- * (returns false when idx is in no source span). */
-MH_INTERNAL bool mesh_redirect(slab_t *s, uint32_t idx, slab_t **target, uint32_t *tidx);
-/* ... and s owns one block fewer there; true when that was its last one and
- * the span is its own again (its slots are free in s, used went down). */
-MH_INTERNAL bool mesh_source_freed(slab_t *s, uint32_t idx);
+/* A block of s it owns in a meshed-away span (mesh_owned) goes back:
+ * mesh_free_owned returns the targets' slots (slab_slot_return) and is true
+ * when a span of s became its own again (its slots free, used went down). */
+MH_INTERNAL bool mesh_owned(const slab_t *s, uint32_t idx);
+MH_INTERNAL bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now);
 MH_INTERNAL void mesh_bins(class_bins_t *b);             /* class lock held: slabs just settled */
 MH_INTERNAL void mesh_slab_release(slab_t *s);           /* s is given back: no meshing may be left */
 MH_INTERNAL void mesh_slab_forget(slab_t *s);            /* mh_reset */

@@ -1,27 +1,37 @@
-/* Meshing (as in Mesh, PLDI 2019): two spans of one size class whose used
- * slots do not overlap come to share one physical span, and the pages of
- * the other go back to the system. No pointer moves.
+/* Meshing (as in Mesh, PLDI 2019): two pages of one size class whose used
+ * slots do not overlap come to share one physical page, and the other page
+ * goes back to the system. No pointer moves.
  *
  * With mesh=1, miniheaps are views of one memfd at file offset == address
- * (os.c). A span is the shortest run of whole pages that holds whole blocks:
- * lcm(block size, 4096) bytes, K blocks (K is a power of two). Meshing
- * source span B:j onto target span A:i copies B's used blocks into the same
- * slots of A:i, maps B:j's pages onto A:i's file pages and punches B:j's own.
+ * (os.c). A slab is meshed in spans: one page for blocks up to 1 KiB, and
+ * for larger ones the shortest run of pages that holds whole blocks
+ * (lcm(block size, 4096) bytes). Two spans have the same slot layout when
+ * they start at the same offset within a block (their "phase": for
+ * one-page spans, page p of a slab is at p * 4096 mod the block size).
+ * Meshing source span B:j onto target span A:i of the same phase copies B's
+ * used slots there into the same places of A:i, maps B:j onto A:i's file
+ * pages and punches B:j's own. Small blocks straddle pages: a source's used
+ * slots must lie inside its span (what is copied is whole blocks), a
+ * target's need not. Meshing page by page, not in runs of up to 15 pages,
+ * is what lets a sparse page of small blocks find a partner.
  *
- * Who owns a slot while B:j is meshed onto A:i: slot k of both is one
- * physical slot. B keeps the blocks it had there (own: live, or in a cache),
- * all of B:j's slots stay out of B's free map, and A's slot k stays out of
- * A's free map while B owns it. When B frees a block of B:j, the slot goes
- * to A. When B owns nothing in B:j any more, B:j is mapped back onto its own
- * (punched, so zero) pages and its slots are free in B again. So a target
- * never empties while a source still uses it, and every slab goes back to
- * its miniheap with no meshing left. A target may take several sources; a
- * source is never a target, and a target never a source.
+ * Who owns a slot while B:j is meshed onto A:i ("slot r" counts from the
+ * first slot that touches the span, the same in both): B keeps the blocks
+ * it had inside the span (own: live, or in a cache); every other slot of B
+ * touching B:j is "parked", out of B's free map, since its bytes there
+ * would be A's; and A's slot r stays out of A's free map while B owns it.
+ * When B frees an owned block, the slot goes to A. When B owns nothing in
+ * B:j any more, B:j is mapped back onto its own (punched, so zero) pages and
+ * its slots are free in B again, but for a straddling slot whose other span
+ * is still meshed away. So a target never empties while a source still
+ * uses it, and every slab goes back to its miniheap with no meshing left. A
+ * target span may take several sources; a source span is never a target,
+ * and a target span never a source.
  *
- * Writes while blocks are copied: B:j is read-only for that time, and a
+ * Writes while blocks are copied: B:p is read-only for that time, and a
  * thread that writes there faults and waits in the fault handler until the
  * remap is done (then its write lands in the shared page). The kernel cannot
- * wait: a system call that writes into B:j's blocks in that window (read(2)
+ * wait: a system call that writes into B:p's blocks in that window (read(2)
  * into a heap buffer, say) fails with EFAULT. SECURITY.md lists this and the
  * other costs of meshing; it is off by default.
  *
@@ -35,119 +45,220 @@
 int mh_meshing;
 
 typedef struct mesh_span {
-    slab_t *target;      /* set: this span is a source, its pages are target's span tspan */
+    slab_t *target;      /* set: this span is a source, backed by target's span tspan */
     uint16_t tspan;
-    uint16_t refs;       /* a target: the sources mapped onto this span */
-    uint64_t own[4];     /* a source: the slots (of K) whose blocks it still owns */
+    uint16_t refs;       /* a target: the source spans mapped onto this one */
+    bool in_use;         /* the entry is some span's */
+    uint64_t own[4];     /* a source: the slots (r) whose blocks it still owns */
+    uint64_t held[4];    /* a target: the slots (r) its sources own (their own[], or-ed) */
 } mesh_span_t;
 
+/* A slab's meshing: entries only for the spans that are a source or a
+ * target (a slab of 128 one-page spans seldom has more than a few), and a
+ * 16-bit index per span. */
 typedef struct slab_mesh {
-    size_t bytes;
+    size_t bytes;        /* of this record */
     uint32_t active;     /* spans that are a source or a target */
     uint32_t nspans;
-    mesh_span_t span[];
+    mesh_span_t *ent;
+    uint32_t nent;       /* entries ent has room for */
+    uint16_t at[];       /* per span: its entry + 1 (0: none) */
 } slab_mesh_t;
 
 static _Atomic uint64_t n_meshes;      /* meshes made since start */
 static _Atomic size_t meshed_bytes;    /* source bytes mapped onto other spans now */
 
-/* K = 4096 / gcd(block size, 4096): at most 256, as block sizes are
- * multiples of 16. */
-static uint32_t span_slots(uint32_t bsize) { return 4096u >> __builtin_ctz(bsize | 4096u); }
+/* Bytes of a span: a page for blocks up to a page, else lcm(block size,
+ * 4096) (no block crosses its edges). */
+static size_t span_bytes(uint32_t bsize) {
+    if (bsize <= MH_PAGE) return MH_PAGE;
+    uint32_t low = bsize & -bsize;
+    return (size_t)(bsize / (low < MH_PAGE ? low : MH_PAGE)) << MH_PAGE_SHIFT;
+}
+/* Spans that can mesh: those whose every touching slot exists (the tail of
+ * a slab is not one), in slabs whose blocks start at page offsets a block
+ * size apart (a front redzone would shift them), of classes whose spans
+ * touch two slots at least. At most 256 slots touch a span (16-byte blocks
+ * on a page, or lcm / size <= 4096 / 16). */
 static uint32_t span_count(const slab_t *s) {
-    uint32_t k = span_slots(s->bsize);
-    if (k < 2 || s->zero || s->front) return 0; /* a front redzone shifts blocks off page boundaries */
-    return s->capacity / k;
+    size_t sb = span_bytes(s->bsize);
+    if (s->zero || s->front || (s->bsize >= MH_PAGE && sb / s->bsize < 2)) return 0;
+    return (uint32_t)((size_t)s->capacity * s->bsize / sb);
 }
-
-/* Bits [first, first + k) of map, k a power of two <= 256, first a multiple of k. */
-static void bits_get(const uint64_t *map, uint32_t first, uint32_t k, uint64_t out[4]) {
-    memset(out, 0, 4 * sizeof(uint64_t));
-    if (k >= 64) {
-        memcpy(out, &map[first >> 6], (k >> 6) * sizeof(uint64_t));
-    } else {
-        out[0] = (map[first >> 6] >> (first & 63)) & (((uint64_t)1 << k) - 1);
-    }
+static size_t span_off(const slab_t *s, uint32_t j) { return (size_t)j * span_bytes(s->bsize); }
+static uint32_t span_first(const slab_t *s, uint32_t j) { return (uint32_t)(span_off(s, j) / s->bsize); }
+static uint32_t span_slots(const slab_t *s, uint32_t j) {
+    return (uint32_t)((span_off(s, j + 1) - 1) / s->bsize) - span_first(s, j) + 1;
 }
-static void bits_set_span(uint64_t *map, uint32_t first, uint32_t k, const uint64_t in[4], bool set) {
-    if (k >= 64) {
-        for (uint32_t w = 0; w < (k >> 6); w++)
-            map[(first >> 6) + w] = set ? map[(first >> 6) + w] | in[w] : map[(first >> 6) + w] & ~in[w];
-    } else {
-        uint64_t m = in[0] << (first & 63);
-        map[first >> 6] = set ? map[first >> 6] | m : map[first >> 6] & ~m;
-    }
+static uint32_t span_phase(const slab_t *s, uint32_t j) { return (uint32_t)(span_off(s, j) % s->bsize); }
+/* The spans slot x touches: j0 .. j1 (one or two, or more only past the
+ * meshable spans). */
+static void slot_spans(const slab_t *s, uint32_t x, uint32_t *j0, uint32_t *j1) {
+    size_t sb = span_bytes(s->bsize), lo = (size_t)x * s->bsize;
+    *j0 = (uint32_t)(lo / sb);
+    *j1 = (uint32_t)((lo + s->bsize - 1) / sb);
 }
+static bool bit4(const uint64_t v[4], uint32_t r) { return v[r >> 6] >> (r & 63) & 1; }
+static void put4(uint64_t v[4], uint32_t r, bool on) {
+    if (on) v[r >> 6] |= (uint64_t)1 << (r & 63);
+    else v[r >> 6] &= ~((uint64_t)1 << (r & 63));
+}
+static bool map_bit(const uint64_t *map, uint32_t x) { return map[x >> 6] >> (x & 63) & 1; }
+static void map_put(uint64_t *map, uint32_t x, bool on) {
+    if (on) map[x >> 6] |= (uint64_t)1 << (x & 63);
+    else map[x >> 6] &= ~((uint64_t)1 << (x & 63));
+}
+static bool any4(const uint64_t v[4]) { return (v[0] | v[1] | v[2] | v[3]) != 0; }
 static uint32_t popcount4(const uint64_t v[4]) {
     return (uint32_t)(__builtin_popcountll(v[0]) + __builtin_popcountll(v[1]) +
                       __builtin_popcountll(v[2]) + __builtin_popcountll(v[3]));
 }
-static uint64_t full_mask(uint32_t k, uint32_t w) {
-    if (k >= 64) return w < (k >> 6) ? ~(uint64_t)0 : 0;
-    return w == 0 ? (((uint64_t)1 << k) - 1) : 0;
+static mesh_span_t *span_rec(const slab_t *s, uint32_t j) {
+    const slab_mesh_t *m = s->mesh;
+    return m && j < m->nspans && m->at[j] ? &m->ent[m->at[j] - 1] : NULL;
 }
-
-/* ---- ownership: frees into a source span ---------------------------------- */
-
-bool mesh_redirect(slab_t *s, uint32_t idx, slab_t **target, uint32_t *tidx) {
-    uint32_t k = span_slots(s->bsize), j = idx / k, i = idx % k;
+/* Span j is neither a source nor a target any more: its entry is free. */
+static void span_drop(slab_t *s, uint32_t j) {
     slab_mesh_t *m = s->mesh;
-    if (j >= m->nspans || !m->span[j].target) return false;
-    mesh_span_t *sp = &m->span[j];
-    if (!(sp->own[i >> 6] >> (i & 63) & 1)) mh_fatal("metadata-corruption: a block of a meshed span went back twice");
-    *target = sp->target;
-    *tidx = sp->tspan * k + i;
-    return true;
+    m->ent[m->at[j] - 1].in_use = false;
+    m->at[j] = 0;
 }
+static void set_purged(slab_t *s, uint32_t j, bool on) {
+    uint32_t p0 = (uint32_t)(span_off(s, j) >> MH_PAGE_SHIFT), np = (uint32_t)(span_bytes(s->bsize) >> MH_PAGE_SHIFT);
+    for (uint32_t p = p0; p < p0 + np; p++) map_put(s->purged, p, on);
+}
+
+/* Slot x of s is parked: out of the free map because a span it touches is
+ * meshed away and x is not a block s owns there. */
+static bool parked(const slab_t *s, uint32_t x) {
+    uint32_t j0, j1;
+    if (!s->mesh) return false;
+    slot_spans(s, x, &j0, &j1);
+    for (uint32_t j = j0; j <= j1; j++) {
+        const mesh_span_t *sp = span_rec(s, j);
+        if (sp && sp->target && !bit4(sp->own, x - span_first(s, j))) return true;
+    }
+    return false;
+}
+/* Slot x of s is held: out of the free map because a span it touches is a
+ * target and a source owns the slot there. */
+static bool held(const slab_t *s, uint32_t x) {
+    uint32_t j0, j1;
+    if (!s->mesh) return false;
+    slot_spans(s, x, &j0, &j1);
+    for (uint32_t j = j0; j <= j1; j++) {
+        const mesh_span_t *sp = span_rec(s, j);
+        if (sp && sp->refs && bit4(sp->held, x - span_first(s, j))) return true;
+    }
+    return false;
+}
+
+/* The slots of span j that s uses there (live, in a cache, or held for a
+ * source of j; a slot parked for another span is free here), by r;
+ * *foreign: one of them is held. */
+static void span_used(const slab_t *s, uint32_t j, uint64_t out[4], bool *foreign) {
+    uint32_t first = span_first(s, j), n = span_slots(s, j);
+    const mesh_span_t *sp = span_rec(s, j);
+    memset(out, 0, 4 * sizeof(uint64_t));
+    *foreign = false;
+    for (uint32_t r = 0; r < n; r++) {
+        uint32_t x = first + r;
+        if (map_bit(s->free_map, x)) continue;
+        if (!(sp && sp->refs && bit4(sp->held, r)) && parked(s, x)) continue;
+        put4(out, r, true);
+        if (held(s, x)) *foreign = true;
+    }
+}
+
+/* ---- ownership: frees into a source span ----------------------------------- */
 
 static void record_free(slab_t *s) {
-    if (s->mesh && s->mesh->active == 0) {
-        meta_free(s->mesh, s->mesh->bytes);
+    slab_mesh_t *m = s->mesh;
+    if (m && m->active == 0) {
+        if (m->ent) meta_free(m->ent, m->nent * sizeof(mesh_span_t));
+        meta_free(m, m->bytes);
         s->mesh = NULL;
     }
 }
 
-/* B:j owns nothing any more: its own pages (punched, zero) come back. */
+/* B:j owns nothing any more: its own pages (punched, zero) come back, and
+ * its slots are free in B but for those parked or held for another span. */
 static void unmesh(slab_t *s, uint32_t j) {
-    uint32_t k = span_slots(s->bsize);
-    size_t bytes = (size_t)k * s->bsize;
-    uint8_t *at = slab_start(s) + (size_t)j * bytes;
-    mesh_span_t *sp = &s->mesh->span[j];
+    size_t bytes = span_bytes(s->bsize);
+    uint8_t *at = slab_start(s) + span_off(s, j);
+    mesh_span_t *sp = span_rec(s, j);
     if (!os_segment_alias(at, at, bytes)) mh_fatal("cannot map a meshed span back onto its own pages");
     atomic_fetch_add(&slab_guard_budget, 2);
-    uint64_t all[4];
-    for (uint32_t w = 0; w < 4; w++) all[w] = full_mask(k, w);
-    bits_set_span(s->free_map, j * k, k, all, true);
-    if (s->poisoned) bits_set_span(s->poisoned, j * k, k, all, false);
-    __atomic_store_n(&s->used, s->used - k, __ATOMIC_RELAXED);
-    if (j * k / 64 < s->hint) s->hint = j * k / 64;
-    uint32_t p0 = (uint32_t)((size_t)j * bytes >> MH_PAGE_SHIFT), np = (uint32_t)(bytes >> MH_PAGE_SHIFT);
-    for (uint32_t p = p0; p < p0 + np; p++) s->purged[p >> 6] |= (uint64_t)1 << (p & 63);
     slab_t *t = sp->target;
-    mesh_span_t *tp = &t->mesh->span[sp->tspan];
-    if (--tp->refs == 0) t->mesh->active--;
+    uint32_t ti = sp->tspan;
+    mesh_span_t *tp = span_rec(t, ti);
     sp->target = NULL;
+    span_drop(s, j);
     s->mesh->active--;
+    uint32_t first = span_first(s, j), n = span_slots(s, j), back = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        uint32_t x = first + r;
+        if (map_bit(s->free_map, x) || parked(s, x) || held(s, x)) continue;
+        map_put(s->free_map, x, true);
+        if (s->poisoned) map_put(s->poisoned, x, false);
+        back++;
+    }
+    __atomic_store_n(&s->used, s->used - back, __ATOMIC_RELAXED);
+    if (first / 64 < s->hint) s->hint = first / 64;
+    set_purged(s, j, true);
+    if (--tp->refs == 0) {
+        span_drop(t, ti);
+        t->mesh->active--;
+    }
     atomic_fetch_sub(&meshed_bytes, bytes);
     record_free(t);
     if (t != s) record_free(s);
 }
 
-bool mesh_source_freed(slab_t *s, uint32_t idx) {
-    uint32_t k = span_slots(s->bsize), j = idx / k, i = idx % k;
-    mesh_span_t *sp = &s->mesh->span[j];
-    sp->own[i >> 6] &= ~((uint64_t)1 << (i & 63));
-    if (sp->own[0] | sp->own[1] | sp->own[2] | sp->own[3]) return false;
-    unmesh(s, j);
-    return true;
+bool mesh_owned(const slab_t *s, uint32_t idx) {
+    uint32_t j0, j1;
+    slot_spans(s, idx, &j0, &j1);
+    for (uint32_t j = j0; j <= j1; j++) {
+        const mesh_span_t *sp = span_rec(s, j);
+        if (sp && sp->target && bit4(sp->own, idx - span_first(s, j))) return true;
+    }
+    return false;
+}
+
+/* B frees block idx that it owns in meshed-away spans: each target's slot
+ * goes back to the target (unless the target parks or holds it for
+ * another span), and a span that owns nothing more is B's again; till
+ * then B's slot stays parked. A block across a span's edge leaves mixed
+ * bytes in the target's slot: that one goes back unpoisoned. Class lock
+ * held. */
+bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now) {
+    uint32_t j0, j1, emptied[2], ne = 0;
+    slot_spans(s, idx, &j0, &j1);
+    for (uint32_t j = j0; j <= j1; j++) {
+        mesh_span_t *sp = span_rec(s, j);
+        uint32_t r = idx - span_first(s, j);
+        if (!sp || !sp->target || !bit4(sp->own, r)) continue;
+        put4(sp->own, r, false);
+        slab_t *t = sp->target;
+        mesh_span_t *tp = span_rec(t, sp->tspan);
+        if (!bit4(tp->held, r)) mh_fatal("metadata-corruption: a meshed slot is not held by its target");
+        put4(tp->held, r, false);
+        uint32_t y = span_first(t, sp->tspan) + r;
+        if (!parked(t, y) && !held(t, y)) slab_slot_return(b, t, y, j0 == j1 ? tagged : tagged & ~TAG_POISONED, now);
+        if (!any4(sp->own)) emptied[ne++] = j;
+    }
+    for (uint32_t i = 0; i < ne; i++) unmesh(s, emptied[i]);
+    return ne != 0;
 }
 
 void mesh_slab_forget(slab_t *s) {
     if (!s->mesh) return;
-    for (uint32_t j = 0; j < s->mesh->nspans; j++) /* the aliases go with the heap */
-        if (s->mesh->span[j].target) atomic_fetch_add(&slab_guard_budget, 2);
-    meta_free(s->mesh, s->mesh->bytes);
-    s->mesh = NULL;
+    for (uint32_t j = 0; j < s->mesh->nspans; j++) { /* the aliases go with the heap */
+        const mesh_span_t *sp = span_rec(s, j);
+        if (sp && sp->target) atomic_fetch_add(&slab_guard_budget, 2);
+    }
+    s->mesh->active = 0;
+    record_free(s);
     atomic_store(&meshed_bytes, 0);
 }
 
@@ -160,7 +271,7 @@ void mesh_slab_release(slab_t *s) {
 /* ---- the write barrier ------------------------------------------------------ */
 
 static _Atomic uintptr_t win_lo, win_hi;
-static _Atomic uint32_t win_seq;      /* odd while a span is being copied */
+static _Atomic uint32_t win_seq;      /* odd while a page is being copied */
 static _Atomic uint32_t fork_seq;     /* odd from fork_prepare until the child has its copy */
 /* Atomic: a thread that saw fork_seq odd may read them late, while the next
  * fork's prepare writes them (the same values in the parent; TSan saw it). */
@@ -224,56 +335,99 @@ MH_NO_TSAN static void copy_block(uint8_t *dst, const uint8_t *src, size_t n) {
     for (size_t i = 0; i < n / 8; i++) d[i] = s[i];
 }
 
-static bool ensure_record(slab_t *s) {
-    if (s->mesh) return true;
-    uint32_t n = span_count(s);
-    size_t bytes = sizeof(slab_mesh_t) + (size_t)n * sizeof(mesh_span_t);
-    slab_mesh_t *m = meta_alloc(bytes);
-    if (!m) return false;
-    m->bytes = bytes;
-    m->nspans = n;
-    s->mesh = m;
+/* The entry of s's span j, made if need be (false: no metadata). Entries
+ * may move when one is made: pointers to them are taken after. */
+static bool span_take(slab_t *s, uint32_t j) {
+    slab_mesh_t *m = s->mesh;
+    if (!m) {
+        uint32_t n = span_count(s);
+        size_t bytes = sizeof(slab_mesh_t) + (size_t)n * sizeof(uint16_t);
+        if (!(m = meta_alloc(bytes))) return false;
+        m->bytes = bytes;
+        m->nspans = n;
+        s->mesh = m;
+    }
+    if (m->at[j]) return true;
+    uint32_t e = 0;
+    while (e < m->nent && m->ent[e].in_use) e++;
+    if (e == m->nent) {
+        uint32_t n = m->nent ? 2 * m->nent : 4;
+        mesh_span_t *ent = meta_alloc(n * sizeof(mesh_span_t));
+        if (!ent) return false;
+        if (m->ent) {
+            memcpy(ent, m->ent, m->nent * sizeof(mesh_span_t));
+            meta_free(m->ent, m->nent * sizeof(mesh_span_t));
+        }
+        m->ent = ent;
+        m->nent = n;
+    }
+    memset(&m->ent[e], 0, sizeof m->ent[e]);
+    m->ent[e].in_use = true;
+    m->at[j] = (uint16_t)(e + 1);
     return true;
 }
-
-/* The pages of A's span i that the blocks of occ were copied into hold
- * data now: no longer purged. */
-static void mark_resident(slab_t *a, uint32_t i, const uint64_t occ[4]) {
-    uint32_t q0 = (uint32_t)((size_t)i * span_slots(a->bsize) * a->bsize >> MH_PAGE_SHIFT);
-    for (uint32_t w = 0; w < 4; w++)
-        for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
-            size_t off = (size_t)(w * 64 + (uint32_t)__builtin_ctzll(bits)) * a->bsize;
-            bits_clear_range(a->purged, q0 + (uint32_t)(off >> MH_PAGE_SHIFT),
-                             q0 + (uint32_t)((off + a->bsize - 1) >> MH_PAGE_SHIFT));
-        }
+/* An entry span_take made and mesh_pair did not use. */
+static void span_untake(slab_t *s, uint32_t j) {
+    const mesh_span_t *sp = span_rec(s, j);
+    if (sp && !sp->target && !sp->refs) span_drop(s, j);
+    record_free(s);
 }
 
-/* Mesh B:j (its used slots occ, count n) onto A:i. Class lock held. */
-static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64_t occ[4], uint32_t n) {
-    uint32_t k = span_slots(a->bsize);
-    size_t bytes = (size_t)k * a->bsize;
-    uint8_t *src = slab_start(b) + (size_t)j * bytes, *dst = slab_start(a) + (size_t)i * bytes;
-    if (!ensure_record(a) || !ensure_record(b)) {
-        record_free(a);
-        record_free(b);
-        return false;
-    }
+/* Pages of s's span j that hold data now, and pages of it that the blocks
+ * of occ would make resident if copied in. */
+static uint32_t resident_pages(const slab_t *s, uint32_t j) {
+    uint32_t p0 = (uint32_t)(span_off(s, j) >> MH_PAGE_SHIFT), np = (uint32_t)(span_bytes(s->bsize) >> MH_PAGE_SHIFT), r = 0;
+    for (uint32_t p = p0; p < p0 + np; p++) r += !map_bit(s->purged, p);
+    return r;
+}
+/* The pages of span j that the blocks of occ touch. */
+static void each_occ_page(const slab_t *s, uint32_t j, const uint64_t occ[4], uint64_t pages[2]) {
+    uint32_t first = span_first(s, j);
+    size_t lo = span_off(s, j), hi = span_off(s, j + 1);
+    pages[0] = pages[1] = 0;
+    for (uint32_t w = 0; w < 4; w++)
+        for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
+            size_t off = (size_t)(first + w * 64 + (uint32_t)__builtin_ctzll(bits)) * s->bsize, end = off + s->bsize;
+            if (off < lo) off = lo;
+            if (end > hi) end = hi;
+            for (size_t p = off >> MH_PAGE_SHIFT; p <= (end - 1) >> MH_PAGE_SHIFT; p++)
+                pages[p >> 6] |= (uint64_t)1 << (p & 63);
+        }
+}
+static uint32_t pages_to_fill(const slab_t *s, uint32_t j, const uint64_t occ[4]) {
+    uint64_t pages[2];
+    each_occ_page(s, j, occ, pages);
+    return (uint32_t)(__builtin_popcountll(pages[0] & s->purged[0]) + __builtin_popcountll(pages[1] & s->purged[1]));
+}
+
+/* Mesh B:j (the slots used in it, occ) onto A:i. Class lock held. */
+static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64_t occ[4]) {
+    size_t bytes = span_bytes(b->bsize), soff = span_off(b, j), doff = span_off(a, i);
+    uint8_t *src = slab_start(b) + soff, *dst = slab_start(a) + doff;
+    uint32_t bfirst = span_first(b, j), afirst = span_first(a, i), slots = span_slots(b, j);
+    bool ok = span_take(a, i) && span_take(b, j);
     /* Each alias may split a mapping in three: the same budget as guards. */
-    if (atomic_fetch_sub(&slab_guard_budget, 2) <= 2) {
+    if (ok && atomic_fetch_sub(&slab_guard_budget, 2) <= 2) {
         atomic_fetch_add(&slab_guard_budget, 2);
-        record_free(a);
-        record_free(b);
+        ok = false;
+    }
+    if (!ok) {
+        span_untake(a, i);
+        span_untake(b, j);
         return false;
     }
     atomic_store(&win_lo, (uintptr_t)src);
     atomic_store(&win_hi, (uintptr_t)src + bytes);
     atomic_fetch_add(&win_seq, 1);
-    bool ok = os_protect_read(src, bytes), copied = false;
+    bool copied = false;
+    ok = os_protect_read(src, bytes);
     if (ok) {
         for (uint32_t w = 0; w < 4; w++)
             for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
-                size_t off = (size_t)(w * 64 + (uint32_t)__builtin_ctzll(bits)) * a->bsize;
-                copy_block(dst + off, src + off, a->bsize);
+                /* The part of the block inside the span (offsets from it). */
+                size_t at = (size_t)(bfirst + w * 64 + (uint32_t)__builtin_ctzll(bits)) * b->bsize;
+                size_t lo = at < soff ? 0 : at - soff, hi = at + b->bsize - soff > bytes ? bytes : at + b->bsize - soff;
+                copy_block(dst + lo, src + lo, hi - lo);
             }
         copied = true;
         ok = os_segment_alias(src, dst, bytes);
@@ -283,43 +437,58 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
     if (!ok && !os_segment_alias(src, src, bytes)) mh_fatal("meshing: cannot map a span back after a failed remap");
     atomic_fetch_add(&win_seq, 1);
     os_futex_wake(&win_seq);
+    uint64_t filled[2];
+    each_occ_page(a, i, occ, filled);
     if (!ok) {
         /* A's free slots of occ hold B's bytes now, not poison, and their
          * pages are resident. */
         if (copied) {
-            if (a->poisoned) bits_set_span(a->poisoned, i * k, k, occ, false);
-            mark_resident(a, i, occ);
+            for (uint32_t r = 0; a->poisoned && r < slots; r++)
+                if (bit4(occ, r)) map_put(a->poisoned, afirst + r, false);
+            a->purged[0] &= ~filled[0];
+            a->purged[1] &= ~filled[1];
         }
         atomic_fetch_add(&slab_guard_budget, 2);
-        record_free(a);
-        record_free(b);
+        span_untake(a, i);
+        span_untake(b, j);
         return false;
     }
     os_segment_punch(src, bytes);
 
-    /* B: the whole span is out of its free map; it owns occ. */
-    uint64_t fb[4];
-    bits_get(b->free_map, j * k, k, fb);
-    bits_set_span(b->free_map, j * k, k, fb, false);
-    __atomic_store_n(&b->used, b->used + popcount4(fb), __ATOMIC_RELAXED);
-    if (b->poisoned) { /* what was poisoned there is the target's memory now */
-        uint64_t all[4];
-        for (uint32_t w = 0; w < 4; w++) all[w] = full_mask(k, w);
-        bits_set_span(b->poisoned, j * k, k, all, false);
+    /* B: the span's free slots are parked; it owns occ. What was poisoned
+     * there is the target's memory now. */
+    uint32_t parked_now = 0;
+    for (uint32_t r = 0; r < slots; r++) {
+        uint32_t x = bfirst + r;
+        if (b->poisoned) map_put(b->poisoned, x, false);
+        if (!map_bit(b->free_map, x)) continue;
+        map_put(b->free_map, x, false);
+        parked_now++;
     }
-    uint32_t p0 = (uint32_t)((size_t)j * bytes >> MH_PAGE_SHIFT), np = (uint32_t)(bytes >> MH_PAGE_SHIFT);
-    for (uint32_t p = p0; p < p0 + np; p++) b->purged[p >> 6] |= (uint64_t)1 << (p & 63); /* not B's memory */
-    mesh_span_t *sp = &b->mesh->span[j];
+    __atomic_store_n(&b->used, b->used + parked_now, __ATOMIC_RELAXED);
+    set_purged(b, j, true); /* not B's memory */
+    mesh_span_t *sp = span_rec(b, j);
     sp->target = a;
     sp->tspan = (uint16_t)i;
     memcpy(sp->own, occ, sizeof sp->own);
     b->mesh->active++;
-    /* A: those slots are B's while B owns them. */
-    bits_set_span(a->free_map, i * k, k, occ, false);
-    if (a->poisoned) bits_set_span(a->poisoned, i * k, k, occ, false);
-    __atomic_store_n(&a->used, a->used + n, __ATOMIC_RELAXED);
-    mark_resident(a, i, occ);
-    if (a->mesh->span[i].refs++ == 0) a->mesh->active++;
+    /* A: those slots are held for B while B owns them (a slot A parks is
+     * out of its free map already). */
+    uint32_t taken = 0;
+    for (uint32_t r = 0; r < slots; r++) {
+        uint32_t y = afirst + r;
+        if (!bit4(occ, r)) continue;
+        if (a->poisoned) map_put(a->poisoned, y, false);
+        if (!map_bit(a->free_map, y)) continue;
+        map_put(a->free_map, y, false);
+        taken++;
+    }
+    __atomic_store_n(&a->used, a->used + taken, __ATOMIC_RELAXED);
+    mesh_span_t *tp = span_rec(a, i);
+    for (uint32_t w = 0; w < 4; w++) tp->held[w] |= occ[w];
+    a->purged[0] &= ~filled[0];
+    a->purged[1] &= ~filled[1];
+    if (tp->refs++ == 0) a->mesh->active++;
     atomic_fetch_add(&n_meshes, 1);
     atomic_fetch_add(&meshed_bytes, bytes);
     return true;
@@ -329,40 +498,18 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
 
 typedef struct cand {
     slab_t *s;
-    uint32_t span, count;
-    uint32_t role;          /* 0: either, 1: a target (no more a source), 2: meshed away */
-    bool may_source;        /* not a target already */
+    uint16_t span, count;
+    uint8_t role;           /* 0: either, 1: a target (no more a source), 2: meshed away */
+    bool may_source;
     uint64_t occ[4];
 } cand_t;
 
 /* Passes run one at a time (under mh_tick_lock), so one table serves. */
-#define MAX_CANDS 512
+#define MAX_CANDS 4096
 static cand_t cands[MAX_CANDS];
-static uint16_t order[MAX_CANDS];
+static uint32_t order[MAX_CANDS];
 
-/* Pages of s's span j that hold data now, and pages of it that the blocks
- * of occ would make resident if copied in. */
-static uint32_t resident_pages(const slab_t *s, uint32_t j, size_t bytes) {
-    uint32_t p0 = (uint32_t)((size_t)j * bytes >> MH_PAGE_SHIFT), np = (uint32_t)(bytes >> MH_PAGE_SHIFT), r = 0;
-    for (uint32_t p = p0; p < p0 + np; p++) r += !(s->purged[p >> 6] >> (p & 63) & 1);
-    return r;
-}
-static uint32_t pages_to_fill(const slab_t *s, uint32_t i, size_t bytes, const uint64_t occ[4]) {
-    uint32_t p0 = (uint32_t)((size_t)i * bytes >> MH_PAGE_SHIFT), n = 0;
-    uint64_t seen[2] = {0, 0};
-    for (uint32_t w = 0; w < 4; w++)
-        for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
-            size_t off = (size_t)(w * 64 + (uint32_t)__builtin_ctzll(bits)) * s->bsize;
-            for (uint32_t p = p0 + (uint32_t)(off >> MH_PAGE_SHIFT); p <= p0 + (uint32_t)((off + s->bsize - 1) >> MH_PAGE_SHIFT); p++) {
-                if ((seen[p >> 6] >> (p & 63)) & 1) continue;
-                seen[p >> 6] |= (uint64_t)1 << (p & 63);
-                n += (s->purged[p >> 6] >> (p & 63)) & 1;
-            }
-        }
-    return n;
-}
-
-static uint32_t collect(class_bins_t *b, uint32_t k) {
+static uint32_t collect(class_bins_t *b) {
     uint32_t n = 0;
     for (uint32_t q = 1; q < MH_BUCKETS && n < MAX_CANDS; q++) {
         for (slab_t *s = b->bucket[q]; s && n < MAX_CANDS; s = s->next) {
@@ -371,20 +518,21 @@ static uint32_t collect(class_bins_t *b, uint32_t k) {
             if (s->on_dirty) continue;
             uint32_t ns = span_count(s);
             for (uint32_t j = 0; j < ns && n < MAX_CANDS; j++) {
-                const mesh_span_t *sp = s->mesh ? &s->mesh->span[j] : NULL;
+                const mesh_span_t *sp = span_rec(s, j);
                 if (sp && sp->target) continue; /* meshed away already */
-                uint64_t fb[4];
-                bits_get(s->free_map, j * k, k, fb);
                 cand_t *c = &cands[n];
-                for (uint32_t w = 0; w < 4; w++) c->occ[w] = ~fb[w] & full_mask(k, w);
-                c->count = popcount4(c->occ);
-                if (c->count == 0 || c->count == k) continue;
+                bool foreign;
+                span_used(s, j, c->occ, &foreign);
+                c->count = (uint16_t)popcount4(c->occ);
+                uint32_t slots = span_slots(s, j);
+                if (c->count == 0 || c->count == slots) continue;
                 c->s = s;
-                c->span = j;
+                c->span = (uint16_t)j;
                 c->role = 0;
-                /* Sources: at most half full (what moves is copied); any
-                 * partly used span may take one. */
-                c->may_source = !(sp && sp->refs) && c->count <= k / 2;
+                /* Sources: at most half full (what moves is copied), no
+                 * target already, no slot held for another span, and some
+                 * page to give back. */
+                c->may_source = !(sp && sp->refs) && !foreign && c->count <= slots / 2 && resident_pages(s, j) > 0;
                 n++;
             }
         }
@@ -392,44 +540,66 @@ static uint32_t collect(class_bins_t *b, uint32_t k) {
     return n;
 }
 
+/* In-place heap sort of n keys. */
+static void sift(uint32_t *k, uint32_t r, uint32_t n) {
+    for (uint32_t c; (c = 2 * r + 1) < n; r = c) {
+        if (c + 1 < n && k[c + 1] > k[c]) c++;
+        if (k[r] >= k[c]) break;
+        uint32_t t = k[r];
+        k[r] = k[c];
+        k[c] = t;
+    }
+}
+static void sort_keys(uint32_t *k, uint32_t n) {
+    for (uint32_t i = n / 2; i-- > 0;) sift(k, i, n);
+    for (uint32_t end = n; end-- > 1;) {
+        uint32_t t = k[0];
+        k[0] = k[end];
+        k[end] = t;
+        sift(k, 0, end);
+    }
+}
+
 /* One look at a class's partly used slabs: pair sparse spans whose used
- * slots do not overlap, the sparsest onto the fullest that takes it. */
+ * slots do not overlap, the sparsest onto the fullest of its phase that
+ * takes it. */
 void mesh_bins(class_bins_t *b) {
     if (!__atomic_load_n(&mh_meshing, __ATOMIC_RELAXED)) return;
-    slab_t *any = b->bucket[1] ? b->bucket[1] : b->bucket[2];
+    slab_t *any = NULL;
     for (uint32_t q = 1; !any && q < MH_BUCKETS; q++) any = b->bucket[q];
     if (!any || !span_count(any)) return;
-    uint32_t k = span_slots(any->bsize);
-    size_t bytes = (size_t)k * any->bsize;
-    uint32_t n = collect(b, k);
+    uint32_t n = collect(b);
     if (n < 2) return;
-    /* Fullest first (a counting sort: counts are at most 256). */
-    uint32_t m = 0;
-    for (uint32_t c = k; c > 0 && m < n; c--)
-        for (uint32_t x = 0; x < n; x++)
-            if (cands[x].count == c) order[m++] = (uint16_t)x;
-    for (uint32_t si = n; si-- > 0;) {
-        cand_t *src = &cands[order[si]];
-        if (src->role || !src->may_source) continue;
-        if (resident_pages(src->s, src->span, bytes) == 0) continue;
-        /* The fullest first, a bounded number of tries (as Mesh's probes). */
-        for (uint32_t ti = 0, tries = 0; ti < n && tries < 64; ti++) {
-            cand_t *dst = &cands[order[ti]];
-            if (dst == src || dst->role == 2 || dst->count + src->count > k) continue;
-            tries++;
-            if ((dst->occ[0] & src->occ[0]) | (dst->occ[1] & src->occ[1]) |
-                (dst->occ[2] & src->occ[2]) | (dst->occ[3] & src->occ[3]))
-                continue;
-            /* Worth it only if it frees more pages than it fills. */
-            if (pages_to_fill(dst->s, dst->span, bytes, src->occ) >= resident_pages(src->s, src->span, bytes)) continue;
-            if (!mesh_pair(dst->s, dst->span, src->s, src->span, src->occ, src->count)) return;
-            for (uint32_t w = 0; w < 4; w++) dst->occ[w] |= src->occ[w];
-            dst->count += src->count;
-            dst->role = 1;
-            src->role = 2;
-            slab_rebucket(b, dst->s);
-            slab_rebucket(b, src->s);
-            break;
+    /* By phase (in 16-byte steps: < 256, as only one-page spans have one),
+     * then fullest first; the low 12 bits are the candidate. */
+    for (uint32_t x = 0; x < n; x++)
+        order[x] = (span_phase(cands[x].s, cands[x].span) >> 4) << 21 | (uint32_t)(256 - cands[x].count) << 12 | x;
+    sort_keys(order, n);
+    for (uint32_t g = 0, end; g < n; g = end) {
+        for (end = g; end < n && order[end] >> 21 == order[g] >> 21;) end++;
+        for (uint32_t si = end; si-- > g;) {
+            cand_t *src = &cands[order[si] & 4095];
+            if (src->role || !src->may_source) continue;
+            uint32_t slots = span_slots(src->s, src->span);
+            /* The fullest first, a bounded number of tries (as Mesh's probes). */
+            for (uint32_t ti = g, tries = 0; ti < end && tries < 64; ti++) {
+                cand_t *dst = &cands[order[ti] & 4095];
+                if (dst == src || dst->role == 2 || dst->count + src->count > slots) continue;
+                tries++;
+                if ((dst->occ[0] & src->occ[0]) | (dst->occ[1] & src->occ[1]) |
+                    (dst->occ[2] & src->occ[2]) | (dst->occ[3] & src->occ[3]))
+                    continue;
+                /* Worth it only if it frees more pages than it fills. */
+                if (pages_to_fill(dst->s, dst->span, src->occ) >= resident_pages(src->s, src->span)) continue;
+                if (!mesh_pair(dst->s, dst->span, src->s, src->span, src->occ)) return;
+                for (uint32_t w = 0; w < 4; w++) dst->occ[w] |= src->occ[w];
+                dst->count = (uint16_t)(dst->count + src->count);
+                dst->role = 1;
+                src->role = 2;
+                slab_rebucket(b, dst->s);
+                slab_rebucket(b, src->s);
+                break;
+            }
         }
     }
 }
@@ -511,11 +681,10 @@ static void remap_mh(miniheap_t *mh, void *arg) {
     for (uint32_t u = 0; u < MH_USABLE_UNITS; u++) {
         slab_t *s = mh->unit_slab[u];
         if (!s || s->first_unit != u || !s->mesh) continue;
-        uint32_t k = span_slots(s->bsize);
-        size_t bytes = (size_t)k * s->bsize;
         for (uint32_t j = 0; j < s->mesh->nspans; j++) {
-            const mesh_span_t *sp = &s->mesh->span[j];
-            if (sp->target && !os_segment_alias(slab_start(s) + j * bytes, slab_start(sp->target) + sp->tspan * bytes, bytes))
+            const mesh_span_t *sp = span_rec(s, j);
+            if (sp && sp->target && !os_segment_alias(slab_start(s) + span_off(s, j), slab_start(sp->target) + span_off(sp->target, sp->tspan),
+                                                span_bytes(s->bsize)))
                 mh_fatal("fork: cannot map a meshed span in the child");
         }
     }
@@ -581,27 +750,30 @@ void mesh_stats(uint64_t *meshes, size_t *bytes) {
 const char *mesh_check_slab(const slab_t *s) {
     const slab_mesh_t *m = s->mesh;
     if (!m) return NULL;
-    uint32_t k = span_slots(s->bsize), active = 0;
+    uint32_t active = 0;
     if (m->nspans != span_count(s)) return "a slab's mesh record has the wrong number of spans";
     for (uint32_t j = 0; j < m->nspans; j++) {
-        const mesh_span_t *sp = &m->span[j];
+        const mesh_span_t *sp = span_rec(s, j);
+        uint32_t first = span_first(s, j), n = span_slots(s, j);
+        if (!sp) continue;
         if (sp->target && sp->refs) return "a meshed span is both a source and a target";
-        if (sp->target || sp->refs) active++;
+        if (!sp->target && !sp->refs) return "a slab's mesh record keeps an entry for an idle span";
+        active++;
+        for (uint32_t r = 0; sp->refs && r < n; r++)
+            if (bit4(sp->held, r) && map_bit(s->free_map, first + r)) return "a slot held for a meshed span is free in its target";
         if (!sp->target) continue;
-        uint64_t fb[4], tf[4];
-        bits_get(s->free_map, j * k, k, fb);
-        if (fb[0] | fb[1] | fb[2] | fb[3]) return "a slot of a meshed-away span is free in its slab";
-        for (uint32_t x = 0; x < k; x++) { /* its live blocks are blocks it owns */
-            uint32_t idx = j * k + x;
-            if (slab_live(s, idx) && !(sp->own[x >> 6] >> (x & 63) & 1)) return "a live block of a meshed span is not owned by it";
-        }
         const slab_t *t = sp->target;
-        if (!t->mesh || sp->tspan >= t->mesh->nspans || !t->mesh->span[sp->tspan].refs || t->mesh->span[sp->tspan].target)
-            return "a meshed span's target does not know it";
-        bits_get(t->free_map, sp->tspan * k, k, tf);
-        if ((tf[0] & sp->own[0]) | (tf[1] & sp->own[1]) | (tf[2] & sp->own[2]) | (tf[3] & sp->own[3]))
-            return "a slot a meshed span owns is free in its target";
         if (t->bsize != s->bsize || t->arena != s->arena) return "a span meshed across classes or arenas";
+        const mesh_span_t *tp = span_rec(t, sp->tspan);
+        if (!tp || !tp->refs || tp->target) return "a meshed span's target does not know it";
+        if (span_phase(t, sp->tspan) != span_phase(s, j)) return "a span meshed onto one of another slot layout";
+        for (uint32_t r = 0; r < n; r++) {
+            uint32_t x = first + r;
+            bool own = bit4(sp->own, r);
+            if (map_bit(s->free_map, x)) return "a slot of a meshed-away span is free in its slab";
+            if (!own && slab_live(s, x)) return "a live block of a meshed span is not owned by it";
+            if (own && !bit4(tp->held, r)) return "a slot a meshed span owns is not held by its target";
+        }
     }
     if (active != m->active) return "a slab's count of meshed spans is wrong";
     return NULL;

@@ -303,7 +303,7 @@ void slab_rebucket(class_bins_t *b, slab_t *s) { rebucket(b, s); }
 void slab_dirty(class_bins_t *b, slab_t *s, uint64_t now) { dirty_add(b, s, now); }
 
 /* Slot idx of s is free again (class lock held). */
-static void slot_return(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now) {
+void slab_slot_return(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now) {
     uint64_t bit = (uint64_t)1 << (idx & 63);
     if (unlikely(s->free_map[idx >> 6] & bit)) mh_fatal("metadata-corruption: block freed into its slab twice");
     s->free_map[idx >> 6] |= bit;
@@ -322,17 +322,14 @@ static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
     void *p = untag(tagged);
     slab_t *s = slab_of(p, &idx, &interior);
     if (unlikely(!s)) mh_fatal("metadata-corruption: a cached block has no slab");
-    slab_t *t;
-    uint32_t tidx;
-    if (unlikely(s->mesh) && mesh_redirect(s, idx, &t, &tidx)) {
+    if (unlikely(s->mesh) && mesh_owned(s, idx)) {
         /* A block of a meshed-away span: its slot is the target's. */
-        slot_return(b, t, tidx, (uintptr_t)tagged, now);
-        if (mesh_source_freed(s, idx)) {
+        if (mesh_free_owned(b, s, idx, (uintptr_t)tagged, now)) {
             dirty_add(b, s, now);
             rebucket(b, s);
         }
     } else {
-        slot_return(b, s, idx, (uintptr_t)tagged, now);
+        slab_slot_return(b, s, idx, (uintptr_t)tagged, now);
     }
     if (b->empty_slabs > KEEP_EMPTY) {
         /* The slab emptied earliest goes; the one just emptied stays (it is
