@@ -12,10 +12,12 @@ uint32_t mh_nclasses;
 uint32_t mh_zero_cls;
 uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
 
-/* With meshing, a class's span (mesh.c) is lcm(size, 4096) bytes: 16 * m
- * bytes with m odd spans m pages. Raising a class to an odd multiple of 16
- * would make its span longer than a slab, and its blocks could never be
- * meshed; so then a class is raised only to sizes whose odd part is small. */
+/* With meshing, the pages of a slab of 16 * m byte blocks (m odd) start at
+ * m different offsets within a block, and only pages at the same offset can
+ * share a physical page (mesh.c); above a page, a span is lcm(size, 4096)
+ * bytes, m pages. Raising a class to an odd multiple of 16 would leave each
+ * page few partners, or make a span longer than a slab; so then a class is
+ * raised only to sizes whose odd part is small. */
 #define MESH_MAX_ODD 15
 static bool mesh_friendly(uint32_t size) {
     uint32_t m = size >> 4;
