@@ -49,7 +49,7 @@ typedef struct mh_stats {
     size_t large_blocks;     /* of which in their own mappings */
     size_t mapped_bytes;     /* address space mapped for blocks (miniheaps + large) */
     size_t resident_bytes;   /* of that, not known to be given back */
-    size_t metadata_bytes;   /* mapped for the allocator's own metadata */
+    size_t metadata_bytes;   /* the allocator's own metadata, in use or kept free, not given back */
     size_t miniheaps;        /* miniheaps mapped now */
     size_t slabs;            /* slabs in use */
     size_t cached_bytes;     /* held in caches for reuse (thread caches, empty slabs, large) */

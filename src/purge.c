@@ -45,6 +45,7 @@ static uint64_t purge_pass(uint64_t now, bool force) {
     for (uint32_t c = 0; c < mh_nclasses; c++) due = min_u64(due, slab_purge_class(c, now, force));
     due = min_u64(due, miniheap_purge(now, force));
     due = min_u64(due, large_purge(now, force));
+    due = min_u64(due, meta_purge(now, force));
     return due;
 }
 
@@ -77,6 +78,7 @@ bool mh_release_unused(void) {
     miniheap_purge(now, true);
     large_purge(now, true);
     large_release_quarantine();
+    meta_purge(now, true);
     mh_unlock(&mh_tick_lock);
     return os_given_back() != before;
 }

@@ -56,7 +56,7 @@ MH_API void mh_stats(mh_stats_t *st) {
     st->resident_bytes += lbytes + lcached;
     tcache_stats(&tcached, &st->total_allocs, &st->total_frees);
     st->cached_bytes += lcached + tcached;
-    st->metadata_bytes = meta_mapped_bytes();
+    st->metadata_bytes = meta_resident_bytes();
     st->purged_bytes = atomic_load(&os_purged_total);
     st->unmapped_bytes = atomic_load(&os_unmapped_total);
     size_t mb;

@@ -250,6 +250,32 @@ static uint64_t obs_purged(const char *opts)
     return st.purged_bytes - before;
 }
 
+/* Metadata grown by 32 MiB of small blocks of 64 sizes (some 500 slabs),
+ * and what of it is still kept 100 ms after they were all freed. */
+static void obs_metadata(const char *opts, size_t *grown, size_t *kept)
+{
+    set(opts);
+    static void *b[65536];
+    mh_stats_t st;
+    mh_trim(0); /* what earlier cases left goes back first */
+    mh_stats(&st);
+    size_t base = st.metadata_bytes, n = 0;
+    for (size_t total = 0; total < 32 * MiB && n < 65536; n++) {
+        size_t size = 16 + (n % 64) * 32;
+        b[n] = mh_malloc(size);
+        total += size;
+    }
+    mh_stats(&st);
+    *grown = st.metadata_bytes - base;
+    for (size_t i = 0; i < n; i++)
+        mh_free(b[i]);
+    usleep(100000);
+    for (int i = 0; i < 2000; i++)
+        mh_free(mh_malloc(64));
+    mh_stats(&st);
+    *kept = st.metadata_bytes > base ? st.metadata_bytes - base : 0;
+}
+
 /* Miniheaps still mapped after 24 MiB of 100 KiB blocks came and went. */
 static size_t obs_miniheaps_kept(const char *opts)
 {
@@ -473,6 +499,13 @@ static void run_all(void)
           (unsigned long long)pa, (unsigned long long)pb);
     printf("  %-16s bytes given back 50 ms after 16 MiB were freed: 60000 ms %llu, 0 ms %llu\n", "decay_ms",
            (unsigned long long)pa, (unsigned long long)pb);
+    size_t mga, mka, mgb, mkb;
+    obs_metadata("mode=hardened:tcache=0:decay_ms=60000", &mga, &mka);
+    obs_metadata("mode=hardened:tcache=0:decay_ms=0", &mgb, &mkb);
+    CHECK(mga >= 256 * KiB && mka >= mga / 2 && mgb >= 256 * KiB && mkb <= mgb / 4,
+          "decay_ms: metadata grown/kept 100 ms after its slabs went: 60000 ms %zu/%zu, 0 ms %zu/%zu", mga, mka, mgb, mkb);
+    printf("  %-16s metadata grown, kept 100 ms after all was freed: 60000 ms %zu KiB, %zu KiB; 0 ms %zu KiB, %zu KiB\n",
+           "decay_ms", mga >> 10, mka >> 10, mgb >> 10, mkb >> 10);
     size_t ma = obs_miniheaps_kept("mode=fast:tcache=0:decay_ms=0:miniheap_cache=0"),
            mb = obs_miniheaps_kept("mode=fast:tcache=0:decay_ms=0:miniheap_cache=8");
     CHECK(ma <= 3 && mb >= 5, "miniheap_cache: miniheaps kept with 0: %zu, with 8: %zu", ma, mb);
