@@ -178,7 +178,6 @@ void meta_free(void *p, size_t size) {
     if (!p) return;
     unsigned b = bucket_of(size);
     meta_page_t *d = desc_of(p);
-    bool pending = false;
     mh_lock(&meta_lock_);
     if (d->bucket != b || (d->kind != PAGE_SMALL && d->kind != PAGE_RUN))
         mh_fatal("metadata-corruption: metadata freed with a wrong size");
@@ -190,17 +189,16 @@ void meta_free(void *p, size_t size) {
             if (d->listed) list_remove(&partial[b], d);
             d->listed = false;
             make_free(d, 0);
-            pending = true;
         } else if (!d->listed) {
             d->listed = true;
             list_push(&partial[b], d);
         }
     } else {
         make_free(d, b);
-        pending = true;
     }
     mh_unlock(&meta_lock_);
-    if (pending) purge_pending();
+    /* No purge_pending(): metadata is freed when a slab, miniheap, large
+     * block or thread cache goes, and that pokes the give-back already. */
 }
 
 /* Give back the pages and runs free for decay_ms (all with force); returns
