@@ -117,7 +117,7 @@ void mh_init_slow(void) {
         os_random(keys, sizeof keys);
         mh_secret = keys[0];
         mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
-        sizeclass_init(mh_opt.mesh != 0);
+        sizeclass_init();
         for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
         tcache_init();
         stack_init();

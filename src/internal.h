@@ -240,7 +240,7 @@ MH_INTERNAL extern size_class_t mh_classes[MH_MAX_CLASSES];
 MH_INTERNAL extern uint32_t mh_nclasses;     /* the zero class included */
 MH_INTERNAL extern uint32_t mh_zero_cls;     /* the class of 0-byte blocks (zero_guard), the last */
 MH_INTERNAL extern uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
-MH_INTERNAL void sizeclass_init(bool mesh);   /* mesh: sizes whose spans fit in a slab */
+MH_INTERNAL void sizeclass_init(void);
 static inline uint32_t size_to_class(size_t n) { return mh_class_index[(n + 15) >> 4]; }
 MH_INTERNAL int sizeclass_for_aligned(size_t size, size_t align); /* -1 if none */
 

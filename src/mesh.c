@@ -1,37 +1,37 @@
 /* Meshing (as in Mesh, PLDI 2019): two pages of one size class whose used
- * slots do not overlap come to share one physical page, and the other page
+ * bytes do not overlap come to share one physical page, and the other page
  * goes back to the system. No pointer moves.
  *
  * With mesh=1, miniheaps are views of one memfd at file offset == address
- * (os.c). A slab is meshed in spans: one page for blocks up to 1 KiB, and
- * for larger ones the shortest run of pages that holds whole blocks
- * (lcm(block size, 4096) bytes). Two spans have the same slot layout when
- * they start at the same offset within a block (their "phase": for
- * one-page spans, page p of a slab is at p * 4096 mod the block size).
- * Meshing source span B:j onto target span A:i of the same phase copies B's
- * used slots there into the same places of A:i, maps B:j onto A:i's file
- * pages and punches B:j's own. Small blocks straddle pages: a source's used
- * slots must lie inside its span (what is copied is whole blocks), a
- * target's need not. Meshing page by page, not in runs of up to 15 pages,
- * is what lets a sparse page of small blocks find a partner.
+ * (os.c), and slabs of blocks smaller than a page are meshed page by page.
+ * A page's use is a map of its 256 16-byte granules (block sizes are
+ * multiples of 16). Meshing source page B:j onto target page A:i, whose
+ * granule maps are disjoint, copies the parts of B's used blocks that lie
+ * in B:j to the same offsets of A:i, maps B:j onto A:i's file page and
+ * punches B:j's own. The two slabs' blocks need not line up: blocks cross
+ * page edges, and page j of a slab starts j * 4096 mod the block size into
+ * a block.
  *
- * Who owns a slot while B:j is meshed onto A:i ("slot r" counts from the
- * first slot that touches the span, the same in both): B keeps the blocks
- * it had inside the span (own: live, or in a cache); every other slot of B
- * touching B:j is "parked", out of B's free map, since its bytes there
- * would be A's; and A's slot r stays out of A's free map while B owns it.
- * When B frees an owned block, the slot goes to A. When B owns nothing in
- * B:j any more, B:j is mapped back onto its own (punched, so zero) pages and
- * its slots are free in B again, but for a straddling slot whose other span
- * is still meshed away. So a target never empties while a source still
- * uses it, and every slab goes back to its miniheap with no meshing left. A
- * target span may take several sources; a source span is never a target,
- * and a target span never a source.
+ * Who owns what while B:j is meshed onto A:i: B owns the blocks it used on
+ * B:j (live, or in a cache; own: by slot, counted from the first slot that
+ * touches the page); every other slot of B touching B:j is "parked", out of
+ * B's free map, since its bytes there would be A's. A:i "holds" the
+ * granules its sources own (held), and every slot of A whose bytes on A:i
+ * meet a held granule is out of A's free map. When B frees an owned block,
+ * its granules are released, and each slot of A they freed goes back to A
+ * (unless another source holds a part of it, or a meshed-away page of A
+ * parks it). When B owns nothing on B:j any more, B:j is mapped back onto
+ * its own (punched, so zero) page and its slots are free in B again, but
+ * for one that another page parks or holds. So a target never empties
+ * while a source still uses it, and every slab goes back to its miniheap
+ * with no meshing left. A target page may take several sources (their
+ * granules are disjoint); a source page is never a target, and a target
+ * page never a source.
  *
- * Writes while blocks are copied: B:p is read-only for that time, and a
+ * Writes while blocks are copied: B:j is read-only for that time, and a
  * thread that writes there faults and waits in the fault handler until the
  * remap is done (then its write lands in the shared page). The kernel cannot
- * wait: a system call that writes into B:p's blocks in that window (read(2)
+ * wait: a system call that writes into B:j's blocks in that window (read(2)
  * into a heap buffer, say) fails with EFAULT. SECURITY.md lists this and the
  * other costs of meshing; it is off by default.
  *
@@ -45,58 +45,47 @@
 int mh_meshing;
 
 typedef struct mesh_span {
-    slab_t *target;      /* set: this span is a source, backed by target's span tspan */
+    slab_t *target;      /* set: this page is a source, backed by target's page tspan */
     uint16_t tspan;
-    uint16_t refs;       /* a target: the source spans mapped onto this one */
-    bool in_use;         /* the entry is some span's */
+    uint16_t refs;       /* a target: the source pages mapped onto this one */
+    bool in_use;         /* the entry is some page's */
     uint64_t own[4];     /* a source: the slots (r) whose blocks it still owns */
-    uint64_t held[4];    /* a target: the slots (r) its sources own (their own[], or-ed) */
+    uint64_t held[4];    /* a target: the granules its sources own */
 } mesh_span_t;
 
-/* A slab's meshing: entries only for the spans that are a source or a
- * target (a slab of 128 one-page spans seldom has more than a few), and a
- * 16-bit index per span. */
+/* A slab's meshing: entries only for the pages that are a source or a
+ * target (a slab of 128 pages seldom has more than a few), and a 16-bit
+ * index per page. */
 typedef struct slab_mesh {
     size_t bytes;        /* of this record */
-    uint32_t active;     /* spans that are a source or a target */
+    uint32_t active;     /* pages that are a source or a target */
     uint32_t nspans;
     mesh_span_t *ent;
     uint32_t nent;       /* entries ent has room for */
-    uint16_t at[];       /* per span: its entry + 1 (0: none) */
+    uint16_t at[];       /* per page: its entry + 1 (0: none) */
 } slab_mesh_t;
 
 static _Atomic uint64_t n_meshes;      /* meshes made since start */
-static _Atomic size_t meshed_bytes;    /* source bytes mapped onto other spans now */
+static _Atomic size_t meshed_bytes;    /* source bytes mapped onto other pages now */
 
-/* Bytes of a span: a page for blocks up to a page, else lcm(block size,
- * 4096) (no block crosses its edges). */
-static size_t span_bytes(uint32_t bsize) {
-    if (bsize <= MH_PAGE) return MH_PAGE;
-    uint32_t low = bsize & -bsize;
-    return (size_t)(bsize / (low < MH_PAGE ? low : MH_PAGE)) << MH_PAGE_SHIFT;
-}
-/* Spans that can mesh: those whose every touching slot exists (the tail of
- * a slab is not one), in slabs whose blocks start at page offsets a block
- * size apart (a front redzone would shift them), of classes whose spans
- * touch two slots at least. At most 256 slots touch a span (16-byte blocks
- * on a page, or lcm / size <= 4096 / 16). */
+/* Pages that can mesh: those whose every touching slot exists (the tail of
+ * a slab is not one), in slabs of blocks under a page that start at page
+ * offsets a block size apart (a front redzone would shift them). At most
+ * 256 slots touch a page (16-byte blocks). */
 static uint32_t span_count(const slab_t *s) {
-    size_t sb = span_bytes(s->bsize);
-    if (s->zero || s->front || (s->bsize >= MH_PAGE && sb / s->bsize < 2)) return 0;
-    return (uint32_t)((size_t)s->capacity * s->bsize / sb);
+    if (s->zero || s->front || s->bsize >= MH_PAGE) return 0;
+    return (uint32_t)(((size_t)s->capacity * s->bsize) >> MH_PAGE_SHIFT);
 }
-static size_t span_off(const slab_t *s, uint32_t j) { return (size_t)j * span_bytes(s->bsize); }
-static uint32_t span_first(const slab_t *s, uint32_t j) { return (uint32_t)(span_off(s, j) / s->bsize); }
+static size_t span_off(uint32_t j) { return (size_t)j << MH_PAGE_SHIFT; }
+static uint32_t span_first(const slab_t *s, uint32_t j) { return (uint32_t)(span_off(j) / s->bsize); }
 static uint32_t span_slots(const slab_t *s, uint32_t j) {
-    return (uint32_t)((span_off(s, j + 1) - 1) / s->bsize) - span_first(s, j) + 1;
+    return (uint32_t)((span_off(j + 1) - 1) / s->bsize) - span_first(s, j) + 1;
 }
-static uint32_t span_phase(const slab_t *s, uint32_t j) { return (uint32_t)(span_off(s, j) % s->bsize); }
-/* The spans slot x touches: j0 .. j1 (one or two, or more only past the
- * meshable spans). */
+/* The pages slot x touches: j0 .. j1 (one or two). */
 static void slot_spans(const slab_t *s, uint32_t x, uint32_t *j0, uint32_t *j1) {
-    size_t sb = span_bytes(s->bsize), lo = (size_t)x * s->bsize;
-    *j0 = (uint32_t)(lo / sb);
-    *j1 = (uint32_t)((lo + s->bsize - 1) / sb);
+    size_t lo = (size_t)x * s->bsize;
+    *j0 = (uint32_t)(lo >> MH_PAGE_SHIFT);
+    *j1 = (uint32_t)((lo + s->bsize - 1) >> MH_PAGE_SHIFT);
 }
 static bool bit4(const uint64_t v[4], uint32_t r) { return v[r >> 6] >> (r & 63) & 1; }
 static void put4(uint64_t v[4], uint32_t r, bool on) {
@@ -109,26 +98,33 @@ static void map_put(uint64_t *map, uint32_t x, bool on) {
     else map[x >> 6] &= ~((uint64_t)1 << (x & 63));
 }
 static bool any4(const uint64_t v[4]) { return (v[0] | v[1] | v[2] | v[3]) != 0; }
+static bool meet4(const uint64_t a[4], const uint64_t b[4]) {
+    return ((a[0] & b[0]) | (a[1] & b[1]) | (a[2] & b[2]) | (a[3] & b[3])) != 0;
+}
 static uint32_t popcount4(const uint64_t v[4]) {
     return (uint32_t)(__builtin_popcountll(v[0]) + __builtin_popcountll(v[1]) +
                       __builtin_popcountll(v[2]) + __builtin_popcountll(v[3]));
+}
+/* The granules of page j that slot x covers. */
+static void slot_granules(const slab_t *s, uint32_t x, uint32_t j, uint64_t g[4]) {
+    size_t lo = (size_t)x * s->bsize, hi = lo + s->bsize;
+    if (lo < span_off(j)) lo = span_off(j);
+    if (hi > span_off(j + 1)) hi = span_off(j + 1);
+    memset(g, 0, 4 * sizeof(uint64_t));
+    for (uint32_t k = (uint32_t)((lo - span_off(j)) >> 4); k < (uint32_t)((hi - span_off(j)) >> 4); k++) put4(g, k, true);
 }
 static mesh_span_t *span_rec(const slab_t *s, uint32_t j) {
     const slab_mesh_t *m = s->mesh;
     return m && j < m->nspans && m->at[j] ? &m->ent[m->at[j] - 1] : NULL;
 }
-/* Span j is neither a source nor a target any more: its entry is free. */
+/* Page j is neither a source nor a target any more: its entry is free. */
 static void span_drop(slab_t *s, uint32_t j) {
     slab_mesh_t *m = s->mesh;
     m->ent[m->at[j] - 1].in_use = false;
     m->at[j] = 0;
 }
-static void set_purged(slab_t *s, uint32_t j, bool on) {
-    uint32_t p0 = (uint32_t)(span_off(s, j) >> MH_PAGE_SHIFT), np = (uint32_t)(span_bytes(s->bsize) >> MH_PAGE_SHIFT);
-    for (uint32_t p = p0; p < p0 + np; p++) map_put(s->purged, p, on);
-}
 
-/* Slot x of s is parked: out of the free map because a span it touches is
+/* Slot x of s is parked: out of the free map because a page it touches is
  * meshed away and x is not a block s owns there. */
 static bool parked(const slab_t *s, uint32_t x) {
     uint32_t j0, j1;
@@ -140,37 +136,41 @@ static bool parked(const slab_t *s, uint32_t x) {
     }
     return false;
 }
-/* Slot x of s is held: out of the free map because a span it touches is a
- * target and a source owns the slot there. */
+/* Slot x of s is held: out of the free map because its bytes on a target
+ * page meet granules a source owns there. */
 static bool held(const slab_t *s, uint32_t x) {
     uint32_t j0, j1;
     if (!s->mesh) return false;
     slot_spans(s, x, &j0, &j1);
     for (uint32_t j = j0; j <= j1; j++) {
         const mesh_span_t *sp = span_rec(s, j);
-        if (sp && sp->refs && bit4(sp->held, x - span_first(s, j))) return true;
+        uint64_t g[4];
+        if (!sp || !sp->refs) continue;
+        slot_granules(s, x, j, g);
+        if (meet4(g, sp->held)) return true;
     }
     return false;
 }
 
-/* The slots of span j that s uses there (live, in a cache, or held for a
- * source of j; a slot parked for another span is free here), by r;
- * *foreign: one of them is held. */
-static void span_used(const slab_t *s, uint32_t j, uint64_t out[4], bool *foreign) {
+/* Page j's use: the slots s uses (live, or in a cache; not parked or held
+ * for another page) by r in own, and their granules and those held for
+ * sources in gran. */
+static void span_used(const slab_t *s, uint32_t j, uint64_t own[4], uint64_t gran[4]) {
     uint32_t first = span_first(s, j), n = span_slots(s, j);
     const mesh_span_t *sp = span_rec(s, j);
-    memset(out, 0, 4 * sizeof(uint64_t));
-    *foreign = false;
+    memset(own, 0, 4 * sizeof(uint64_t));
+    memcpy(gran, sp && sp->refs ? sp->held : (const uint64_t[4]){0, 0, 0, 0}, 4 * sizeof(uint64_t));
     for (uint32_t r = 0; r < n; r++) {
         uint32_t x = first + r;
-        if (map_bit(s->free_map, x)) continue;
-        if (!(sp && sp->refs && bit4(sp->held, r)) && parked(s, x)) continue;
-        put4(out, r, true);
-        if (held(s, x)) *foreign = true;
+        if (map_bit(s->free_map, x) || parked(s, x) || held(s, x)) continue;
+        uint64_t g[4];
+        put4(own, r, true);
+        slot_granules(s, x, j, g);
+        for (uint32_t w = 0; w < 4; w++) gran[w] |= g[w];
     }
 }
 
-/* ---- ownership: frees into a source span ----------------------------------- */
+/* ---- ownership: frees into a source page ----------------------------------- */
 
 static void record_free(slab_t *s) {
     slab_mesh_t *m = s->mesh;
@@ -181,13 +181,12 @@ static void record_free(slab_t *s) {
     }
 }
 
-/* B:j owns nothing any more: its own pages (punched, zero) come back, and
- * its slots are free in B but for those parked or held for another span. */
+/* B:j owns nothing any more: its own page (punched, zero) comes back, and
+ * its slots are free in B but for those parked or held for another page. */
 static void unmesh(slab_t *s, uint32_t j) {
-    size_t bytes = span_bytes(s->bsize);
-    uint8_t *at = slab_start(s) + span_off(s, j);
+    uint8_t *at = slab_start(s) + span_off(j);
     mesh_span_t *sp = span_rec(s, j);
-    if (!os_segment_alias(at, at, bytes)) mh_fatal("cannot map a meshed span back onto its own pages");
+    if (!os_segment_alias(at, at, MH_PAGE)) mh_fatal("cannot map a meshed page back onto its own");
     atomic_fetch_add(&slab_guard_budget, 2);
     slab_t *t = sp->target;
     uint32_t ti = sp->tspan;
@@ -205,12 +204,12 @@ static void unmesh(slab_t *s, uint32_t j) {
     }
     __atomic_store_n(&s->used, s->used - back, __ATOMIC_RELAXED);
     if (first / 64 < s->hint) s->hint = first / 64;
-    set_purged(s, j, true);
+    map_put(s->purged, j, true);
     if (--tp->refs == 0) {
         span_drop(t, ti);
         t->mesh->active--;
     }
-    atomic_fetch_sub(&meshed_bytes, bytes);
+    atomic_fetch_sub(&meshed_bytes, MH_PAGE);
     record_free(t);
     if (t != s) record_free(s);
 }
@@ -225,12 +224,11 @@ bool mesh_owned(const slab_t *s, uint32_t idx) {
     return false;
 }
 
-/* B frees block idx that it owns in meshed-away spans: each target's slot
- * goes back to the target (unless the target parks or holds it for
- * another span), and a span that owns nothing more is B's again; till
- * then B's slot stays parked. A block across a span's edge leaves mixed
- * bytes in the target's slot: that one goes back unpoisoned. Class lock
- * held. */
+/* B frees block idx that it owns on meshed-away pages: on each target, the
+ * block's granules are released and the target's slots they free go back
+ * to it (one that lines up with the block exactly keeps the poison tag:
+ * its bytes are the poisoned block's); a page that owns nothing more is
+ * B's again; till then B's slot stays parked. Class lock held. */
 bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now) {
     uint32_t j0, j1, emptied[2], ne = 0;
     slot_spans(s, idx, &j0, &j1);
@@ -240,11 +238,24 @@ bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged,
         if (!sp || !sp->target || !bit4(sp->own, r)) continue;
         put4(sp->own, r, false);
         slab_t *t = sp->target;
-        mesh_span_t *tp = span_rec(t, sp->tspan);
-        if (!bit4(tp->held, r)) mh_fatal("metadata-corruption: a meshed slot is not held by its target");
-        put4(tp->held, r, false);
-        uint32_t y = span_first(t, sp->tspan) + r;
-        if (!parked(t, y) && !held(t, y)) slab_slot_return(b, t, y, j0 == j1 ? tagged : tagged & ~TAG_POISONED, now);
+        uint32_t ti = sp->tspan;
+        mesh_span_t *tp = span_rec(t, ti);
+        uint64_t g[4];
+        slot_granules(s, idx, j, g);
+        for (uint32_t w = 0; w < 4; w++) {
+            if ((tp->held[w] & g[w]) != g[w]) mh_fatal("metadata-corruption: a meshed block is not held by its target");
+            tp->held[w] &= ~g[w];
+        }
+        uint32_t tfirst = span_first(t, ti), tn = span_slots(t, ti);
+        for (uint32_t q = 0; q < tn; q++) {
+            uint32_t y = tfirst + q;
+            uint64_t tg[4];
+            slot_granules(t, y, ti, tg);
+            if (!meet4(tg, g) || map_bit(t->free_map, y) || parked(t, y) || held(t, y)) continue;
+            bool same = j0 == j1 && memcmp(tg, g, sizeof tg) == 0 && (size_t)y * t->bsize >= span_off(ti) &&
+                        (size_t)y * t->bsize + t->bsize <= span_off(ti + 1);
+            slab_slot_return(b, t, y, same ? tagged : tagged & ~TAG_POISONED, now);
+        }
         if (!any4(sp->own)) emptied[ne++] = j;
     }
     for (uint32_t i = 0; i < ne; i++) unmesh(s, emptied[i]);
@@ -335,7 +346,7 @@ MH_NO_TSAN static void copy_block(uint8_t *dst, const uint8_t *src, size_t n) {
     for (size_t i = 0; i < n / 8; i++) d[i] = s[i];
 }
 
-/* The entry of s's span j, made if need be (false: no metadata). Entries
+/* The entry of s's page j, made if need be (false: no metadata). Entries
  * may move when one is made: pointers to them are taken after. */
 static bool span_take(slab_t *s, uint32_t j) {
     slab_mesh_t *m = s->mesh;
@@ -373,38 +384,10 @@ static void span_untake(slab_t *s, uint32_t j) {
     record_free(s);
 }
 
-/* Pages of s's span j that hold data now, and pages of it that the blocks
- * of occ would make resident if copied in. */
-static uint32_t resident_pages(const slab_t *s, uint32_t j) {
-    uint32_t p0 = (uint32_t)(span_off(s, j) >> MH_PAGE_SHIFT), np = (uint32_t)(span_bytes(s->bsize) >> MH_PAGE_SHIFT), r = 0;
-    for (uint32_t p = p0; p < p0 + np; p++) r += !map_bit(s->purged, p);
-    return r;
-}
-/* The pages of span j that the blocks of occ touch. */
-static void each_occ_page(const slab_t *s, uint32_t j, const uint64_t occ[4], uint64_t pages[2]) {
-    uint32_t first = span_first(s, j);
-    size_t lo = span_off(s, j), hi = span_off(s, j + 1);
-    pages[0] = pages[1] = 0;
-    for (uint32_t w = 0; w < 4; w++)
-        for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
-            size_t off = (size_t)(first + w * 64 + (uint32_t)__builtin_ctzll(bits)) * s->bsize, end = off + s->bsize;
-            if (off < lo) off = lo;
-            if (end > hi) end = hi;
-            for (size_t p = off >> MH_PAGE_SHIFT; p <= (end - 1) >> MH_PAGE_SHIFT; p++)
-                pages[p >> 6] |= (uint64_t)1 << (p & 63);
-        }
-}
-static uint32_t pages_to_fill(const slab_t *s, uint32_t j, const uint64_t occ[4]) {
-    uint64_t pages[2];
-    each_occ_page(s, j, occ, pages);
-    return (uint32_t)(__builtin_popcountll(pages[0] & s->purged[0]) + __builtin_popcountll(pages[1] & s->purged[1]));
-}
-
-/* Mesh B:j (the slots used in it, occ) onto A:i. Class lock held. */
-static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64_t occ[4]) {
-    size_t bytes = span_bytes(b->bsize), soff = span_off(b, j), doff = span_off(a, i);
-    uint8_t *src = slab_start(b) + soff, *dst = slab_start(a) + doff;
-    uint32_t bfirst = span_first(b, j), afirst = span_first(a, i), slots = span_slots(b, j);
+/* Mesh B:j (the slots it uses there, own, whose bytes there are gran) onto
+ * A:i. Class lock held. */
+static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64_t own[4], const uint64_t gran[4]) {
+    uint8_t *src = slab_start(b) + span_off(j), *dst = slab_start(a) + span_off(i);
     bool ok = span_take(a, i) && span_take(b, j);
     /* Each alias may split a mapping in three: the same budget as guards. */
     if (ok && atomic_fetch_sub(&slab_guard_budget, 2) <= 2) {
@@ -417,48 +400,44 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
         return false;
     }
     atomic_store(&win_lo, (uintptr_t)src);
-    atomic_store(&win_hi, (uintptr_t)src + bytes);
+    atomic_store(&win_hi, (uintptr_t)src + MH_PAGE);
     atomic_fetch_add(&win_seq, 1);
-    bool copied = false;
-    ok = os_protect_read(src, bytes);
+    ok = os_protect_read(src, MH_PAGE);
     if (ok) {
-        for (uint32_t w = 0; w < 4; w++)
-            for (uint64_t bits = occ[w]; bits; bits &= bits - 1) {
-                /* The part of the block inside the span (offsets from it). */
-                size_t at = (size_t)(bfirst + w * 64 + (uint32_t)__builtin_ctzll(bits)) * b->bsize;
-                size_t lo = at < soff ? 0 : at - soff, hi = at + b->bsize - soff > bytes ? bytes : at + b->bsize - soff;
-                copy_block(dst + lo, src + lo, hi - lo);
-            }
-        copied = true;
-        ok = os_segment_alias(src, dst, bytes);
+        /* Runs of used granules, at the same offsets. */
+        for (uint32_t k = 0; k < 256;) {
+            if (!bit4(gran, k)) { k++; continue; }
+            uint32_t e = k;
+            while (e < 256 && bit4(gran, e)) e++;
+            copy_block(dst + k * 16, src + k * 16, (size_t)(e - k) * 16);
+            k = e;
+        }
+        ok = os_segment_alias(src, dst, MH_PAGE);
     }
-    /* The data is still in B's own pages: map them back writable (a failed
-     * mprotect may have changed part of the span). */
-    if (!ok && !os_segment_alias(src, src, bytes)) mh_fatal("meshing: cannot map a span back after a failed remap");
+    /* The data is still in B's own page: map it back writable (a failed
+     * mprotect may have left it read-only). */
+    if (!ok && !os_segment_alias(src, src, MH_PAGE)) mh_fatal("meshing: cannot map a page back after a failed remap");
     atomic_fetch_add(&win_seq, 1);
     os_futex_wake(&win_seq);
-    uint64_t filled[2];
-    each_occ_page(a, i, occ, filled);
+    uint32_t afirst = span_first(a, i), an = span_slots(a, i);
     if (!ok) {
-        /* A's free slots of occ hold B's bytes now, not poison, and their
-         * pages are resident. */
-        if (copied) {
-            for (uint32_t r = 0; a->poisoned && r < slots; r++)
-                if (bit4(occ, r)) map_put(a->poisoned, afirst + r, false);
-            a->purged[0] &= ~filled[0];
-            a->purged[1] &= ~filled[1];
+        /* A's free slots there may hold B's bytes now, not poison. */
+        for (uint32_t q = 0; a->poisoned && q < an; q++) {
+            uint64_t g[4];
+            slot_granules(a, afirst + q, i, g);
+            if (meet4(g, gran)) map_put(a->poisoned, afirst + q, false);
         }
         atomic_fetch_add(&slab_guard_budget, 2);
         span_untake(a, i);
         span_untake(b, j);
         return false;
     }
-    os_segment_punch(src, bytes);
+    os_segment_punch(src, MH_PAGE);
 
-    /* B: the span's free slots are parked; it owns occ. What was poisoned
+    /* B: the page's free slots are parked; it owns own. What was poisoned
      * there is the target's memory now. */
-    uint32_t parked_now = 0;
-    for (uint32_t r = 0; r < slots; r++) {
+    uint32_t bfirst = span_first(b, j), bn = span_slots(b, j), parked_now = 0;
+    for (uint32_t r = 0; r < bn; r++) {
         uint32_t x = bfirst + r;
         if (b->poisoned) map_put(b->poisoned, x, false);
         if (!map_bit(b->free_map, x)) continue;
@@ -466,31 +445,32 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
         parked_now++;
     }
     __atomic_store_n(&b->used, b->used + parked_now, __ATOMIC_RELAXED);
-    set_purged(b, j, true); /* not B's memory */
+    map_put(b->purged, j, true); /* not B's memory */
     mesh_span_t *sp = span_rec(b, j);
     sp->target = a;
     sp->tspan = (uint16_t)i;
-    memcpy(sp->own, occ, sizeof sp->own);
+    memcpy(sp->own, own, sizeof sp->own);
     b->mesh->active++;
-    /* A: those slots are held for B while B owns them (a slot A parks is
-     * out of its free map already). */
+    /* A: it holds B's granules; its slots that meet them are out of its
+     * free map (a slot A parks is out already). */
+    mesh_span_t *tp = span_rec(a, i);
+    for (uint32_t w = 0; w < 4; w++) tp->held[w] |= gran[w];
     uint32_t taken = 0;
-    for (uint32_t r = 0; r < slots; r++) {
-        uint32_t y = afirst + r;
-        if (!bit4(occ, r)) continue;
+    for (uint32_t q = 0; q < an; q++) {
+        uint32_t y = afirst + q;
+        uint64_t g[4];
+        slot_granules(a, y, i, g);
+        if (!meet4(g, gran)) continue;
         if (a->poisoned) map_put(a->poisoned, y, false);
         if (!map_bit(a->free_map, y)) continue;
         map_put(a->free_map, y, false);
         taken++;
     }
     __atomic_store_n(&a->used, a->used + taken, __ATOMIC_RELAXED);
-    mesh_span_t *tp = span_rec(a, i);
-    for (uint32_t w = 0; w < 4; w++) tp->held[w] |= occ[w];
-    a->purged[0] &= ~filled[0];
-    a->purged[1] &= ~filled[1];
+    map_put(a->purged, i, false);
     if (tp->refs++ == 0) a->mesh->active++;
     atomic_fetch_add(&n_meshes, 1);
-    atomic_fetch_add(&meshed_bytes, bytes);
+    atomic_fetch_add(&meshed_bytes, MH_PAGE);
     return true;
 }
 
@@ -498,10 +478,10 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
 
 typedef struct cand {
     slab_t *s;
-    uint16_t span, count;
+    uint16_t span, count;   /* count: used granules */
     uint8_t role;           /* 0: either, 1: a target (no more a source), 2: meshed away */
     bool may_source;
-    uint64_t occ[4];
+    uint64_t own[4], gran[4];
 } cand_t;
 
 /* Passes run one at a time (under mh_tick_lock), so one table serves. */
@@ -520,19 +500,17 @@ static uint32_t collect(class_bins_t *b) {
             for (uint32_t j = 0; j < ns && n < MAX_CANDS; j++) {
                 const mesh_span_t *sp = span_rec(s, j);
                 if (sp && sp->target) continue; /* meshed away already */
+                if (map_bit(s->purged, j)) continue; /* nothing there */
                 cand_t *c = &cands[n];
-                bool foreign;
-                span_used(s, j, c->occ, &foreign);
-                c->count = (uint16_t)popcount4(c->occ);
-                uint32_t slots = span_slots(s, j);
-                if (c->count == 0 || c->count == slots) continue;
+                span_used(s, j, c->own, c->gran);
+                c->count = (uint16_t)popcount4(c->gran);
+                if (c->count == 0 || c->count == 256) continue;
                 c->s = s;
                 c->span = (uint16_t)j;
                 c->role = 0;
-                /* Sources: at most half full (what moves is copied), no
-                 * target already, no slot held for another span, and some
-                 * page to give back. */
-                c->may_source = !(sp && sp->refs) && !foreign && c->count <= slots / 2 && resident_pages(s, j) > 0;
+                /* Sources: at most half used (what moves is copied), and
+                 * no target already. */
+                c->may_source = !(sp && sp->refs) && any4(c->own) && c->count <= 128;
                 n++;
             }
         }
@@ -560,9 +538,8 @@ static void sort_keys(uint32_t *k, uint32_t n) {
     }
 }
 
-/* One look at a class's partly used slabs: pair sparse spans whose used
- * slots do not overlap, the sparsest onto the fullest of its phase that
- * takes it. */
+/* One look at a class's partly used slabs: mesh sparse pages onto the
+ * fullest pages whose used bytes they do not meet. */
 void mesh_bins(class_bins_t *b) {
     if (!__atomic_load_n(&mh_meshing, __ATOMIC_RELAXED)) return;
     slab_t *any = NULL;
@@ -570,36 +547,26 @@ void mesh_bins(class_bins_t *b) {
     if (!any || !span_count(any)) return;
     uint32_t n = collect(b);
     if (n < 2) return;
-    /* By phase (in 16-byte steps: < 256, as only one-page spans have one),
-     * then fullest first; the low 12 bits are the candidate. */
-    for (uint32_t x = 0; x < n; x++)
-        order[x] = (span_phase(cands[x].s, cands[x].span) >> 4) << 21 | (uint32_t)(256 - cands[x].count) << 12 | x;
+    /* Fullest first; the low 12 bits are the candidate. */
+    for (uint32_t x = 0; x < n; x++) order[x] = (uint32_t)(256 - cands[x].count) << 12 | x;
     sort_keys(order, n);
-    for (uint32_t g = 0, end; g < n; g = end) {
-        for (end = g; end < n && order[end] >> 21 == order[g] >> 21;) end++;
-        for (uint32_t si = end; si-- > g;) {
-            cand_t *src = &cands[order[si] & 4095];
-            if (src->role || !src->may_source) continue;
-            uint32_t slots = span_slots(src->s, src->span);
-            /* The fullest first, a bounded number of tries (as Mesh's probes). */
-            for (uint32_t ti = g, tries = 0; ti < end && tries < 64; ti++) {
-                cand_t *dst = &cands[order[ti] & 4095];
-                if (dst == src || dst->role == 2 || dst->count + src->count > slots) continue;
-                tries++;
-                if ((dst->occ[0] & src->occ[0]) | (dst->occ[1] & src->occ[1]) |
-                    (dst->occ[2] & src->occ[2]) | (dst->occ[3] & src->occ[3]))
-                    continue;
-                /* Worth it only if it frees more pages than it fills. */
-                if (pages_to_fill(dst->s, dst->span, src->occ) >= resident_pages(src->s, src->span)) continue;
-                if (!mesh_pair(dst->s, dst->span, src->s, src->span, src->occ)) return;
-                for (uint32_t w = 0; w < 4; w++) dst->occ[w] |= src->occ[w];
-                dst->count = (uint16_t)(dst->count + src->count);
-                dst->role = 1;
-                src->role = 2;
-                slab_rebucket(b, dst->s);
-                slab_rebucket(b, src->s);
-                break;
-            }
+    for (uint32_t si = n; si-- > 0;) {
+        cand_t *src = &cands[order[si] & 4095];
+        if (src->role || !src->may_source) continue;
+        /* The fullest first, a bounded number of tries (as Mesh's probes). */
+        for (uint32_t ti = 0, tries = 0; ti < n && tries < 64; ti++) {
+            cand_t *dst = &cands[order[ti] & 4095];
+            if (dst == src || dst->role == 2 || dst->count + src->count > 256) continue;
+            tries++;
+            if (meet4(dst->gran, src->gran)) continue;
+            if (!mesh_pair(dst->s, dst->span, src->s, src->span, src->own, src->gran)) return;
+            for (uint32_t w = 0; w < 4; w++) dst->gran[w] |= src->gran[w];
+            dst->count = (uint16_t)(dst->count + src->count);
+            dst->role = 1;
+            src->role = 2;
+            slab_rebucket(b, dst->s);
+            slab_rebucket(b, src->s);
+            break;
         }
     }
 }
@@ -683,9 +650,8 @@ static void remap_mh(miniheap_t *mh, void *arg) {
         if (!s || s->first_unit != u || !s->mesh) continue;
         for (uint32_t j = 0; j < s->mesh->nspans; j++) {
             const mesh_span_t *sp = span_rec(s, j);
-            if (sp && sp->target && !os_segment_alias(slab_start(s) + span_off(s, j), slab_start(sp->target) + span_off(sp->target, sp->tspan),
-                                                span_bytes(s->bsize)))
-                mh_fatal("fork: cannot map a meshed span in the child");
+            if (sp && sp->target && !os_segment_alias(slab_start(s) + span_off(j), slab_start(sp->target) + span_off(sp->tspan), MH_PAGE))
+                mh_fatal("fork: cannot map a meshed page in the child");
         }
     }
 }
@@ -751,30 +717,35 @@ const char *mesh_check_slab(const slab_t *s) {
     const slab_mesh_t *m = s->mesh;
     if (!m) return NULL;
     uint32_t active = 0;
-    if (m->nspans != span_count(s)) return "a slab's mesh record has the wrong number of spans";
+    if (m->nspans != span_count(s)) return "a slab's mesh record has the wrong number of pages";
     for (uint32_t j = 0; j < m->nspans; j++) {
         const mesh_span_t *sp = span_rec(s, j);
-        uint32_t first = span_first(s, j), n = span_slots(s, j);
         if (!sp) continue;
-        if (sp->target && sp->refs) return "a meshed span is both a source and a target";
-        if (!sp->target && !sp->refs) return "a slab's mesh record keeps an entry for an idle span";
+        uint32_t first = span_first(s, j), n = span_slots(s, j);
+        if (sp->target && sp->refs) return "a meshed page is both a source and a target";
+        if (!sp->target && !sp->refs) return "a slab's mesh record keeps an entry for an idle page";
         active++;
-        for (uint32_t r = 0; sp->refs && r < n; r++)
-            if (bit4(sp->held, r) && map_bit(s->free_map, first + r)) return "a slot held for a meshed span is free in its target";
+        for (uint32_t r = 0; sp->refs && r < n; r++) { /* no free slot meets a held granule */
+            uint64_t g[4];
+            slot_granules(s, first + r, j, g);
+            if (meet4(g, sp->held) && map_bit(s->free_map, first + r)) return "a slot held for a meshed page is free in its target";
+        }
         if (!sp->target) continue;
         const slab_t *t = sp->target;
-        if (t->bsize != s->bsize || t->arena != s->arena) return "a span meshed across classes or arenas";
+        if (t->bsize != s->bsize || t->arena != s->arena) return "a page meshed across classes or arenas";
         const mesh_span_t *tp = span_rec(t, sp->tspan);
-        if (!tp || !tp->refs || tp->target) return "a meshed span's target does not know it";
-        if (span_phase(t, sp->tspan) != span_phase(s, j)) return "a span meshed onto one of another slot layout";
+        if (!tp || !tp->refs || tp->target) return "a meshed page's target does not know it";
         for (uint32_t r = 0; r < n; r++) {
             uint32_t x = first + r;
             bool own = bit4(sp->own, r);
-            if (map_bit(s->free_map, x)) return "a slot of a meshed-away span is free in its slab";
-            if (!own && slab_live(s, x)) return "a live block of a meshed span is not owned by it";
-            if (own && !bit4(tp->held, r)) return "a slot a meshed span owns is not held by its target";
+            uint64_t g[4];
+            slot_granules(s, x, j, g);
+            if (map_bit(s->free_map, x)) return "a slot of a meshed-away page is free in its slab";
+            if (!own && slab_live(s, x)) return "a live block of a meshed page is not owned by it";
+            for (uint32_t w = 0; own && w < 4; w++)
+                if ((tp->held[w] & g[w]) != g[w]) return "a block a meshed page owns is not held by its target";
         }
     }
-    if (active != m->active) return "a slab's count of meshed spans is wrong";
+    if (active != m->active) return "a slab's count of meshed pages is wrong";
     return NULL;
 }

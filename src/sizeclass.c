@@ -2,7 +2,7 @@
  * MH_SMALL_MAX (eight between 512 B and 16 KiB). Each class's slab spans the fewest 64 KiB units that waste
  * less than 1/16 of the slab, and the class size is then raised to the
  * largest 16-byte multiple that still fits the same number of blocks, so
- * slabs have (almost) no tail (with mesh=1, only to sizes meshing can use).
+ * slabs have (almost) no tail.
  * Powers of two stay exact, so a block of a
  * power-of-two class is aligned to its size (memalign uses that). */
 #include "internal.h"
@@ -12,19 +12,7 @@ uint32_t mh_nclasses;
 uint32_t mh_zero_cls;
 uint8_t mh_class_index[(MH_SMALL_MAX >> 4) + 1];
 
-/* With meshing, the pages of a slab of 16 * m byte blocks (m odd) start at
- * m different offsets within a block, and only pages at the same offset can
- * share a physical page (mesh.c); above a page, a span is lcm(size, 4096)
- * bytes, m pages. Raising a class to an odd multiple of 16 would leave each
- * page few partners, or make a span longer than a slab; so then a class is
- * raised only to sizes whose odd part is small. */
-#define MESH_MAX_ODD 15
-static bool mesh_friendly(uint32_t size) {
-    uint32_t m = size >> 4;
-    return (m >> __builtin_ctz(m)) <= MESH_MAX_ODD;
-}
-
-static void pick_slab(uint32_t want, uint32_t *size, uint32_t *units, uint32_t *cap, bool mesh) {
+static void pick_slab(uint32_t want, uint32_t *size, uint32_t *units, uint32_t *cap) {
     uint32_t best_u = 1, best_waste = UINT32_MAX;
     for (uint32_t u = 1; u <= MH_MAX_SLAB_UNITS; u++) {
         uint32_t bytes = u * (uint32_t)MH_UNIT_SIZE, n = bytes / want;
@@ -38,14 +26,12 @@ static void pick_slab(uint32_t want, uint32_t *size, uint32_t *units, uint32_t *
     uint32_t grown = (bytes / n) & ~15u;
     /* Keep powers of two exact (alignment) and never pass the next class. */
     if ((want & (want - 1)) == 0) grown = want;
-    if (mesh)
-        while (grown > want && !mesh_friendly(grown)) grown -= 16;
     *size = grown < want ? want : grown;
     *units = best_u;
     *cap = n;
 }
 
-void sizeclass_init(bool mesh) {
+void sizeclass_init(void) {
     uint32_t sizes[MH_MAX_CLASSES], n = 0;
     for (uint32_t s = 16; s <= 128; s += 16) sizes[n++] = s;
     /* Eight classes per doubling from 512 B to 16 KiB, where most of a
@@ -59,7 +45,7 @@ void sizeclass_init(bool mesh) {
     mh_nclasses = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t size, units, cap;
-        pick_slab(sizes[i], &size, &units, &cap, mesh);
+        pick_slab(sizes[i], &size, &units, &cap);
         /* Raising a class must not swallow the next one. */
         if (i + 1 < n && size >= sizes[i + 1]) size = sizes[i];
         if (size <= prev) continue;

@@ -3,8 +3,8 @@
  * and across fork; the heap gets below the page floor; detection still works.
  *
  * The program runs itself once per mode (fast, hardened, debug without the
- * front redzone) with MINIHEAP_OPTIONS set, since the size classes follow
- * mesh=1 only when it is set at start-up. Each child:
+ * front redzone) with MINIHEAP_OPTIONS set, since miniheaps are file-backed
+ * for mesh=1 only when it is set before the first one. Each child:
  *   1. idle give-back: fills classes of several sizes, frees all but 1 in
  *      24 blocks, then sleeps: the purge thread meshes with no allocator
  *      call; the heap's resident memory must fall below the page floor (the
