@@ -98,7 +98,7 @@ typedef struct mh_options {
     uint32_t tcache;          /* per-thread caches on/off */
     uint32_t arenas;          /* arenas of slabs; 0: one per two CPUs */
     uint32_t background;      /* a purge thread gives memory back while the program sleeps (purge.c) */
-    uint32_t mesh;            /* sparse spans of a class share physical pages (mesh.c) */
+    uint32_t mesh;            /* sparse pages of a class share physical pages (mesh.c) */
     uint32_t abort_on_error;  /* 0: call the handler (tests) instead of abort() */
     uint32_t seed;            /* 0: randomness from the kernel; N: a fixed sequence (src/random.c) */
     uint32_t stats_at_exit;   /* statistics at exit (stats.c) */
@@ -310,7 +310,7 @@ typedef struct slab {
     void     *info;                  /* per block INFO() (NULL: not kept), 16 or 32 bits (info16) */
     uint8_t  info16;
     block_dbg_t *dbg;                /* per block stacks (NULL: not kept) */
-    struct slab_mesh *mesh;          /* spans meshed with others (NULL: none), mesh.c */
+    struct slab_mesh *mesh;          /* pages meshed with others (NULL: none), mesh.c */
     _Atomic uint64_t live[];         /* 1 = owned by the program; atomic, no lock
                                       * (unused when info is kept: INFO_LIVE) */
 } slab_t;
@@ -403,9 +403,9 @@ MH_INTERNAL void slab_slot_return(class_bins_t *b, slab_t *s, uint32_t idx, uint
 /* ---- meshing (mesh.c) ----------------------------------------------------- */
 MH_INTERNAL extern int mh_meshing;          /* mesh=1 took effect: miniheaps are file-backed */
 MH_INTERNAL void mesh_init(void);
-/* A block of s it owns in a meshed-away span (mesh_owned) goes back:
+/* A block of s it owns on a meshed-away page (mesh_owned) goes back:
  * mesh_free_owned returns the targets' slots (slab_slot_return) and is true
- * when a span of s became its own again (its slots free, used went down). */
+ * when a page of s became its own again (its slots free, used went down). */
 MH_INTERNAL bool mesh_owned(const slab_t *s, uint32_t idx);
 MH_INTERNAL bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now);
 MH_INTERNAL void mesh_bins(class_bins_t *b);             /* class lock held: slabs just settled */

@@ -44,14 +44,14 @@
 
 int mh_meshing;
 
-typedef struct mesh_span {
-    slab_t *target;      /* set: this page is a source, backed by target's page tspan */
-    uint16_t tspan;
+typedef struct mesh_page {
+    slab_t *target;      /* set: this page is a source, backed by target's page tpage */
+    uint16_t tpage;
     uint16_t refs;       /* a target: the source pages mapped onto this one */
     bool in_use;         /* the entry is some page's */
     uint64_t own[4];     /* a source: the slots (r) whose blocks it still owns */
     uint64_t held[4];    /* a target: the granules its sources own */
-} mesh_span_t;
+} mesh_page_t;
 
 /* A slab's meshing: entries only for the pages that are a source or a
  * target (a slab of 128 pages seldom has more than a few), and a 16-bit
@@ -59,8 +59,8 @@ typedef struct mesh_span {
 typedef struct slab_mesh {
     size_t bytes;        /* of this record */
     uint32_t active;     /* pages that are a source or a target */
-    uint32_t nspans;
-    mesh_span_t *ent;
+    uint32_t npages;
+    mesh_page_t *ent;
     uint32_t nent;       /* entries ent has room for */
     uint16_t at[];       /* per page: its entry + 1 (0: none) */
 } slab_mesh_t;
@@ -72,17 +72,17 @@ static _Atomic size_t meshed_bytes;    /* source bytes mapped onto other pages n
  * a slab is not one), in slabs of blocks under a page that start at page
  * offsets a block size apart (a front redzone would shift them). At most
  * 256 slots touch a page (16-byte blocks). */
-static uint32_t span_count(const slab_t *s) {
+static uint32_t page_count(const slab_t *s) {
     if (s->zero || s->front || s->bsize >= MH_PAGE) return 0;
     return (uint32_t)(((size_t)s->capacity * s->bsize) >> MH_PAGE_SHIFT);
 }
-static size_t span_off(uint32_t j) { return (size_t)j << MH_PAGE_SHIFT; }
-static uint32_t span_first(const slab_t *s, uint32_t j) { return (uint32_t)(span_off(j) / s->bsize); }
-static uint32_t span_slots(const slab_t *s, uint32_t j) {
-    return (uint32_t)((span_off(j + 1) - 1) / s->bsize) - span_first(s, j) + 1;
+static size_t page_off(uint32_t j) { return (size_t)j << MH_PAGE_SHIFT; }
+static uint32_t page_first(const slab_t *s, uint32_t j) { return (uint32_t)(page_off(j) / s->bsize); }
+static uint32_t page_slots(const slab_t *s, uint32_t j) {
+    return (uint32_t)((page_off(j + 1) - 1) / s->bsize) - page_first(s, j) + 1;
 }
 /* The pages slot x touches: j0 .. j1 (one or two). */
-static void slot_spans(const slab_t *s, uint32_t x, uint32_t *j0, uint32_t *j1) {
+static void slot_pages(const slab_t *s, uint32_t x, uint32_t *j0, uint32_t *j1) {
     size_t lo = (size_t)x * s->bsize;
     *j0 = (uint32_t)(lo >> MH_PAGE_SHIFT);
     *j1 = (uint32_t)((lo + s->bsize - 1) >> MH_PAGE_SHIFT);
@@ -108,17 +108,17 @@ static uint32_t popcount4(const uint64_t v[4]) {
 /* The granules of page j that slot x covers. */
 static void slot_granules(const slab_t *s, uint32_t x, uint32_t j, uint64_t g[4]) {
     size_t lo = (size_t)x * s->bsize, hi = lo + s->bsize;
-    if (lo < span_off(j)) lo = span_off(j);
-    if (hi > span_off(j + 1)) hi = span_off(j + 1);
+    if (lo < page_off(j)) lo = page_off(j);
+    if (hi > page_off(j + 1)) hi = page_off(j + 1);
     memset(g, 0, 4 * sizeof(uint64_t));
-    for (uint32_t k = (uint32_t)((lo - span_off(j)) >> 4); k < (uint32_t)((hi - span_off(j)) >> 4); k++) put4(g, k, true);
+    for (uint32_t k = (uint32_t)((lo - page_off(j)) >> 4); k < (uint32_t)((hi - page_off(j)) >> 4); k++) put4(g, k, true);
 }
-static mesh_span_t *span_rec(const slab_t *s, uint32_t j) {
+static mesh_page_t *page_rec(const slab_t *s, uint32_t j) {
     const slab_mesh_t *m = s->mesh;
-    return m && j < m->nspans && m->at[j] ? &m->ent[m->at[j] - 1] : NULL;
+    return m && j < m->npages && m->at[j] ? &m->ent[m->at[j] - 1] : NULL;
 }
 /* Page j is neither a source nor a target any more: its entry is free. */
-static void span_drop(slab_t *s, uint32_t j) {
+static void page_drop(slab_t *s, uint32_t j) {
     slab_mesh_t *m = s->mesh;
     m->ent[m->at[j] - 1].in_use = false;
     m->at[j] = 0;
@@ -129,10 +129,10 @@ static void span_drop(slab_t *s, uint32_t j) {
 static bool parked(const slab_t *s, uint32_t x) {
     uint32_t j0, j1;
     if (!s->mesh) return false;
-    slot_spans(s, x, &j0, &j1);
+    slot_pages(s, x, &j0, &j1);
     for (uint32_t j = j0; j <= j1; j++) {
-        const mesh_span_t *sp = span_rec(s, j);
-        if (sp && sp->target && !bit4(sp->own, x - span_first(s, j))) return true;
+        const mesh_page_t *sp = page_rec(s, j);
+        if (sp && sp->target && !bit4(sp->own, x - page_first(s, j))) return true;
     }
     return false;
 }
@@ -141,9 +141,9 @@ static bool parked(const slab_t *s, uint32_t x) {
 static bool held(const slab_t *s, uint32_t x) {
     uint32_t j0, j1;
     if (!s->mesh) return false;
-    slot_spans(s, x, &j0, &j1);
+    slot_pages(s, x, &j0, &j1);
     for (uint32_t j = j0; j <= j1; j++) {
-        const mesh_span_t *sp = span_rec(s, j);
+        const mesh_page_t *sp = page_rec(s, j);
         uint64_t g[4];
         if (!sp || !sp->refs) continue;
         slot_granules(s, x, j, g);
@@ -155,9 +155,9 @@ static bool held(const slab_t *s, uint32_t x) {
 /* Page j's use: the slots s uses (live, or in a cache; not parked or held
  * for another page) by r in own, and their granules and those held for
  * sources in gran. */
-static void span_used(const slab_t *s, uint32_t j, uint64_t own[4], uint64_t gran[4]) {
-    uint32_t first = span_first(s, j), n = span_slots(s, j);
-    const mesh_span_t *sp = span_rec(s, j);
+static void page_used(const slab_t *s, uint32_t j, uint64_t own[4], uint64_t gran[4]) {
+    uint32_t first = page_first(s, j), n = page_slots(s, j);
+    const mesh_page_t *sp = page_rec(s, j);
     memset(own, 0, 4 * sizeof(uint64_t));
     memcpy(gran, sp && sp->refs ? sp->held : (const uint64_t[4]){0, 0, 0, 0}, 4 * sizeof(uint64_t));
     for (uint32_t r = 0; r < n; r++) {
@@ -175,7 +175,7 @@ static void span_used(const slab_t *s, uint32_t j, uint64_t own[4], uint64_t gra
 static void record_free(slab_t *s) {
     slab_mesh_t *m = s->mesh;
     if (m && m->active == 0) {
-        if (m->ent) meta_free(m->ent, m->nent * sizeof(mesh_span_t));
+        if (m->ent) meta_free(m->ent, m->nent * sizeof(mesh_page_t));
         meta_free(m, m->bytes);
         s->mesh = NULL;
     }
@@ -184,17 +184,17 @@ static void record_free(slab_t *s) {
 /* B:j owns nothing any more: its own page (punched, zero) comes back, and
  * its slots are free in B but for those parked or held for another page. */
 static void unmesh(slab_t *s, uint32_t j) {
-    uint8_t *at = slab_start(s) + span_off(j);
-    mesh_span_t *sp = span_rec(s, j);
+    uint8_t *at = slab_start(s) + page_off(j);
+    mesh_page_t *sp = page_rec(s, j);
     if (!os_segment_alias(at, at, MH_PAGE)) mh_fatal("cannot map a meshed page back onto its own");
     atomic_fetch_add(&slab_guard_budget, 2);
     slab_t *t = sp->target;
-    uint32_t ti = sp->tspan;
-    mesh_span_t *tp = span_rec(t, ti);
+    uint32_t ti = sp->tpage;
+    mesh_page_t *tp = page_rec(t, ti);
     sp->target = NULL;
-    span_drop(s, j);
+    page_drop(s, j);
     s->mesh->active--;
-    uint32_t first = span_first(s, j), n = span_slots(s, j), back = 0;
+    uint32_t first = page_first(s, j), n = page_slots(s, j), back = 0;
     for (uint32_t r = 0; r < n; r++) {
         uint32_t x = first + r;
         if (map_bit(s->free_map, x) || parked(s, x) || held(s, x)) continue;
@@ -206,7 +206,7 @@ static void unmesh(slab_t *s, uint32_t j) {
     if (first / 64 < s->hint) s->hint = first / 64;
     map_put(s->purged, j, true);
     if (--tp->refs == 0) {
-        span_drop(t, ti);
+        page_drop(t, ti);
         t->mesh->active--;
     }
     atomic_fetch_sub(&meshed_bytes, MH_PAGE);
@@ -216,10 +216,10 @@ static void unmesh(slab_t *s, uint32_t j) {
 
 bool mesh_owned(const slab_t *s, uint32_t idx) {
     uint32_t j0, j1;
-    slot_spans(s, idx, &j0, &j1);
+    slot_pages(s, idx, &j0, &j1);
     for (uint32_t j = j0; j <= j1; j++) {
-        const mesh_span_t *sp = span_rec(s, j);
-        if (sp && sp->target && bit4(sp->own, idx - span_first(s, j))) return true;
+        const mesh_page_t *sp = page_rec(s, j);
+        if (sp && sp->target && bit4(sp->own, idx - page_first(s, j))) return true;
     }
     return false;
 }
@@ -231,29 +231,29 @@ bool mesh_owned(const slab_t *s, uint32_t idx) {
  * B's again; till then B's slot stays parked. Class lock held. */
 bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now) {
     uint32_t j0, j1, emptied[2], ne = 0;
-    slot_spans(s, idx, &j0, &j1);
+    slot_pages(s, idx, &j0, &j1);
     for (uint32_t j = j0; j <= j1; j++) {
-        mesh_span_t *sp = span_rec(s, j);
-        uint32_t r = idx - span_first(s, j);
+        mesh_page_t *sp = page_rec(s, j);
+        uint32_t r = idx - page_first(s, j);
         if (!sp || !sp->target || !bit4(sp->own, r)) continue;
         put4(sp->own, r, false);
         slab_t *t = sp->target;
-        uint32_t ti = sp->tspan;
-        mesh_span_t *tp = span_rec(t, ti);
+        uint32_t ti = sp->tpage;
+        mesh_page_t *tp = page_rec(t, ti);
         uint64_t g[4];
         slot_granules(s, idx, j, g);
         for (uint32_t w = 0; w < 4; w++) {
             if ((tp->held[w] & g[w]) != g[w]) mh_fatal("metadata-corruption: a meshed block is not held by its target");
             tp->held[w] &= ~g[w];
         }
-        uint32_t tfirst = span_first(t, ti), tn = span_slots(t, ti);
+        uint32_t tfirst = page_first(t, ti), tn = page_slots(t, ti);
         for (uint32_t q = 0; q < tn; q++) {
             uint32_t y = tfirst + q;
             uint64_t tg[4];
             slot_granules(t, y, ti, tg);
             if (!meet4(tg, g) || map_bit(t->free_map, y) || parked(t, y) || held(t, y)) continue;
-            bool same = j0 == j1 && memcmp(tg, g, sizeof tg) == 0 && (size_t)y * t->bsize >= span_off(ti) &&
-                        (size_t)y * t->bsize + t->bsize <= span_off(ti + 1);
+            bool same = j0 == j1 && memcmp(tg, g, sizeof tg) == 0 && (size_t)y * t->bsize >= page_off(ti) &&
+                        (size_t)y * t->bsize + t->bsize <= page_off(ti + 1);
             slab_slot_return(b, t, y, same ? tagged : tagged & ~TAG_POISONED, now);
         }
         if (!any4(sp->own)) emptied[ne++] = j;
@@ -264,8 +264,8 @@ bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged,
 
 void mesh_slab_forget(slab_t *s) {
     if (!s->mesh) return;
-    for (uint32_t j = 0; j < s->mesh->nspans; j++) { /* the aliases go with the heap */
-        const mesh_span_t *sp = span_rec(s, j);
+    for (uint32_t j = 0; j < s->mesh->npages; j++) { /* the aliases go with the heap */
+        const mesh_page_t *sp = page_rec(s, j);
         if (sp && sp->target) atomic_fetch_add(&slab_guard_budget, 2);
     }
     s->mesh->active = 0;
@@ -348,14 +348,14 @@ MH_NO_TSAN static void copy_block(uint8_t *dst, const uint8_t *src, size_t n) {
 
 /* The entry of s's page j, made if need be (false: no metadata). Entries
  * may move when one is made: pointers to them are taken after. */
-static bool span_take(slab_t *s, uint32_t j) {
+static bool page_take(slab_t *s, uint32_t j) {
     slab_mesh_t *m = s->mesh;
     if (!m) {
-        uint32_t n = span_count(s);
+        uint32_t n = page_count(s);
         size_t bytes = sizeof(slab_mesh_t) + (size_t)n * sizeof(uint16_t);
         if (!(m = meta_alloc(bytes))) return false;
         m->bytes = bytes;
-        m->nspans = n;
+        m->npages = n;
         s->mesh = m;
     }
     if (m->at[j]) return true;
@@ -363,11 +363,11 @@ static bool span_take(slab_t *s, uint32_t j) {
     while (e < m->nent && m->ent[e].in_use) e++;
     if (e == m->nent) {
         uint32_t n = m->nent ? 2 * m->nent : 4;
-        mesh_span_t *ent = meta_alloc(n * sizeof(mesh_span_t));
+        mesh_page_t *ent = meta_alloc(n * sizeof(mesh_page_t));
         if (!ent) return false;
         if (m->ent) {
-            memcpy(ent, m->ent, m->nent * sizeof(mesh_span_t));
-            meta_free(m->ent, m->nent * sizeof(mesh_span_t));
+            memcpy(ent, m->ent, m->nent * sizeof(mesh_page_t));
+            meta_free(m->ent, m->nent * sizeof(mesh_page_t));
         }
         m->ent = ent;
         m->nent = n;
@@ -377,26 +377,26 @@ static bool span_take(slab_t *s, uint32_t j) {
     m->at[j] = (uint16_t)(e + 1);
     return true;
 }
-/* An entry span_take made and mesh_pair did not use. */
-static void span_untake(slab_t *s, uint32_t j) {
-    const mesh_span_t *sp = span_rec(s, j);
-    if (sp && !sp->target && !sp->refs) span_drop(s, j);
+/* An entry page_take made and mesh_pair did not use. */
+static void page_untake(slab_t *s, uint32_t j) {
+    const mesh_page_t *sp = page_rec(s, j);
+    if (sp && !sp->target && !sp->refs) page_drop(s, j);
     record_free(s);
 }
 
 /* Mesh B:j (the slots it uses there, own, whose bytes there are gran) onto
  * A:i. Class lock held. */
 static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64_t own[4], const uint64_t gran[4]) {
-    uint8_t *src = slab_start(b) + span_off(j), *dst = slab_start(a) + span_off(i);
-    bool ok = span_take(a, i) && span_take(b, j);
+    uint8_t *src = slab_start(b) + page_off(j), *dst = slab_start(a) + page_off(i);
+    bool ok = page_take(a, i) && page_take(b, j);
     /* Each alias may split a mapping in three: the same budget as guards. */
     if (ok && atomic_fetch_sub(&slab_guard_budget, 2) <= 2) {
         atomic_fetch_add(&slab_guard_budget, 2);
         ok = false;
     }
     if (!ok) {
-        span_untake(a, i);
-        span_untake(b, j);
+        page_untake(a, i);
+        page_untake(b, j);
         return false;
     }
     atomic_store(&win_lo, (uintptr_t)src);
@@ -419,7 +419,7 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
     if (!ok && !os_segment_alias(src, src, MH_PAGE)) mh_fatal("meshing: cannot map a page back after a failed remap");
     atomic_fetch_add(&win_seq, 1);
     os_futex_wake(&win_seq);
-    uint32_t afirst = span_first(a, i), an = span_slots(a, i);
+    uint32_t afirst = page_first(a, i), an = page_slots(a, i);
     if (!ok) {
         /* A's free slots there may hold B's bytes now, not poison. */
         for (uint32_t q = 0; a->poisoned && q < an; q++) {
@@ -428,15 +428,15 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
             if (meet4(g, gran)) map_put(a->poisoned, afirst + q, false);
         }
         atomic_fetch_add(&slab_guard_budget, 2);
-        span_untake(a, i);
-        span_untake(b, j);
+        page_untake(a, i);
+        page_untake(b, j);
         return false;
     }
     os_segment_punch(src, MH_PAGE);
 
     /* B: the page's free slots are parked; it owns own. What was poisoned
      * there is the target's memory now. */
-    uint32_t bfirst = span_first(b, j), bn = span_slots(b, j), parked_now = 0;
+    uint32_t bfirst = page_first(b, j), bn = page_slots(b, j), parked_now = 0;
     for (uint32_t r = 0; r < bn; r++) {
         uint32_t x = bfirst + r;
         if (b->poisoned) map_put(b->poisoned, x, false);
@@ -446,14 +446,14 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
     }
     __atomic_store_n(&b->used, b->used + parked_now, __ATOMIC_RELAXED);
     map_put(b->purged, j, true); /* not B's memory */
-    mesh_span_t *sp = span_rec(b, j);
+    mesh_page_t *sp = page_rec(b, j);
     sp->target = a;
-    sp->tspan = (uint16_t)i;
+    sp->tpage = (uint16_t)i;
     memcpy(sp->own, own, sizeof sp->own);
     b->mesh->active++;
     /* A: it holds B's granules; its slots that meet them are out of its
      * free map (a slot A parks is out already). */
-    mesh_span_t *tp = span_rec(a, i);
+    mesh_page_t *tp = page_rec(a, i);
     for (uint32_t w = 0; w < 4; w++) tp->held[w] |= gran[w];
     uint32_t taken = 0;
     for (uint32_t q = 0; q < an; q++) {
@@ -478,7 +478,7 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
 
 typedef struct cand {
     slab_t *s;
-    uint16_t span, count;   /* count: used granules */
+    uint16_t page, count;   /* count: used granules */
     uint8_t role;           /* 0: either, 1: a target (no more a source), 2: meshed away */
     bool may_source;
     uint64_t own[4], gran[4];
@@ -496,17 +496,17 @@ static uint32_t collect(class_bins_t *b) {
             /* Only settled slabs: one freed into since the last give-back
              * pass may be emptying still. */
             if (s->on_dirty) continue;
-            uint32_t ns = span_count(s);
+            uint32_t ns = page_count(s);
             for (uint32_t j = 0; j < ns && n < MAX_CANDS; j++) {
-                const mesh_span_t *sp = span_rec(s, j);
+                const mesh_page_t *sp = page_rec(s, j);
                 if (sp && sp->target) continue; /* meshed away already */
                 if (map_bit(s->purged, j)) continue; /* nothing there */
                 cand_t *c = &cands[n];
-                span_used(s, j, c->own, c->gran);
+                page_used(s, j, c->own, c->gran);
                 c->count = (uint16_t)popcount4(c->gran);
                 if (c->count == 0 || c->count == 256) continue;
                 c->s = s;
-                c->span = (uint16_t)j;
+                c->page = (uint16_t)j;
                 c->role = 0;
                 /* Sources: at most half used (what moves is copied), and
                  * no target already. */
@@ -544,7 +544,7 @@ void mesh_bins(class_bins_t *b) {
     if (!__atomic_load_n(&mh_meshing, __ATOMIC_RELAXED)) return;
     slab_t *any = NULL;
     for (uint32_t q = 1; !any && q < MH_BUCKETS; q++) any = b->bucket[q];
-    if (!any || !span_count(any)) return;
+    if (!any || !page_count(any)) return;
     uint32_t n = collect(b);
     if (n < 2) return;
     /* Fullest first; the low 12 bits are the candidate. */
@@ -559,7 +559,7 @@ void mesh_bins(class_bins_t *b) {
             if (dst == src || dst->role == 2 || dst->count + src->count > 256) continue;
             tries++;
             if (meet4(dst->gran, src->gran)) continue;
-            if (!mesh_pair(dst->s, dst->span, src->s, src->span, src->own, src->gran)) return;
+            if (!mesh_pair(dst->s, dst->page, src->s, src->page, src->own, src->gran)) return;
             for (uint32_t w = 0; w < 4; w++) dst->gran[w] |= src->gran[w];
             dst->count = (uint16_t)(dst->count + src->count);
             dst->role = 1;
@@ -648,9 +648,9 @@ static void remap_mh(miniheap_t *mh, void *arg) {
     for (uint32_t u = 0; u < MH_USABLE_UNITS; u++) {
         slab_t *s = mh->unit_slab[u];
         if (!s || s->first_unit != u || !s->mesh) continue;
-        for (uint32_t j = 0; j < s->mesh->nspans; j++) {
-            const mesh_span_t *sp = span_rec(s, j);
-            if (sp && sp->target && !os_segment_alias(slab_start(s) + span_off(j), slab_start(sp->target) + span_off(sp->tspan), MH_PAGE))
+        for (uint32_t j = 0; j < s->mesh->npages; j++) {
+            const mesh_page_t *sp = page_rec(s, j);
+            if (sp && sp->target && !os_segment_alias(slab_start(s) + page_off(j), slab_start(sp->target) + page_off(sp->tpage), MH_PAGE))
                 mh_fatal("fork: cannot map a meshed page in the child");
         }
     }
@@ -717,11 +717,11 @@ const char *mesh_check_slab(const slab_t *s) {
     const slab_mesh_t *m = s->mesh;
     if (!m) return NULL;
     uint32_t active = 0;
-    if (m->nspans != span_count(s)) return "a slab's mesh record has the wrong number of pages";
-    for (uint32_t j = 0; j < m->nspans; j++) {
-        const mesh_span_t *sp = span_rec(s, j);
+    if (m->npages != page_count(s)) return "a slab's mesh record has the wrong number of pages";
+    for (uint32_t j = 0; j < m->npages; j++) {
+        const mesh_page_t *sp = page_rec(s, j);
         if (!sp) continue;
-        uint32_t first = span_first(s, j), n = span_slots(s, j);
+        uint32_t first = page_first(s, j), n = page_slots(s, j);
         if (sp->target && sp->refs) return "a meshed page is both a source and a target";
         if (!sp->target && !sp->refs) return "a slab's mesh record keeps an entry for an idle page";
         active++;
@@ -733,7 +733,7 @@ const char *mesh_check_slab(const slab_t *s) {
         if (!sp->target) continue;
         const slab_t *t = sp->target;
         if (t->bsize != s->bsize || t->arena != s->arena) return "a page meshed across classes or arenas";
-        const mesh_span_t *tp = span_rec(t, sp->tspan);
+        const mesh_page_t *tp = page_rec(t, sp->tpage);
         if (!tp || !tp->refs || tp->target) return "a meshed page's target does not know it";
         for (uint32_t r = 0; r < n; r++) {
             uint32_t x = first + r;

@@ -54,7 +54,7 @@ static const option_def_t options[] = {
     {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches", true},
     {"arenas", O(arenas), 0, MH_ARENAS, {0, 0, 0}, "arenas of slabs, each with its own locks (0: one per two CPUs)", true},
     {"background", O(background), 0, 1, {1, 1, 1}, "a thread gives memory back while the program sleeps", false},
-    {"mesh", O(mesh), 0, 1, {0, 0, 0}, "sparse spans of a size class share physical pages (Mesh)", true},
+    {"mesh", O(mesh), 0, 1, {0, 0, 0}, "sparse pages of a size class share physical pages (Mesh)", true},
     {"abort_on_error", O(abort_on_error), 0, 1, {1, 1, 1}, "abort after a report (0: call the handler)", false},
     {"seed", O(seed), 0, 0xffffffffu, {0, 0, 0}, "0: random choices from the kernel; N: a fixed sequence", false},
     {"symbolize", O(symbolize), 0, 2, {1, 1, 1}, "file:line in reports: 1 those that end the program, 2 all", false},

@@ -323,7 +323,7 @@ static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
     slab_t *s = slab_of(p, &idx, &interior);
     if (unlikely(!s)) mh_fatal("metadata-corruption: a cached block has no slab");
     if (unlikely(s->mesh) && mesh_owned(s, idx)) {
-        /* A block of a meshed-away span: its slot is the target's. */
+        /* A block s owns on a meshed-away page: its slots go to the targets. */
         if (mesh_free_owned(b, s, idx, (uintptr_t)tagged, now)) {
             dirty_add(b, s, now);
             rebucket(b, s);
