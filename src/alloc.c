@@ -366,7 +366,7 @@ static inline __attribute__((always_inline)) void *alloc_once(size_t size, size_
     /* Every first allocation (of the process, of a thread cache, after
      * mh_reset) comes here: the layout options are fixed from now on. */
     if (unlikely(!atomic_load_explicit(&mh_layout_fixed, memory_order_relaxed))) {
-        mh_narenas = arenas_wanted(); /* (no block exists: no slab is in an arena yet) */
+        __atomic_store_n(&mh_narenas, arenas_wanted(), __ATOMIC_RELAXED); /* (no block exists: no slab is in an arena yet) */
         atomic_store_explicit(&mh_layout_fixed, 1, memory_order_relaxed);
     }
     tcache_t *t = mh_tcache ? mh_tcache : tcache_get_slow();

@@ -141,7 +141,7 @@ MH_API int mh_check(void) {
     mh_lock(&mh_heap_lock);
     miniheap_foreach(check_miniheap, &c);
     mh_unlock(&mh_heap_lock);
-    for (uint32_t bi = 0; bi < mh_narenas * MH_MAX_CLASSES; bi++) {
+    for (uint32_t bi = 0; bi < narenas() * MH_MAX_CLASSES; bi++) {
         class_bins_t *b = &mh_bins[bi];
         uint32_t k = bi % MH_MAX_CLASSES;
         for (uint32_t q = 0; q < MH_BUCKETS; q++) {

@@ -377,6 +377,9 @@ typedef struct class_bins {
 #define MH_ARENAS 8
 MH_INTERNAL extern class_bins_t mh_bins[MH_ARENAS * MH_MAX_CLASSES];
 MH_INTERNAL extern uint32_t mh_narenas;
+/* Read by the purge thread while the first allocation after mh_reset()
+ * sets it (every arena's bins exist either way): relaxed atomics. */
+static inline uint32_t narenas(void) { return __atomic_load_n(&mh_narenas, __ATOMIC_RELAXED); }
 static inline class_bins_t *bins_of(uint32_t arena, uint32_t cls) { return &mh_bins[arena * MH_MAX_CLASSES + cls]; }
 MH_INTERNAL void bins_lock_all(void);
 MH_INTERNAL void bins_unlock_all(void);

@@ -14,11 +14,11 @@ class_bins_t mh_bins[MH_ARENAS * MH_MAX_CLASSES];
 uint32_t mh_narenas = 1;
 
 void bins_lock_all(void) {
-    for (uint32_t a = 0; a < mh_narenas; a++)
+    for (uint32_t a = 0; a < narenas(); a++)
         for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(&bins_of(a, c)->lock);
 }
 void bins_unlock_all(void) {
-    for (uint32_t a = mh_narenas; a-- > 0;)
+    for (uint32_t a = narenas(); a-- > 0;)
         for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(&bins_of(a, c)->lock);
 }
 
@@ -480,7 +480,7 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
 
 uint64_t slab_purge_class(uint32_t cls, uint64_t now, bool force) {
     uint64_t due = UINT64_MAX;
-    for (uint32_t a = 0; a < mh_narenas; a++) {
+    for (uint32_t a = 0; a < narenas(); a++) {
         uint64_t d = purge_bins(bins_of(a, cls), now, force);
         if (d < due) due = d;
     }

@@ -39,7 +39,7 @@ tcache_t *tcache_get_slow(void) {
     t->bytes = bytes;
     t->ops_left = MH_TICK_OPS;
     static _Atomic uint32_t next_arena;
-    t->arena = atomic_fetch_add(&next_arena, 1) % mh_narenas;
+    t->arena = atomic_fetch_add(&next_arena, 1) % narenas();
     t->check_left = (int32_t)mh_opt.check_every;
     if (mh_opt.sample_rate) {
         uint32_t r;
