@@ -57,8 +57,8 @@ typedef struct mh_stats {
     uint64_t total_frees;
     uint64_t purged_bytes;   /* bytes given back with madvise since start */
     uint64_t unmapped_bytes; /* bytes given back with munmap since start */
-    uint64_t meshes;         /* spans meshed onto others since start (mesh=1) */
-    uint64_t meshed_bytes;   /* bytes of spans that share another's pages now (saved) */
+    uint64_t meshes;         /* pages meshed onto others since start (mesh=1) */
+    uint64_t meshed_bytes;   /* bytes of pages that share another's page now (saved) */
 } mh_stats_t;
 
 MH_API void mh_stats(mh_stats_t *out);

@@ -1,4 +1,4 @@
-/* Meshing (mesh=1, issue #12): blocks keep every byte while their spans are
+/* Meshing (mesh=1, issue #12): blocks keep every byte while their pages are
  * meshed, freed, reused, resized, written by other threads during the copy,
  * and across fork; the heap gets below the page floor; detection still works.
  *
@@ -235,7 +235,7 @@ static void test_reuse(void)
     nblocks = 0;
 }
 
-/* ---- 3. threads writing while spans are meshed ---- */
+/* ---- 3. threads writing while pages are meshed ---- */
 #define WRITERS 2
 static atomic_int stop_writers;
 static atomic_long writes_done;
@@ -276,7 +276,7 @@ static void test_threads(void)
     }
     uint64_t m0 = stats().meshes;
     /* Around them: fill and drop more blocks of the same classes, so new
-     * sparse spans keep coming, and mesh them now. */
+     * sparse pages keep coming, and mesh them now. */
     void **churn = calloc(200000, sizeof(void *));
     REQUIRE(churn, "calloc");
     for (int round = 0; round < 12 && !atomic_load(&stop_writers); round++) {
@@ -366,7 +366,7 @@ static void test_reports(const char *mode)
     mh_set_error_handler(on_error, NULL);
     mh_set_options("abort_on_error=0");
     mh_trim(0);
-    /* a survivor of a meshed-away span: one whose slab lends its pages */
+    /* a survivor of a meshed-away page: one whose slab lends its page */
     size_t victim = SIZE_MAX, over = SIZE_MAX;
     for (size_t i = 0; i < nblocks && (victim == SIZE_MAX || over == SIZE_MAX); i++) {
         if (!blocks[i].p || blocks[i].size % 16 == 0)
