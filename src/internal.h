@@ -406,11 +406,11 @@ MH_INTERNAL void slab_slot_return(class_bins_t *b, slab_t *s, uint32_t idx, uint
 /* ---- meshing (mesh.c) ----------------------------------------------------- */
 MH_INTERNAL extern int mh_meshing;          /* mesh=1 took effect: miniheaps are file-backed */
 MH_INTERNAL void mesh_init(void);
-/* A block of s it owns on a meshed-away page (mesh_owned) goes back:
- * mesh_free_owned returns the targets' slots (slab_slot_return) and is true
- * when a page of s became its own again (its slots free, used went down). */
-MH_INTERNAL bool mesh_owned(const slab_t *s, uint32_t idx);
-MH_INTERNAL bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now);
+/* A block of s goes back: if s owns it on a meshed-away page, its slots go
+ * to the targets (slab_slot_return), *back says whether a page of s became
+ * its own again (its slots free, used went down), and true is returned;
+ * else nothing is done and false is returned. */
+MH_INTERNAL bool mesh_free_block(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now, bool *back);
 MH_INTERNAL void mesh_bins(class_bins_t *b);             /* class lock held: slabs just settled */
 MH_INTERNAL void mesh_slab_release(slab_t *s);           /* s is given back: no meshing may be left */
 MH_INTERNAL void mesh_slab_forget(slab_t *s);            /* mh_reset */

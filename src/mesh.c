@@ -105,13 +105,22 @@ static uint32_t popcount4(const uint64_t v[4]) {
     return (uint32_t)(__builtin_popcountll(v[0]) + __builtin_popcountll(v[1]) +
                       __builtin_popcountll(v[2]) + __builtin_popcountll(v[3]));
 }
-/* The granules of page j that slot x covers. */
+/* The bytes of page j that slot x covers, [*lo, *hi) from the page's
+ * start, and the granules they are. */
+static void slot_extent(const slab_t *s, uint32_t x, uint32_t j, size_t *lo, size_t *hi) {
+    size_t a = (size_t)x * s->bsize, b = a + s->bsize;
+    *lo = (a < page_off(j) ? page_off(j) : a) - page_off(j);
+    *hi = (b > page_off(j + 1) ? page_off(j + 1) : b) - page_off(j);
+}
 static void slot_granules(const slab_t *s, uint32_t x, uint32_t j, uint64_t g[4]) {
-    size_t lo = (size_t)x * s->bsize, hi = lo + s->bsize;
-    if (lo < page_off(j)) lo = page_off(j);
-    if (hi > page_off(j + 1)) hi = page_off(j + 1);
-    memset(g, 0, 4 * sizeof(uint64_t));
-    for (uint32_t k = (uint32_t)((lo - page_off(j)) >> 4); k < (uint32_t)((hi - page_off(j)) >> 4); k++) put4(g, k, true);
+    size_t lo, hi;
+    slot_extent(s, x, j, &lo, &hi);
+    for (uint32_t w = 0; w < 4; w++) { /* granules [lo/16, hi/16) that fall in word w */
+        uint32_t base = w * 64, a = (uint32_t)(lo >> 4), b = (uint32_t)(hi >> 4);
+        a = a > base ? a - base : 0;
+        b = b > base ? (b - base < 64 ? b - base : 64) : 0;
+        g[w] = a >= b ? 0 : (b - a == 64 ? ~(uint64_t)0 : (((uint64_t)1 << (b - a)) - 1) << a);
+    }
 }
 static mesh_page_t *page_rec(const slab_t *s, uint32_t j) {
     const slab_mesh_t *m = s->mesh;
@@ -124,28 +133,19 @@ static void page_drop(slab_t *s, uint32_t j) {
     m->at[j] = 0;
 }
 
-/* Slot x of s is parked: out of the free map because a page it touches is
- * meshed away and x is not a block s owns there. */
-static bool parked(const slab_t *s, uint32_t x) {
-    uint32_t j0, j1;
-    if (!s->mesh) return false;
-    slot_pages(s, x, &j0, &j1);
-    for (uint32_t j = j0; j <= j1; j++) {
-        const mesh_page_t *sp = page_rec(s, j);
-        if (sp && sp->target && !bit4(sp->own, x - page_first(s, j))) return true;
-    }
-    return false;
-}
-/* Slot x of s is held: out of the free map because its bytes on a target
- * page meet granules a source owns there. */
-static bool held(const slab_t *s, uint32_t x) {
+/* Slot x of s is kept out of the free map by meshing: parked (a page it
+ * touches is meshed away and x is not a block s owns there) or held (its
+ * bytes on a target page meet granules a source owns there). */
+static bool kept_out(const slab_t *s, uint32_t x) {
     uint32_t j0, j1;
     if (!s->mesh) return false;
     slot_pages(s, x, &j0, &j1);
     for (uint32_t j = j0; j <= j1; j++) {
         const mesh_page_t *sp = page_rec(s, j);
         uint64_t g[4];
-        if (!sp || !sp->refs) continue;
+        if (!sp) continue;
+        if (sp->target && !bit4(sp->own, x - page_first(s, j))) return true;
+        if (!sp->refs) continue;
         slot_granules(s, x, j, g);
         if (meet4(g, sp->held)) return true;
     }
@@ -162,7 +162,7 @@ static void page_used(const slab_t *s, uint32_t j, uint64_t own[4], uint64_t gra
     memcpy(gran, sp && sp->refs ? sp->held : (const uint64_t[4]){0, 0, 0, 0}, 4 * sizeof(uint64_t));
     for (uint32_t r = 0; r < n; r++) {
         uint32_t x = first + r;
-        if (map_bit(s->free_map, x) || parked(s, x) || held(s, x)) continue;
+        if (map_bit(s->free_map, x) || kept_out(s, x)) continue;
         uint64_t g[4];
         put4(own, r, true);
         slot_granules(s, x, j, g);
@@ -197,7 +197,7 @@ static void unmesh(slab_t *s, uint32_t j) {
     uint32_t first = page_first(s, j), n = page_slots(s, j), back = 0;
     for (uint32_t r = 0; r < n; r++) {
         uint32_t x = first + r;
-        if (map_bit(s->free_map, x) || parked(s, x) || held(s, x)) continue;
+        if (map_bit(s->free_map, x) || kept_out(s, x)) continue;
         map_put(s->free_map, x, true);
         if (s->poisoned) map_put(s->poisoned, x, false);
         back++;
@@ -214,52 +214,45 @@ static void unmesh(slab_t *s, uint32_t j) {
     if (t != s) record_free(s);
 }
 
-bool mesh_owned(const slab_t *s, uint32_t idx) {
-    uint32_t j0, j1;
-    slot_pages(s, idx, &j0, &j1);
-    for (uint32_t j = j0; j <= j1; j++) {
-        const mesh_page_t *sp = page_rec(s, j);
-        if (sp && sp->target && bit4(sp->own, idx - page_first(s, j))) return true;
-    }
-    return false;
-}
-
-/* B frees block idx that it owns on meshed-away pages: on each target, the
- * block's granules are released and the target's slots they free go back
- * to it (one that lines up with the block exactly keeps the poison tag:
- * its bytes are the poisoned block's); a page that owns nothing more is
- * B's again; till then B's slot stays parked. Class lock held. */
-bool mesh_free_owned(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now) {
+/* Block idx of B goes back. If B owns it on meshed-away pages: on each
+ * target, the block's granules are released and the target's slots they
+ * free go back to it (one that lines up with the block exactly keeps the
+ * poison tag: its bytes are the poisoned block's); a page that owns nothing
+ * more is B's again (*back), and till then B's slot stays parked. Returns
+ * false, doing nothing, when B owns no such block. Class lock held. */
+bool mesh_free_block(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged, uint64_t now, bool *back) {
     uint32_t j0, j1, emptied[2], ne = 0;
+    bool owned = false;
     slot_pages(s, idx, &j0, &j1);
     for (uint32_t j = j0; j <= j1; j++) {
         mesh_page_t *sp = page_rec(s, j);
         uint32_t r = idx - page_first(s, j);
         if (!sp || !sp->target || !bit4(sp->own, r)) continue;
+        owned = true;
         put4(sp->own, r, false);
         slab_t *t = sp->target;
         uint32_t ti = sp->tpage;
         mesh_page_t *tp = page_rec(t, ti);
         uint64_t g[4];
+        size_t lo, hi;
         slot_granules(s, idx, j, g);
+        slot_extent(s, idx, j, &lo, &hi);
         for (uint32_t w = 0; w < 4; w++) {
             if ((tp->held[w] & g[w]) != g[w]) mh_fatal("metadata-corruption: a meshed block is not held by its target");
             tp->held[w] &= ~g[w];
         }
-        uint32_t tfirst = page_first(t, ti), tn = page_slots(t, ti);
-        for (uint32_t q = 0; q < tn; q++) {
-            uint32_t y = tfirst + q;
-            uint64_t tg[4];
-            slot_granules(t, y, ti, tg);
-            if (!meet4(tg, g) || map_bit(t->free_map, y) || parked(t, y) || held(t, y)) continue;
-            bool same = j0 == j1 && memcmp(tg, g, sizeof tg) == 0 && (size_t)y * t->bsize >= page_off(ti) &&
-                        (size_t)y * t->bsize + t->bsize <= page_off(ti + 1);
+        /* The target's slots over those bytes of its page. */
+        size_t tlo = page_off(ti) + lo, thi = page_off(ti) + hi;
+        for (uint32_t y = (uint32_t)(tlo / t->bsize); y <= (thi - 1) / t->bsize; y++) {
+            if (map_bit(t->free_map, y) || kept_out(t, y)) continue;
+            bool same = j0 == j1 && (size_t)y * t->bsize == tlo;
             slab_slot_return(b, t, y, same ? tagged : tagged & ~TAG_POISONED, now);
         }
         if (!any4(sp->own)) emptied[ne++] = j;
     }
     for (uint32_t i = 0; i < ne; i++) unmesh(s, emptied[i]);
-    return ne != 0;
+    *back = ne != 0;
+    return owned;
 }
 
 void mesh_slab_forget(slab_t *s) {

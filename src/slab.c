@@ -322,9 +322,10 @@ static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
     void *p = untag(tagged);
     slab_t *s = slab_of(p, &idx, &interior);
     if (unlikely(!s)) mh_fatal("metadata-corruption: a cached block has no slab");
-    if (unlikely(s->mesh) && mesh_owned(s, idx)) {
-        /* A block s owns on a meshed-away page: its slots go to the targets. */
-        if (mesh_free_owned(b, s, idx, (uintptr_t)tagged, now)) {
+    bool back;
+    if (unlikely(s->mesh) && mesh_free_block(b, s, idx, (uintptr_t)tagged, now, &back)) {
+        /* A block s owns on a meshed-away page: its slots went to the targets. */
+        if (back) {
             dirty_add(b, s, now);
             rebucket(b, s);
         }
