@@ -27,8 +27,6 @@ typedef struct meta_page {
     uint64_t freed_ms;               /* free: when it became free */
     uint8_t kind;                    /* PAGE_*; a run's state is in its first page's */
     uint8_t bucket;
-    bool purged;                     /* free: given back (reads as zero) */
-    bool listed;                     /* small: on its bucket's partial list */
 } meta_page_t;
 
 #define META_DESC_PAGES ((META_PAGES * sizeof(meta_page_t) + MH_PAGE - 1) / MH_PAGE)
@@ -61,6 +59,8 @@ static uint8_t *page_addr(meta_page_t *d) {
     return base + (size_t)(d - descs(base)) * MH_PAGE;
 }
 static uint32_t run_pages(unsigned b) { return (uint32_t)(((size_t)1 << (b + META_MIN_SHIFT)) >> MH_PAGE_SHIFT); }
+/* Bytes of what free list k holds: single pages (0) or runs of bucket k. */
+static size_t free_bytes(unsigned k) { return (size_t)(k ? run_pages(k) : 1) * MH_PAGE; }
 static uint64_t small_all(unsigned b) {
     uint32_t n = (uint32_t)(MH_PAGE >> (b + META_MIN_SHIFT));
     return n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
@@ -88,7 +88,6 @@ static bool new_chunk(void) {
     for (uint32_t i = chunk_next; chunk && i < META_END; i++) {
         meta_page_t *d = &descs(chunk)[i];
         d->kind = PAGE_FREE;
-        d->purged = true;
         list_push(&free_clean[0], d);
     }
     chunk = base;
@@ -121,7 +120,7 @@ static meta_page_t *take_free(unsigned k, bool *zero) {
     if (d) {
         list_remove(&free_clean[k], d);
         *zero = true;
-        resident += (size_t)(k ? run_pages(k) : 1) * MH_PAGE;
+        resident += free_bytes(k);
     }
     return d;
 }
@@ -142,15 +141,11 @@ void *meta_alloc(size_t size) {
             d->kind = PAGE_SMALL;
             d->bucket = (uint8_t)b;
             d->free_bits = small_all(b);
-            d->listed = true;
             list_push(&partial[b], d);
         }
         uint32_t i = (uint32_t)__builtin_ctzll(d->free_bits);
         d->free_bits &= d->free_bits - 1;
-        if (!d->free_bits) {
-            list_remove(&partial[b], d);
-            d->listed = false;
-        }
+        if (!d->free_bits) list_remove(&partial[b], d); /* full: off the list */
         p = page_addr(d) + (size_t)i * bsize;
         zero = false; /* (a page may hold what its last objects left) */
     } else {
@@ -169,7 +164,6 @@ out:
 
 static void make_free(meta_page_t *d, unsigned k) {
     d->kind = PAGE_FREE;
-    d->purged = false;
     d->freed_ms = os_now_ms();
     list_push(&free_dirty[k], d);
 }
@@ -184,13 +178,12 @@ void meta_free(void *p, size_t size) {
     if (b < META_SMALL) {
         uint64_t bit = (uint64_t)1 << (((uintptr_t)p & (MH_PAGE - 1)) >> (b + META_MIN_SHIFT));
         if (d->free_bits & bit) mh_fatal("metadata-corruption: metadata freed twice");
+        bool was_full = d->free_bits == 0; /* (a page is on its partial list unless full) */
         d->free_bits |= bit;
         if (d->free_bits == small_all(b)) {
-            if (d->listed) list_remove(&partial[b], d);
-            d->listed = false;
+            if (!was_full) list_remove(&partial[b], d);
             make_free(d, 0);
-        } else if (!d->listed) {
-            d->listed = true;
+        } else if (was_full) {
             list_push(&partial[b], d);
         }
     } else {
@@ -215,9 +208,8 @@ uint64_t meta_purge(uint64_t now, bool force) {
                 break;
             }
             list_remove(&free_dirty[k], d);
-            os_purge(page_addr(d), (size_t)(k ? run_pages(k) : 1) * MH_PAGE);
-            resident -= (size_t)(k ? run_pages(k) : 1) * MH_PAGE;
-            d->purged = true;
+            os_purge(page_addr(d), free_bytes(k));
+            resident -= free_bytes(k);
             list_push(&free_clean[k], d);
         }
     }
