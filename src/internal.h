@@ -224,7 +224,7 @@ static inline uint64_t os_given_back(void) { return atomic_load(&os_purged_total
 MH_INTERNAL void  *meta_alloc(size_t size);   /* zeroed */
 MH_INTERNAL void   meta_free(void *p, size_t size);
 MH_INTERNAL size_t meta_resident_bytes(void);  /* in use or kept free, not given back */
-MH_INTERNAL uint64_t meta_purge(uint64_t now, bool force); /* free metadata pages back (purge.c's pass) */
+MH_INTERNAL uint64_t meta_purge(uint64_t now, uint64_t decay, bool force); /* free metadata pages back (purge.c's pass) */
 MH_INTERNAL void   meta_lock_all(void);
 MH_INTERNAL void   meta_unlock_all(void);
 
@@ -394,7 +394,7 @@ MH_INTERNAL bool     slab_block_cached(void *p, uint32_t cls);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
 /* Give-back passes: each returns when its next piece falls due (UINT64_MAX: none). */
-MH_INTERNAL uint64_t slab_purge_class(uint32_t cls, uint64_t now, bool force);
+MH_INTERNAL uint64_t slab_purge_class(uint32_t cls, uint64_t now, uint64_t decay, bool force);
 MH_INTERNAL void     slab_foreach(void (*fn)(slab_t *, void *), void *arg); /* locks taken inside */
 MH_INTERNAL void     slab_reset_all(void);
 
@@ -444,7 +444,7 @@ MH_INTERNAL extern _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
 MH_INTERNAL extern mh_lock_t mh_heap_lock;
 MH_INTERNAL miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units);
 MH_INTERNAL void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty);
-MH_INTERNAL uint64_t miniheap_purge(uint64_t now, bool force);
+MH_INTERNAL uint64_t miniheap_purge(uint64_t now, uint64_t decay, bool force);
 MH_INTERNAL void miniheap_reset_all(void);
 MH_INTERNAL void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg); /* lock held by caller */
 static inline uint8_t *mh_base(const miniheap_t *mh) { return UNMANGLE(mh->base_m); }
@@ -490,7 +490,7 @@ MH_INTERNAL bool   large_check_claimed(struct large *l, bool has_size, size_t si
 MH_INTERNAL void   large_release(struct large *l);
 MH_INTERNAL size_t large_size(const struct large *l);
 MH_INTERNAL void  *large_resize(struct large *l, size_t size, int *status);
-MH_INTERNAL uint64_t large_purge(uint64_t now, bool force);
+MH_INTERNAL uint64_t large_purge(uint64_t now, uint64_t decay, bool force);
 MH_INTERNAL void     large_release_quarantine(void);
 MH_INTERNAL void   large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached);
 MH_INTERNAL void   large_reset_all(void);
@@ -574,6 +574,7 @@ MH_INTERNAL bool mh_release_unused(void);    /* an allocation failed: give back 
 MH_INTERNAL void mh_tick(bool force);       /* a give-back pass if one is due (force: now, everything) */
 MH_INTERNAL bool mh_tick_due(void);
 MH_INTERNAL void mh_tick_reschedule(void);  /* decay_ms or background changed */
+MH_INTERNAL void purge_grew(size_t bytes);   /* fresh memory was taken: free memory may go back early */
 MH_INTERNAL void purge_pending(void);       /* something became free to give back (locks may be held) */
 MH_INTERNAL void purge_stop(void);          /* at exit */
 MH_INTERNAL void purge_after_fork_child(void);

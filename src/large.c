@@ -216,6 +216,7 @@ static bool map_block(large_t *l, size_t pages, size_t align, bool guard) {
     l->usable = pages;
     l->guarded = guard;
     track_region_add(map, l->map_size);
+    purge_grew(pages);
     return true;
 }
 
@@ -290,6 +291,7 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
         l->user_m = MANGLE(moved);
         l->guarded = ng != 0;
         track_region_add(moved - ng, l->map_size);
+        purge_grew(pages - l->usable);
     } else {
         uint8_t *end = user + pages, *map_end = map + l->map_size;
         if (g) os_protect_none(end, g); /* the new guard */
@@ -755,18 +757,18 @@ void *large_resize(large_t *l, size_t size, int *status) {
     return user;
 }
 
-uint64_t large_purge(uint64_t now, bool force) {
+uint64_t large_purge(uint64_t now, uint64_t decay, bool force) {
     large_t *evict = NULL;
     uint64_t due = UINT64_MAX;
     mh_lock(&large_lock);
     for (large_t **pp = &cache; *pp;) {
         large_t *l = *pp;
-        if (force || now >= l->freed_ms + OPT(decay_ms)) { /* (a stamp after the pass read its clock is not due) */
+        if (force || now >= l->freed_ms + decay) { /* (a stamp after the pass read its clock is not due) */
             cache_unlink(pp);
             l->next = evict;
             evict = l;
         } else {
-            if (l->freed_ms + OPT(decay_ms) < due) due = l->freed_ms + OPT(decay_ms);
+            if (l->freed_ms + decay < due) due = l->freed_ms + decay;
             pp = &l->next;
         }
     }

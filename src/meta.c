@@ -196,8 +196,8 @@ void meta_free(void *p, size_t size) {
 
 /* Give back the pages and runs free for decay_ms (all with force); returns
  * when the next falls due (UINT64_MAX: none). Oldest first on each list. */
-uint64_t meta_purge(uint64_t now, bool force) {
-    uint64_t due = UINT64_MAX, decay = OPT(decay_ms);
+uint64_t meta_purge(uint64_t now, uint64_t decay, bool force) {
+    uint64_t due = UINT64_MAX;
     mh_lock(&meta_lock_);
     for (unsigned k = 0; k < META_NBUCKETS; k++) {
         if (k && k < META_SMALL) continue;

@@ -58,6 +58,14 @@ static int find_run(uint64_t free_units, uint32_t units) {
     return m ? __builtin_ctzll(m) : -1;
 }
 
+/* A run of free units of mh, resident ones (not given back yet) first:
+ * their pages cost no fault, and taking fresh ones while they wait to be
+ * given back would only raise the footprint. */
+static int find_run_resident(const miniheap_t *mh, uint32_t units) {
+    int r = find_run(mh->free_units & mh->dirty_units, units);
+    return r >= 0 ? r : find_run(mh->free_units, units);
+}
+
 /* The radix slot of a miniheap at base, its leaf mapped on first use (under
  * mh_heap_lock). Leaves stay mapped: there are few, and a lookup racing
  * with a give-back must never read an unmapped leaf. */
@@ -125,7 +133,7 @@ miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *
         cand &= ~((uint64_t)1 << used);
         if (used + units > MH_USABLE_UNITS) continue;
         for (miniheap_t *mh = by_used[used]; mh; mh = mh->next) {
-            if ((first = find_run(mh->free_units, units)) >= 0) { found = mh; break; }
+            if ((first = find_run_resident(mh, units)) >= 0) { found = mh; break; }
         }
     }
     if (!found) found = by_used[0];
@@ -134,7 +142,7 @@ miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *
         mh_unlock(&mh_heap_lock);
         return NULL;
     }
-    if (first < 0) first = find_run(found->free_units, units);
+    if (first < 0) first = find_run_resident(found, units);
     uint64_t mask = (((uint64_t)1 << units) - 1) << first;
     list_remove(found);
     found->free_units &= ~mask;
@@ -177,18 +185,18 @@ static void purge_units(miniheap_t *mh) {
     mh->dirty_units = 0;
 }
 
-uint64_t miniheap_purge(uint64_t now, bool force) {
+uint64_t miniheap_purge(uint64_t now, uint64_t decay, bool force) {
     uint64_t due = UINT64_MAX;
     mh_lock(&mh_heap_lock);
     miniheap_t **pp = &dirty_list;
     while (*pp) {
         miniheap_t *mh = *pp;
-        if (force || now >= mh->dirty_ms + OPT(decay_ms)) { /* (not now - stamp: a stamp set after the pass read the clock wrapped it to "due") */
+        if (force || now >= mh->dirty_ms + decay) { /* (not now - stamp: a stamp set after the pass read the clock wrapped it to "due") */
             purge_units(mh);
             *pp = mh->dirty_next;
             mh->on_dirty = 0;
         } else {
-            if (mh->dirty_ms + OPT(decay_ms) < due) due = mh->dirty_ms + OPT(decay_ms);
+            if (mh->dirty_ms + decay < due) due = mh->dirty_ms + decay;
             pp = &mh->dirty_next;
         }
     }

@@ -104,6 +104,7 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
         meta_free(s, bytes);
         return NULL;
     }
+    if (clean) purge_grew((size_t)__builtin_popcountll(clean) * MH_UNIT_SIZE);
     uint8_t *start = mh_base(mh) + (size_t)first * MH_UNIT_SIZE;
     size_t room = (size_t)c->units * MH_UNIT_SIZE;
     /* Hardened: the slab's last page becomes a guard, while the kernel's
@@ -443,7 +444,7 @@ static void purge_pages(slab_t *s) {
     }
 }
 
-static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
+static uint64_t purge_bins(class_bins_t *b, uint64_t now, uint64_t decay, bool force) {
     /* A hint, checked again under the lock; a forced trim always looks, for
      * empty slabs that were purged already. */
     if (!force && !__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return UINT64_MAX;
@@ -452,13 +453,13 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
-        if (force || now >= s->dirty_ms + OPT(decay_ms)) { /* (a stamp after the pass read its clock is not due) */
+        if (force || now >= s->dirty_ms + decay) { /* (a stamp after the pass read its clock is not due) */
             settled++;
             if (s->used < s->capacity) purge_pages(s);
             s->on_dirty = 0;
             __atomic_store_n(pp, s->dirty_next, __ATOMIC_RELAXED);
         } else {
-            if (s->dirty_ms + OPT(decay_ms) < due) due = s->dirty_ms + OPT(decay_ms);
+            if (s->dirty_ms + decay < due) due = s->dirty_ms + decay;
             pp = &s->dirty_next;
         }
     }
@@ -479,10 +480,10 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, bool force) {
     return due;
 }
 
-uint64_t slab_purge_class(uint32_t cls, uint64_t now, bool force) {
+uint64_t slab_purge_class(uint32_t cls, uint64_t now, uint64_t decay, bool force) {
     uint64_t due = UINT64_MAX;
     for (uint32_t a = 0; a < narenas(); a++) {
-        uint64_t d = purge_bins(bins_of(a, cls), now, force);
+        uint64_t d = purge_bins(bins_of(a, cls), now, decay, force);
         if (d < due) due = d;
     }
     return due;

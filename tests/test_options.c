@@ -252,6 +252,34 @@ static uint64_t obs_purged(const char *opts)
 
 /* Metadata grown by 32 MiB of small blocks of 64 sizes (some 500 slabs),
  * and what of it is still kept 100 ms after they were all freed. */
+/* Bytes given back while the heap grows in another class: 24 MiB of 2 KiB
+ * blocks, 1 in 32 kept (one a slab: their other pages are free), 150 ms
+ * of rest, then 24 MiB of 3 KiB blocks, which take fresh units. */
+static uint64_t obs_growth(const char *opts)
+{
+    set(opts);
+    enum { N = 12288 };
+    static void *a[N], *b[N];
+    mh_trim(0);
+    for (int i = 0; i < N; i++)
+        a[i] = mh_malloc(2000);
+    for (int i = 0; i < N; i++)
+        if (i % 32)
+            mh_free(a[i]);
+    usleep(150000);
+    mh_stats_t st;
+    mh_stats(&st);
+    uint64_t before = st.purged_bytes;
+    for (int i = 0; i < 8192; i++)
+        b[i] = mh_malloc(3000);
+    mh_stats(&st);
+    for (int i = 0; i < 8192; i++)
+        mh_free(b[i]);
+    for (int i = 0; i < N; i += 32)
+        mh_free(a[i]);
+    return st.purged_bytes - before;
+}
+
 static void obs_metadata(const char *opts, size_t *grown, size_t *kept)
 {
     set(opts);
@@ -499,6 +527,11 @@ static void run_all(void)
           (unsigned long long)pa, (unsigned long long)pb);
     printf("  %-16s bytes given back 50 ms after 16 MiB were freed: 60000 ms %llu, 0 ms %llu\n", "decay_ms",
            (unsigned long long)pa, (unsigned long long)pb);
+    pa = obs_growth("mode=fast:decay_ms=60000"), pb = obs_growth("mode=fast:decay_ms=800");
+    CHECK(pa == 0 && pb >= 16 * MiB, "decay_ms: given back while 24 MiB of another class were allocated 150 ms "
+          "after a drop, with 60000: %llu, with 800: %llu", (unsigned long long)pa, (unsigned long long)pb);
+    printf("  %-16s bytes given back by 24 MiB of growth 150 ms after a 23 MiB drop: 60000 ms %llu, 800 ms %llu\n",
+           "decay_ms", (unsigned long long)pa, (unsigned long long)pb);
     size_t mga, mka, mgb, mkb;
     obs_metadata("mode=hardened:tcache=0:decay_ms=60000", &mga, &mka);
     obs_metadata("mode=hardened:tcache=0:decay_ms=0", &mgb, &mkb);
