@@ -280,6 +280,36 @@ static uint64_t obs_growth(const char *opts)
     return st.purged_bytes - before;
 }
 
+/* How much the resident estimate grows when 768 KiB of a new class are
+ * allocated while a miniheap has 1 MiB of free units given back (low) and
+ * 1 MiB of free units still resident (high): a new slab should take the
+ * resident ones (decay_ms=60000 gives nothing back meanwhile). */
+static size_t obs_resident_reuse(const char *opts)
+{
+    set(opts);
+    enum { N = 512 };
+    static void *x[N], *y[N], *z[N];
+    mh_trim(0);
+    for (int i = 0; i < N; i++)
+        x[i] = mh_malloc(2000);
+    for (int i = 0; i < N; i++)
+        y[i] = mh_malloc(2000);
+    for (int i = 0; i < N; i++)
+        mh_free(x[i]);
+    mh_trim(0); /* x's units are given back */
+    for (int i = 0; i < N; i++)
+        mh_free(y[i]); /* y's stay resident */
+    mh_stats_t st;
+    mh_stats(&st);
+    size_t before = st.resident_bytes;
+    for (int i = 0; i < N / 2; i++)
+        z[i] = mh_malloc(3000);
+    mh_stats(&st);
+    for (int i = 0; i < N / 2; i++)
+        mh_free(z[i]);
+    return st.resident_bytes > before ? st.resident_bytes - before : 0;
+}
+
 static void obs_metadata(const char *opts, size_t *grown, size_t *kept)
 {
     set(opts);
@@ -532,6 +562,10 @@ static void run_all(void)
           "after a drop, with 60000: %llu, with 800: %llu", (unsigned long long)pa, (unsigned long long)pb);
     printf("  %-16s bytes given back by 24 MiB of growth 150 ms after a 23 MiB drop: 60000 ms %llu, 800 ms %llu\n",
            "decay_ms", (unsigned long long)pa, (unsigned long long)pb);
+    size_t ra = obs_resident_reuse("mode=fast:tcache=0:random=0:decay_ms=60000");
+    CHECK(ra <= 128 * KiB, "decay_ms: new slabs took fresh units while 1 MiB of free units was resident: grew %zu", ra);
+    printf("  %-16s resident growth from 768 KiB of a new class over 1 MiB of resident free units: %zu KiB\n",
+           "decay_ms", ra >> 10);
     size_t mga, mka, mgb, mkb;
     obs_metadata("mode=hardened:tcache=0:decay_ms=60000", &mga, &mka);
     obs_metadata("mode=hardened:tcache=0:decay_ms=0", &mgb, &mkb);
