@@ -178,43 +178,37 @@ static inline __attribute__((always_inline)) int64_t solo_begin(tcache_t *t) {
 }
 #endif
 
-/* Make a block live, its info word (when the slab keeps them) set to info.
- * Release: what the owner wrote into the block and its records before (size,
- * canaries) is seen by whoever claims it next (another thread's free). An
- * info word is written with a plain store: until the bit is set, only the
- * thread that holds the block writes it (a claim that fails writes nothing
- * new), so no update can be lost and no locked instruction is needed. A
- * live bitmap's word is shared by 64 blocks: a locked `or`, or the owner's
- * plain one. */
-static inline __attribute__((always_inline)) void set_live_bit(slab_t *s, uint32_t idx) {
-    _Atomic uint64_t *w = &s->live[idx >> 6];
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-#ifdef MH_SOLO
-    int64_t busy = solo_begin(mh_tcache);
-    if (busy >= 0) {
-        __asm__ volatile("orq %1, %0" : "+m"(*w) : "r"(bit) : "memory");
-        solo_exit((uint32_t)busy);
-        return;
-    }
-#endif
-    atomic_fetch_or_explicit(w, bit, memory_order_release);
-}
+/* Make a block live, its info word set to info. Release: what the owner
+ * wrote into the block and its records before (size, canaries) is seen by
+ * whoever claims it next (another thread's free). A plain store: until the
+ * bit is set, only the thread that holds the block writes its word (a claim
+ * that fails writes nothing new), so no update can be lost and no locked
+ * instruction is needed. */
 static inline void set_live_info(slab_t *s, uint32_t idx, uint32_t info) {
-    if (s->info) info_store(s, idx, info | INFO_LIVE, __ATOMIC_RELEASE);
-    else set_live_bit(s, idx);
+    info_store(s, idx, info | INFO_LIVE, __ATOMIC_RELEASE);
 }
 
 /* Live again with the info word it has (a free or resize that did not go on). */
 static inline void set_live(slab_t *s, uint32_t idx) {
-    set_live_info(s, idx, s->info ? block_info(s, idx) : 0);
+    set_live_info(s, idx, block_info(s, idx));
 }
 
-/* Clear the live bit (in the info word, or the bitmap); false when the
- * block was not live. */
+/* Clear the live bit of the info word; false when the block was not live. */
 static inline __attribute__((always_inline)) bool claim_locked(slab_t *s, uint32_t idx) {
-    if (s->info) return info_claim(s, idx);
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    return atomic_fetch_and_explicit(&s->live[idx >> 6], ~bit, memory_order_acq_rel) & bit;
+#ifdef MH_SOLO
+    /* x86-64: one `lock btr` (gcc and clang make a compare-and-swap loop of
+     * a 16- or 32-bit fetch_and, which loads the line first: bench larson
+     * spent 40 % of free there). */
+    bool live;
+    if (s->info16)
+        __asm__ volatile("lock btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+    else
+        __asm__ volatile("lock btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+    return live;
+#else
+    if (s->info16) return __atomic_fetch_and(&((uint16_t *)s->info)[idx], (uint16_t)0x7fff, __ATOMIC_ACQ_REL) >> 15;
+    return __atomic_fetch_and(&((uint32_t *)s->info)[idx], ~INFO_LIVE, __ATOMIC_ACQ_REL) >> 31;
+#endif
 }
 /* The same by this thread (t: its cache, NULL if none): the owner's claim is
  * one non-locked `btr`. */
@@ -223,9 +217,7 @@ static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *
     int64_t busy = solo_begin(t);
     if (busy >= 0) {
         bool live;
-        if (!s->info)
-            __asm__ volatile("btrq %2, %0" : "+m"(s->live[idx >> 6]), "=@ccc"(live) : "r"((uint64_t)(idx & 63)) : "memory");
-        else if (s->info16)
+        if (s->info16)
             __asm__ volatile("btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
         else
             __asm__ volatile("btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
@@ -452,7 +444,7 @@ static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char
     slab_block_fault(&f, s, idx, p);
     f.addr = p;
     f.where = where;
-    if (s->info && block_info(s, idx) == 0) {
+    if (block_info(s, idx) == 0) {
         f.kind = kind ? kind : "invalid-free";
         f.block = NULL;
         f.detail = "the address is the start of a slot that was never allocated";
@@ -548,7 +540,7 @@ static MH_COLD void report_block(slab_t *s, uint32_t idx, void *p, const char *w
  * to the usable size (more is wrong in every mode). */
 static inline bool sized_ok(slab_t *s, uint32_t idx, size_t sized) {
     size_t usable = slab_block_size(s, idx);
-    if (mh_opt.mismatch && s->info) return sized == (block_info(s, idx) & INFO_SIZE_MASK) || sized == usable;
+    if (mh_opt.mismatch) return sized == (block_info(s, idx) & INFO_SIZE_MASK) || sized == usable;
     return sized <= usable;
 }
 
@@ -558,9 +550,9 @@ static inline __attribute__((always_inline)) bool check_block(slab_t *s, uint32_
                                bool has_size, size_t sized) {
     uint8_t *raw = (uint8_t *)p - s->front;
     /* The info word read once: size and kind come from the same load. */
-    uint32_t info = s->info ? block_info(s, idx) : 0;
+    uint32_t info = block_info(s, idx);
     size_t n = s->canary ? (info & INFO_SIZE_MASK) : s->bsize - s->front;
-    if (s->info && mh_opt.mismatch && kind) {
+    if (mh_opt.mismatch && kind) {
         int had = INFO_KIND(info);
         if (unlikely(had && had != kind)) {
             report_kind(s, idx, p, where, had, kind);
@@ -730,7 +722,7 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
                 count_op(t);
                 uint32_t idx;
                 slab_t *s = slab_of_block(p, &idx);
-                set_live_bit(s, idx); /* (no info words: fast mode keeps them only for size 0) */
+                set_live_info(s, idx, INFO(size, kind));
                 if (unlikely(track_active())) track_alloc(p, s->bsize, 0, false);
                 return p;
             }

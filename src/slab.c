@@ -75,9 +75,9 @@ static void dirty_add(class_bins_t *b, slab_t *s, uint64_t now) {
 
 _Atomic int32_t slab_guard_budget = 8192;
 
-/* info: bytes per info word (0: none). */
+/* info: bytes per info word. */
 static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, size_t info, bool dbg) {
-    size_t b = sizeof(slab_t) + (2 + (poison ? 1 : 0)) * (size_t)nwords * sizeof(uint64_t);
+    size_t b = sizeof(slab_t) + (1 + (poison ? 1 : 0)) * (size_t)nwords * sizeof(uint64_t);
     b += (size_t)capacity * info;
     if (dbg) {
         b = (b + 7) & ~(size_t)7;
@@ -92,9 +92,9 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     /* A slab of 0-byte blocks is never touched: no poison, no front redzone;
      * its info words hold size 0 (what malloc_usable_size says). */
     bool zero = cls == mh_zero_cls;
-    bool poison = mh_cfg.poison_len != 0 && !zero, info = mh_cfg.info || zero, dbg = mh_opt.stacks;
-    bool info16 = info && c->size <= INFO16_MAX_BLOCK; /* every size it holds fits in 13 bits */
-    size_t bytes = desc_size(nwords, c->capacity, poison, !info ? 0 : info16 ? 2 : 4, dbg);
+    bool poison = mh_cfg.poison_len != 0 && !zero, dbg = mh_opt.stacks;
+    bool info16 = c->size <= INFO16_MAX_BLOCK; /* every size it holds fits in 13 bits */
+    size_t bytes = desc_size(nwords, c->capacity, poison, info16 ? 2 : 4, dbg);
     slab_t *s = meta_alloc(bytes);
     if (!s) return NULL;
     uint32_t first;
@@ -143,7 +143,7 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     s->mh = mh;
     s->start_m = MANGLE(start);
     s->front = zero ? 0 : (uint8_t)mh_cfg.front;
-    s->canary = zero || (info && mh_cfg.tail);
+    s->canary = zero || mh_cfg.tail;
     s->canary_len = zero ? 0 : (uint16_t)mh_cfg.canary_len; /* nothing checked: nothing there */
     /* Fixed for the slab's life, like its canaries: a block freed before
      * an option change is checked as it was poisoned. */
@@ -160,17 +160,15 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     s->nwords = (uint16_t)nwords;
     s->bucket = MH_BUCKETS;
     s->desc_bytes = bytes;
-    s->free_map = (uint64_t *)&s->live[nwords];
+    s->free_map = s->maps;
     uint8_t *tail = (uint8_t *)(s->free_map + nwords);
     if (poison) {
         s->poisoned = (uint64_t *)tail;
         tail += (size_t)nwords * sizeof(uint64_t);
     }
-    if (info) {
-        s->info = tail;
-        s->info16 = info16;
-        tail += (size_t)c->capacity * (info16 ? 2 : 4);
-    }
+    s->info = tail;
+    s->info16 = info16;
+    tail += (size_t)c->capacity * (info16 ? 2 : 4);
     if (dbg) s->dbg = (block_dbg_t *)(((uintptr_t)tail + 7) & ~(uintptr_t)7);
     for (uint32_t w = 0; w < nwords; w++) {
         uint32_t left = capacity > w * 64 ? capacity - w * 64 : 0;

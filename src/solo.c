@@ -1,15 +1,13 @@
 /* Live bits while one thread changes them. A free claims its block by
- * clearing the live bit: of two frees of one block, only one clears it,
- * which makes double frees exact. Across threads that takes a locked
- * instruction, and so does setting a bit of a live bitmap (a word shared by
- * 64 blocks, fast mode) at malloc: 10-20 % of the time of single-threaded
- * workloads.
+ * clearing the live bit of its info word: of two frees of one block, only
+ * one clears it, which makes double frees exact. Across threads that takes
+ * a locked instruction: 10-20 % of the time of single-threaded workloads.
+ * (malloc sets the bit with a plain store: the word is the block's own.)
  *
  * While one thread (the owner) is the only one that changes live bits, it
- * changes them with single non-locked instructions (`btr`, `or`): a signal
- * handler on that thread cannot split one. The first change by any other
- * thread (a claim; in fast mode also an allocation) ends this for the
- * process, and must not run beside a plain change of the owner: the owner
+ * changes them with single non-locked instructions (`btr`): a signal
+ * handler on that thread cannot split one. The first claim by any other
+ * thread ends this for the process, and must not run beside a plain change of the owner: the owner
  * marks each in mh_solo_busy (plain stores, no fence), and the leaving
  * thread clears mh_solo, makes every thread pass a full barrier
  * (membarrier), then waits for mh_solo_busy to read 0. The owner either

@@ -1,7 +1,7 @@
-/* Single-thread live bits (src/solo.c): a program with one thread sets and
- * clears live bits without a locked instruction (the info word in hardened
- * mode, the bitmap shared by 64 blocks in fast mode), and the first change
- * by a second thread ends that. In each mode, in a process of its own:
+/* Single-thread live bits (src/solo.c): a program with one thread clears
+ * live bits (in each block's info word) without a locked instruction, and
+ * the first claim by a second thread ends that. In each mode, in a process
+ * of its own:
  *
  *   - one thread: the mode is on, a double free is reported once;
  *   - a forked child has the mode, whether its parent had one thread (the
@@ -13,9 +13,9 @@
  *   - the transition by an allocation: the main thread frees 256 blocks
  *     while a new thread, at once, allocates 256 of the same size: no
  *     report, every block is live or free as it should be (mh_check, and
- *     freeing all of them reports nothing); in fast mode, where their live
- *     bits share words, the allocation ended the mode; in the others (an
- *     info word per block) it did not need to;
+ *     freeing all of them reports nothing), and the mode is still on: an
+ *     allocation sets its own block's word with a plain store, which
+ *     cannot meet the owner's change;
  *   - after a second thread freed, the mode is off and a double free is
  *     reported once.
  *
@@ -104,10 +104,9 @@ static int free_round(size_t size)
 
 /* One child: the main thread frees while a new thread allocates blocks of
  * the same size. Exit status 0 when nothing was reported, the heap checks
- * and the mode is as it should be: ended by the allocation where live bits
- * share bitmap words (bitmap), still on where each block has its own info
- * word (an allocation's plain store cannot meet the owner's change). */
-static int alloc_round(bool bitmap)
+ * and the mode is still on (an allocation's plain store to its own info
+ * word cannot meet the owner's change). */
+static int alloc_round(void)
 {
     for (int i = 0; i < NBLOCKS; i++)
         if (!(mine[i] = mh_malloc(48)))
@@ -120,7 +119,7 @@ static int alloc_round(bool bitmap)
         mh_free(theirs[i]);
     if (atomic_load(&nother) || atomic_load(&nreports))
         return 11;
-    return atomic_load(&mh_solo_state) == (bitmap ? 0u : 1u) ? 0 : 9;
+    return atomic_load(&mh_solo_state) == 1u ? 0 : 9;
 }
 
 static void *free_one(void *p)
@@ -165,7 +164,7 @@ static void run_mode(const char *mode)
             atomic_store(&nother, 0);
             if (atomic_load(&mh_solo_state) != 1)
                 _exit(3);
-            _exit(r % 3 == 2 ? alloc_round(!strcmp(mode, "fast")) : free_round(r & 1 ? 64 : 3000));
+            _exit(r % 3 == 2 ? alloc_round() : free_round(r & 1 ? 64 : 3000));
         }
         int st = 0;
         REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
