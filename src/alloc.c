@@ -345,7 +345,7 @@ static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
         slab_t *s = slab_of_block(p, &idx);
         if (unlikely(track_active())) track_alloc(p, s->bsize, 0, zero); /* before writing to it */
         if (zero) memset(p, 0, n);
-        set_live_info(s, idx, INFO(n, kind)); /* (fast mode keeps info words only for size 0) */
+        set_live_info(s, idx, INFO(n, kind));
         return p;
     }
     return prepare_block(tagged, n, kind, zero);

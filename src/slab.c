@@ -1,7 +1,7 @@
-/* Slabs: blocks of one size class in a run of units, tracked by two bitmaps
- * kept out of line: free_map (free in the slab, under the class lock) and
- * live (owned by the program, atomic, so frees need no lock; in slabs that
- * keep per-block info words, a bit of the info word instead).
+/* Slabs: blocks of one size class in a run of units, tracked out of line
+ * by a bitmap, free_map (free in the slab, under the class lock), and a
+ * word per block whose top bit says the program owns it (atomic, so frees
+ * need no lock; see INFO in internal.h).
  *
  * Fullest first: each class keeps its partly used slabs in buckets by
  * fullness, and blocks are taken from the fullest, so free space collects in
