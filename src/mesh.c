@@ -87,11 +87,6 @@ static void slot_pages(const slab_t *s, uint32_t x, uint32_t *j0, uint32_t *j1) 
     *j0 = (uint32_t)(lo >> MH_PAGE_SHIFT);
     *j1 = (uint32_t)((lo + s->bsize - 1) >> MH_PAGE_SHIFT);
 }
-static bool bit4(const uint64_t v[4], uint32_t r) { return v[r >> 6] >> (r & 63) & 1; }
-static void put4(uint64_t v[4], uint32_t r, bool on) {
-    if (on) v[r >> 6] |= (uint64_t)1 << (r & 63);
-    else v[r >> 6] &= ~((uint64_t)1 << (r & 63));
-}
 static bool map_bit(const uint64_t *map, uint32_t x) { return map[x >> 6] >> (x & 63) & 1; }
 static void map_put(uint64_t *map, uint32_t x, bool on) {
     if (on) map[x >> 6] |= (uint64_t)1 << (x & 63);
@@ -144,7 +139,7 @@ static bool kept_out(const slab_t *s, uint32_t x) {
         const mesh_page_t *sp = page_rec(s, j);
         uint64_t g[4];
         if (!sp) continue;
-        if (sp->target && !bit4(sp->own, x - page_first(s, j))) return true;
+        if (sp->target && !map_bit(sp->own, x - page_first(s, j))) return true;
         if (!sp->refs) continue;
         slot_granules(s, x, j, g);
         if (meet4(g, sp->held)) return true;
@@ -164,7 +159,7 @@ static void page_used(const slab_t *s, uint32_t j, uint64_t own[4], uint64_t gra
         uint32_t x = first + r;
         if (map_bit(s->free_map, x) || kept_out(s, x)) continue;
         uint64_t g[4];
-        put4(own, r, true);
+        map_put(own, r, true);
         slot_granules(s, x, j, g);
         for (uint32_t w = 0; w < 4; w++) gran[w] |= g[w];
     }
@@ -227,9 +222,9 @@ bool mesh_free_block(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged,
     for (uint32_t j = j0; j <= j1; j++) {
         mesh_page_t *sp = page_rec(s, j);
         uint32_t r = idx - page_first(s, j);
-        if (!sp || !sp->target || !bit4(sp->own, r)) continue;
+        if (!sp || !sp->target || !map_bit(sp->own, r)) continue;
         owned = true;
-        put4(sp->own, r, false);
+        map_put(sp->own, r, false);
         slab_t *t = sp->target;
         uint32_t ti = sp->tpage;
         mesh_page_t *tp = page_rec(t, ti);
@@ -399,9 +394,9 @@ static bool mesh_pair(slab_t *a, uint32_t i, slab_t *b, uint32_t j, const uint64
     if (ok) {
         /* Runs of used granules, at the same offsets. */
         for (uint32_t k = 0; k < 256;) {
-            if (!bit4(gran, k)) { k++; continue; }
+            if (!map_bit(gran, k)) { k++; continue; }
             uint32_t e = k;
-            while (e < 256 && bit4(gran, e)) e++;
+            while (e < 256 && map_bit(gran, e)) e++;
             copy_block(dst + k * 16, src + k * 16, (size_t)(e - k) * 16);
             k = e;
         }
@@ -730,7 +725,7 @@ const char *mesh_check_slab(const slab_t *s) {
         if (!tp || !tp->refs || tp->target) return "a meshed page's target does not know it";
         for (uint32_t r = 0; r < n; r++) {
             uint32_t x = first + r;
-            bool own = bit4(sp->own, r);
+            bool own = map_bit(sp->own, r);
             uint64_t g[4];
             slot_granules(s, x, j, g);
             if (map_bit(s->free_map, x)) return "a slot of a meshed-away page is free in its slab";
