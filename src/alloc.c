@@ -193,39 +193,37 @@ static inline void set_live(slab_t *s, uint32_t idx) {
     set_live_info(s, idx, block_info(s, idx));
 }
 
-/* Clear the live bit of the info word; false when the block was not live. */
-static inline __attribute__((always_inline)) bool claim_locked(slab_t *s, uint32_t idx) {
+/* Clear the live bit of a block's info word; false when the block was not
+ * live. By this thread (t: its cache, NULL if none): while it is the only
+ * one that changes live bits, a plain `btr` (solo.c), else a locked one. On
+ * x86-64 one instruction either way: gcc and clang make a compare-and-swap
+ * loop of a 16- or 32-bit fetch_and, which loads the line first (bench
+ * larson spent 40 % of free there). */
 #ifdef MH_SOLO
-    /* x86-64: one `lock btr` (gcc and clang make a compare-and-swap loop of
-     * a 16- or 32-bit fetch_and, which loads the line first: bench larson
-     * spent 40 % of free there). */
+#define INFO_BTR(s, idx, live, prefix)                                                                     \
+    do {                                                                                                   \
+        if ((s)->info16)                                                                                   \
+            __asm__ volatile(prefix "btrw $15, %0" : "+m"(((uint16_t *)(s)->info)[idx]), "=@ccc"(live) :: "memory"); \
+        else                                                                                               \
+            __asm__ volatile(prefix "btrl $31, %0" : "+m"(((uint32_t *)(s)->info)[idx]), "=@ccc"(live) :: "memory"); \
+    } while (0)
+#endif
+static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
+#ifdef MH_SOLO
     bool live;
-    if (s->info16)
-        __asm__ volatile("lock btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
-    else
-        __asm__ volatile("lock btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
+    int64_t busy = solo_begin(t);
+    if (busy >= 0) {
+        INFO_BTR(s, idx, live, "");
+        solo_exit((uint32_t)busy);
+    } else {
+        INFO_BTR(s, idx, live, "lock ");
+    }
     return live;
 #else
+    (void)t;
     if (s->info16) return __atomic_fetch_and(&((uint16_t *)s->info)[idx], (uint16_t)0x7fff, __ATOMIC_ACQ_REL) >> 15;
     return __atomic_fetch_and(&((uint32_t *)s->info)[idx], ~INFO_LIVE, __ATOMIC_ACQ_REL) >> 31;
 #endif
-}
-/* The same by this thread (t: its cache, NULL if none): the owner's claim is
- * one non-locked `btr`. */
-static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
-#ifdef MH_SOLO
-    int64_t busy = solo_begin(t);
-    if (busy >= 0) {
-        bool live;
-        if (s->info16)
-            __asm__ volatile("btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
-        else
-            __asm__ volatile("btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory");
-        solo_exit((uint32_t)busy);
-        return live;
-    }
-#endif
-    return claim_locked(s, idx);
 }
 static inline bool claim(slab_t *s, uint32_t idx) { return claim_by(mh_tcache, s, idx); }
 
@@ -338,7 +336,7 @@ static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
     return p;
 }
 
-static inline void *finish_block(void *tagged, size_t n, int kind, bool zero) {
+static inline __attribute__((always_inline)) void *finish_block(void *tagged, size_t n, int kind, bool zero) {
     if (likely(!mh_cfg.hard)) {
         void *p = untag(tagged);
         uint32_t idx;
@@ -715,23 +713,12 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
     tcache_t *t = mh_tcache;
     if (likely(t != NULL) && likely(size - 1 < MH_SMALL_MAX - 2 * MH_MIN_ALIGN)) {
         tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
-        if (likely(bin->count)) {
-            if (likely(!mh_cfg.hard)) {
-                void *p = untag(bin->slots[--bin->count]);
-                t->allocs++;
-                count_op(t);
-                uint32_t idx;
-                slab_t *s = slab_of_block(p, &idx);
-                set_live_info(s, idx, INFO(size, kind));
-                if (unlikely(track_active())) track_alloc(p, s->bsize, 0, false);
-                return p;
-            }
-            if (likely(!mh_opt.sample_rate && !mh_opt.check_every)) {
-                void *tagged = bin->slots[--bin->count];
-                t->allocs++;
-                count_op(t);
-                return prepare_block(tagged, size, kind, false);
-            }
+        /* (sampling and check_every count their operations in alloc_generic) */
+        if (likely(bin->count) && (likely(!mh_cfg.hard) || likely(!mh_opt.sample_rate && !mh_opt.check_every))) {
+            void *tagged = bin->slots[--bin->count];
+            t->allocs++;
+            count_op(t);
+            return finish_block(tagged, size, kind, false);
         }
     }
     return alloc_generic(size, MH_MIN_ALIGN, kind, false);
