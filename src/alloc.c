@@ -227,6 +227,24 @@ static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *
 }
 static inline bool claim(slab_t *s, uint32_t idx) { return claim_by(mh_tcache, s, idx); }
 
+/* A step of a slab's resize sequence (odd while a block of it is resized in
+ * place, for mh_check). Threads resizing blocks of one slab at once need a
+ * locked add; while one thread changes live bits (solo.c) it is also the
+ * only one that resizes, so a plain one will do: a hardened realloc in
+ * place took two locked adds. (x86 keeps stores in order: the canaries
+ * written between the two steps are not seen outside them.) */
+static inline void resize_step(slab_t *s) {
+#ifdef MH_SOLO
+    int64_t busy = solo_begin(mh_tcache);
+    if (busy >= 0) {
+        __asm__ volatile("addl $1, %0" : "+m"(*(uint32_t *)&s->resize_seq) :: "memory");
+        solo_exit((uint32_t)busy);
+        return;
+    }
+#endif
+    atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
+}
+
 /* Less than float_pct full: realloc floats blocks out of it. */
 static inline bool sparse(const slab_t *s) {
     uint32_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED); /* a hint, read without the class lock */
@@ -868,11 +886,11 @@ static void *realloc_small(slab_t *s, uint32_t idx, void *p, size_t size) {
              * concurrent heap check read before the claim, its canaries
              * are in place. */
             size_t slack = room - size;
-            atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
+            resize_step(s);
             track_open((uint8_t *)p + size, slack);
             canary_fill((uint8_t *)p + size, slack < s->canary_len ? slack : s->canary_len);
             info_store(s, idx, INFO(size, INFO_KIND(block_info(s, idx))), __ATOMIC_RELEASE);
-            atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
+            resize_step(s);
             track_noaccess((uint8_t *)p + size, slack);
             track_resize(p, old, size, s->front);
             if (size > old && mh_opt.fill_new) memset((uint8_t *)p + old, FILL_NEW, size - old);
