@@ -505,6 +505,7 @@ typedef struct tbin {
 typedef struct quarantine {
     void **slots;                    /* ring of tagged user pointers */
     uint32_t head, count, cap;
+    bool holding;                    /* counted in the process's quarantine holders */
     size_t bytes;
 } quarantine_t;
 typedef struct tcache {

@@ -109,8 +109,22 @@ static void quarantine_pop(quarantine_t *q) {
     block_release(old);
 }
 
-/* Freed blocks wait here, first in first out, bounded in bytes and count;
- * leaving, each is checked for writes after free. */
+/* quarantine_mb is the budget of the whole process, shared evenly by the
+ * threads whose quarantine holds blocks (valgrind's freed-block list and
+ * ASan's quarantine are process-wide too). As a budget per thread, the 8
+ * threads of bench mstress held 128 MiB, and every reused block came back
+ * cold from memory. */
+static _Atomic uint32_t quarantine_holders;
+
+static void quarantine_hold(quarantine_t *q, bool on) {
+    if (q->holding == on) return;
+    q->holding = on;
+    atomic_fetch_add_explicit(&quarantine_holders, on ? 1u : (uint32_t)-1, memory_order_relaxed);
+}
+
+/* Freed blocks wait here, first in first out, bounded in count and by this
+ * thread's share of the budget; leaving, each is checked for writes after
+ * free. */
 void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
     quarantine_t *q = &t->q;
     if (!q->slots) {
@@ -118,7 +132,9 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
         if (!q->slots) { block_release(tagged); return; }
         q->cap = QUARANTINE_SLOTS;
     }
-    while (q->count && (q->count == q->cap || q->bytes + bytes > mh_cfg.quarantine)) quarantine_pop(q);
+    quarantine_hold(q, true);
+    size_t share = mh_cfg.quarantine / atomic_load_explicit(&quarantine_holders, memory_order_relaxed);
+    while (q->count && (q->count == q->cap || q->bytes + bytes > share)) quarantine_pop(q);
     q->slots[(q->head + q->count) % q->cap] = tagged;
     atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
     q->count++;
@@ -129,10 +145,12 @@ void quarantine_drain(tcache_t *t) {
     quarantine_t *q = &t->q;
     while (q->count) quarantine_pop(q);
     q->bytes = 0;
+    quarantine_hold(q, false);
 }
 
 /* Free an unlisted cache (its blocks are gone already); list_lock held. */
 static void free_cache_locked(tcache_t *t) {
+    quarantine_hold(&t->q, false); /* an orphan's (its blocks went back to their slabs) */
     if (t->q.slots) os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
     dead_allocs += t->allocs;
     dead_frees += t->frees;
@@ -198,6 +216,7 @@ void tcache_reset_all(void) {
         t->arena = 0; /* valid whatever the arena count the next allocation fixes */
         t->q.count = t->q.head = 0;
         t->q.bytes = 0;
+        quarantine_hold(&t->q, false);
     }
     while (orphans) {
         tcache_t *t = orphans;

@@ -134,6 +134,50 @@ static int obs_reuse(const char *opts)
     return again;
 }
 
+/* quarantine_mb is one budget for the process, shared by the threads whose
+ * quarantine holds blocks. `others` threads each quarantine one block and
+ * wait; this thread frees a 200-byte block, then 150 blocks of 2 KiB
+ * (300 KiB): is the first block handed out again by the next malloc(200)?
+ * With 1 MiB alone it stays in quarantine; with 3 others the share is
+ * 256 KiB, so it has left. */
+static pthread_barrier_t hold_barrier;
+static void *hold_one(void *arg)
+{
+    (void)arg;
+    mh_free(mh_malloc(200));
+    pthread_barrier_wait(&hold_barrier); /* quarantined */
+    pthread_barrier_wait(&hold_barrier); /* the main thread is done */
+    return NULL;
+}
+
+static int obs_quarantine_share(const char *opts, int others)
+{
+    set(opts);
+    pthread_t t[3];
+    pthread_barrier_init(&hold_barrier, NULL, (unsigned)others + 1);
+    for (int i = 0; i < others; i++)
+        REQUIRE(pthread_create(&t[i], NULL, hold_one, NULL) == 0, "pthread_create failed");
+    if (others)
+        pthread_barrier_wait(&hold_barrier);
+    enum { N = 150 };
+    void *b[N];
+    for (int i = 0; i < N; i++)
+        b[i] = mh_malloc(2000);
+    void *p = mh_malloc(200);
+    mh_free(p);
+    for (int i = 0; i < N; i++)
+        mh_free(b[i]);
+    void *q = mh_malloc(200);
+    int again = q == p;
+    mh_free(q);
+    if (others)
+        pthread_barrier_wait(&hold_barrier);
+    for (int i = 0; i < others; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&hold_barrier);
+    return again;
+}
+
 /* Are 64 fresh blocks of 48 B handed out in address order (one way or the
  * other: a thread cache hands out its batch last first)? */
 static int obs_sequential(const char *opts)
@@ -517,6 +561,12 @@ static void run_all(void)
     a = obs_reuse("mode=hardened:random=0:quarantine_mb=0"), b = obs_reuse("mode=hardened:random=0:quarantine_mb=1");
     CHECK(a && !b, "quarantine_mb: freed block reused with 0: %d, with 1: %d", a, b);
     printf("  %-16s freed block reused within 100 allocations: 0 MiB %d, 1 MiB %d\n", "quarantine_mb", a, b);
+    a = obs_quarantine_share("mode=hardened:random=0:quarantine_mb=1", 0);
+    b = obs_quarantine_share("mode=hardened:random=0:quarantine_mb=1", 3);
+    CHECK(!a && b, "quarantine_mb: a block out of quarantine after 300 KiB of frees of 1 MiB, alone: %d, with 3 "
+          "other threads quarantining: %d", a, b);
+    printf("  %-16s out of quarantine after 300 KiB of 1 MiB, alone %d, with 3 other threads holding blocks %d\n",
+           "quarantine_mb", a, b);
     /* With random=1 a batch of the thread cache starts at a slot drawn from
      * the whole slab and goes on in order (for locality), so 64 blocks (one
      * batch) come in address order when the draw falls on the first slot of
