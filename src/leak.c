@@ -128,7 +128,11 @@ typedef struct group { uint32_t stack; size_t blocks, bytes; int rule; } group_t
  * or by a language runtime (python, perl, ruby: system_path) is not the
  * program's to fix. Interpreters and shells do not free everything at exit,
  * by design (CPython, perl, bash), and with LD_PRELOAD every process a
- * program starts runs on miniheap too. */
+ * program starts runs on miniheap too. A frame in no module at exit says
+ * nothing either way: code unloaded by dlclose (ld's LTO plugin: every gcc
+ * link exited 23 in debug mode), or a word a frame-pointer walk took from
+ * code built without them (gdb). Only a frame in a module outside those
+ * paths makes a leak the program's. */
 #define MAX_RULES 256
 #define RULE_SYSTEM (-2)
 #define RULE_NONE (-1)
@@ -241,7 +245,7 @@ static int suppressed_by(uint32_t stack) {
         }
         for (size_t r = 0; r < n_rules; r++)
             if (template_match(rules[r], fn) || template_match(rules[r], mod)) return (int)r;
-        if (!mod || !system_path(mod)) all_system = false;
+        if (mod && !system_path(mod)) all_system = false;
     }
     return all_system && !mh_opt.leak_system ? RULE_SYSTEM : RULE_NONE;
 }

@@ -6,7 +6,9 @@
 #   - leaks allocated wholly by system code or a language runtime
 #     (interpreters, shells) are not reported unless leak_system=1: python3
 #     (Debian's, and the one on PATH) and a shell pipeline run in debug mode
-#     and exit 0, and leak_system=1 shows python3 does leak;
+#     and exit 0, and leak_system=1 shows python3 does leak; frames of
+#     code unloaded by dlclose count for neither side (a plugin's thread
+#     leaks; gcc links, whose ld unloads its leaking LTO plugin);
 #   - a clean program says nothing.
 #   - with a symbolizer (llvm-symbolizer or addr2line), each frame names its
 #     function and file:line, static functions included; symbolize=0
@@ -60,6 +62,17 @@ check shell 0 '' 'memory-leak' -- run mode=debug sh -c 'ls /usr | sort | head -3
 cp "$P" "$W/python3.99-leaky"
 check runtime 0 '' 'memory-leak' -- run mode=debug "$W/python3.99-leaky"
 check runtime_system 23 'leaked in 6 allocations' '' -- run mode=debug:leak_system=1 "$W/python3.99-leaky"
+# A frame in no module at exit (code unloaded by dlclose) does not make a
+# leak the program's: a plugin's thread leaks, the plugin is unloaded, and
+# the leak's other frames are the C library's thread start. As with ld,
+# which gcc runs to link, and which unloads its LTO plugin after it leaked
+# (every gcc link exited 23 in debug mode).
+check plugin 0 '' 'memory-leak' -- run mode=debug $P plugin "$BUILD/tests/leaks/plugin.so"
+check plugin_system 23 'leaked in 1 allocations' '' -- run mode=debug:leak_system=1 $P plugin "$BUILD/tests/leaks/plugin.so"
+if command -v gcc >/dev/null; then
+    printf 'int main(void) { return 0; }\n' >"$W/hello.c"
+    check gcc_link 0 '' 'memory-leak' -- run mode=debug gcc "$W/hello.c" -o "$W/hello"
+fi
 # The python3 first on PATH, if it is not Debian's (a pyenv build, say).
 path_py=$(command -v python3 || true)
 if [ -n "$path_py" ] && [ "$(readlink -f "$path_py")" != "$(readlink -f "$PY")" ]; then

@@ -63,10 +63,13 @@ $(STARTUP_DIR)/cxx_plugin.so: tests/startup/cxx_plugin.cpp tests/tests.mk
 	$(CXX) -std=c++17 -O1 -g -shared -fPIC $(WARN) $< -o $@
 
 # A program that leaks from two functions (tests/t_leaks.sh).
-LEAK_BINS := $(TEST_DIR)/leaks/leaky
+LEAK_BINS := $(TEST_DIR)/leaks/leaky $(TEST_DIR)/leaks/plugin.so
 $(TEST_DIR)/leaks/leaky: tests/leaks/leaky.c tests/tests.mk
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) -O1 -g -fno-omit-frame-pointer -fno-builtin -rdynamic $< -o $@
+	$(CC) $(CSTD) -O1 -g -fno-omit-frame-pointer -fno-builtin -rdynamic $< -o $@ -ldl
+$(TEST_DIR)/leaks/plugin.so: tests/leaks/plugin.c tests/tests.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O1 -g -fno-omit-frame-pointer -fno-builtin -shared -fPIC -pthread $< -o $@
 
 test-unit: lib $(TEST_BINS) $(BUGS_BINS) $(FUZZ_TARGET_BINS) $(STARTUP_BINS) $(LEAK_BINS)
 	BUILD=$(BUILD) bash tests/run.sh
