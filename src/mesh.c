@@ -590,8 +590,36 @@ static void run_writable(uint8_t *p, size_t n) { os_commit(p, n); }
 static void mh_read_only(miniheap_t *mh, void *arg) { (void)arg; each_rw_run(mh, run_read_only); }
 static void mh_writable(miniheap_t *mh, void *arg) { (void)arg; each_rw_run(mh, run_writable); }
 
+/* The forking thread's signal stack, when it is a block of the heap: off
+ * from fork_prepare until the heap is writable again. In the child, glibc
+ * writes to the heap (the locks of FILEs) before any fork handler runs;
+ * the write faults, and the kernel cannot deliver the fault on a read-only
+ * signal stack: it killed the child (gdb, which mallocs its signal stack,
+ * could start no program with mesh=1). Other threads' signal stacks cannot
+ * be switched from here (SECURITY.md). */
+static stack_t fork_sigstack;
+static bool fork_sigstack_off;
+
+static void sigstack_off(void) {
+    uintptr_t lo, hi;
+    os_signal_stack(&lo, &hi);
+    fork_sigstack_off = false;
+    if (lo == hi || (!miniheap_of((void *)lo) && !miniheap_of((void *)(hi - 1)))) return;
+    stack_t off = {.ss_flags = SS_DISABLE};
+    /* (Fails while the thread runs on it: a fork from a signal handler.) */
+    if (os_set_signal_stack(&off, &fork_sigstack) == 0) fork_sigstack_off = true;
+}
+
+static void sigstack_back(void) {
+    if (!fork_sigstack_off) return;
+    fork_sigstack.ss_flags = 0;
+    os_set_signal_stack(&fork_sigstack, NULL);
+    fork_sigstack_off = false;
+}
+
 void mesh_fork_prepare(void) {
     if (!__atomic_load_n(&mh_meshing, __ATOMIC_RELAXED)) return;
+    sigstack_off();
     if (!os_pipe(fork_pipe)) fork_pipe[0] = fork_pipe[1] = -1;
     atomic_store_explicit(&fork_pid, os_getpid(), memory_order_relaxed);
     atomic_store_explicit(&fork_tid, os_thread_id(), memory_order_relaxed);
@@ -610,6 +638,7 @@ void mesh_fork_parent(void) {
     }
     fork_pipe[0] = fork_pipe[1] = -1;
     miniheap_foreach(mh_writable, NULL);
+    sigstack_back();
     atomic_fetch_add(&fork_seq, 1);
     os_futex_wake(&fork_seq);
 }
@@ -658,6 +687,7 @@ static void child_copy(void) {
 void mesh_fork_child(void) {
     if (!__atomic_load_n(&mh_meshing, __ATOMIC_RELAXED)) return;
     child_copy();
+    sigstack_back();
     if (fork_pipe[0] >= 0) os_close(fork_pipe[0]);
     if (fork_pipe[1] >= 0) {
         os_write_fd(fork_pipe[1], "c", 1);

@@ -18,7 +18,13 @@
  *   4. fork: with a writer running, the child sees the parent's blocks and
  *      its writes never reach the parent (the child has a heap of its own);
  *   5. reports: a double free of a meshed block and an overflow of one are
- *      reported as such.
+ *      reported as such;
+ *   6. fork with the forking thread's signal stack on the heap: the child
+ *      writes to the heap before miniheap's fork handler has given it a
+ *      heap of its own (glibc does, to reset the locks of FILEs; here a
+ *      fork handler registered first); the write faults while the heap is
+ *      read-only, and the fault must not be delivered on the signal stack
+ *      (the kernel would kill the child; gdb's children died so).
  */
 #include "mh_test.h"
 
@@ -353,6 +359,43 @@ static void test_fork(void)
     CHECK(mh_check() == 0, "mh_check after fork");
 }
 
+/* ---- 6. fork with a signal stack on the heap ---- */
+static char *volatile early_write; /* written by the child's first fork handler */
+static void child_writes_early(void)
+{
+    if (early_write)
+        early_write[0] = 'c';
+}
+
+static void test_fork_sigstack(void)
+{
+    size_t size = 64 * 1024; /* a slab block: in a miniheap */
+    stack_t ss = {.ss_sp = mh_malloc(size), .ss_size = size}, old;
+    REQUIRE(ss.ss_sp && sigaltstack(&ss, &old) == 0, "sigaltstack on a heap block");
+    char *mark = mh_malloc(64);
+    REQUIRE(mark, "mh_malloc");
+    mark[0] = 'p';
+    early_write = mark;
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork");
+    if (pid == 0)
+        _exit(mark[0] == 'c' && mh_check() == 0 ? 0 : 1);
+    early_write = NULL;
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "fork with the signal stack on the heap: child status %#x (signal %d)", status,
+          WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    CHECK(mark[0] == 'p', "the child's early write reached the parent");
+    stack_t now;
+    CHECK(sigaltstack(NULL, &now) == 0 && now.ss_sp == ss.ss_sp && !(now.ss_flags & SS_DISABLE),
+          "the signal stack is not back after fork");
+    REQUIRE(sigaltstack(&old, NULL) == 0, "sigaltstack back");
+    mh_free(mark);
+    mh_free(ss.ss_sp);
+}
+
 /* ---- 5. reports on meshed blocks ---- */
 static char last_kind[64];
 static void on_error(const mh_error_t *e, void *arg)
@@ -396,12 +439,16 @@ static void test_reports(const char *mode)
 
 static int child(const char *mode)
 {
+    /* Before miniheap's own fork handlers (registered at its start): this
+     * child handler runs first. */
+    pthread_atfork(NULL, NULL, child_writes_early);
     printf("mode %s\n", mode);
     fflush(stdout);
     test_idle(mode);
     test_reuse();
     test_threads();
     test_fork();
+    test_fork_sigstack();
     test_reports(mode);
     return mh_test_exit("test_mesh");
 }
