@@ -78,9 +78,10 @@ typedef struct mh_options {
     uint32_t underflow;       /* debug: a canary in front of each block */
     uint32_t poison;          /* freed blocks: 0 no, 1 first 32 bytes, 2 whole block; checked on reuse */
     uint32_t fill_new;        /* fill new blocks with a pattern (uninitialised reads show up) */
-    uint32_t quarantine_mb;   /* per thread: freed blocks wait this many MiB before reuse */
+    uint32_t quarantine_mb;   /* freed blocks wait this many MiB (of the process, shared by threads) before reuse */
     uint32_t random;          /* randomised slot choice */
     uint32_t slab_guards;     /* a guard page at the end of each slab */
+    uint32_t seal_large;      /* freed large blocks PROT_NONE while cached */
     uint32_t sample_rate;     /* 1 in N allocations on its own page between guard pages (0: off) */
     uint32_t stacks;          /* remember allocation and free stacks */
     uint32_t stack_depth;

@@ -592,7 +592,7 @@ void large_release(large_t *l) {
      * block is still claimed (heap checks skip it): the mprotect and its
      * TLB shootdown held up every other thread's large blocks (debug
      * mstress, 8 threads: 5,000 context switches against 800). */
-    bool seal = l->sampled || mh_cfg.quarantine || (mh_cfg.hard && OPT(decay_ms) > 0 && OPT(large_cache_mb) > 0);
+    bool seal = l->sampled || mh_cfg.quarantine || (OPT(seal_large) && OPT(decay_ms) > 0 && OPT(large_cache_mb) > 0);
     if (seal) os_protect_none(l_map(l), l->map_size);
     mh_lock(&large_lock);
     hash_unlink(l, l_user(l));
@@ -620,8 +620,9 @@ void large_release(large_t *l) {
         }
         l = NULL;
     } else if (l->usable <= max && OPT(decay_ms) > 0) {
-        /* Hardened: a cached block is inaccessible until reused, so a stale
-         * access faults and is reported instead of reading recycled data. */
+        /* seal_large (hardened): a cached block is inaccessible until
+         * reused, so a stale access faults and is reported instead of
+         * reading recycled data. */
         l->sealed = seal;
         cache_insert(l, now, false, max, &evict);
         l = NULL;

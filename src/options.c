@@ -37,6 +37,7 @@ static const option_def_t options[] = {
     {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 16}, "MiB of freed blocks held back, shared by the threads that free", true},
     {"random", O(random), 0, 1, {0, 1, 1}, "randomised slot choice", false},
     {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab", false},
+    {"seal_large", O(seal_large), 0, 1, {0, 1, 1}, "freed large blocks inaccessible while cached for reuse", false},
     {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 512}, "1 in N blocks between guard pages", true},
     {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks", true},
     {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack", false},

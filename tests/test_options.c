@@ -209,6 +209,18 @@ static int obs_slab_guard(const char *opts)
     return !strcmp(perms, "---p");
 }
 
+/* Is a freed 256 KiB block's mapping inaccessible while it is cached? */
+static int obs_sealed(const char *opts)
+{
+    set(opts);
+    void *p = mh_malloc(256 * KiB);
+    memset(p, 1, 256 * KiB);
+    mh_free(p);
+    char perms[5];
+    perms_at((uintptr_t)p + 128 * KiB, perms);
+    return !strcmp(perms, "---p");
+}
+
 /* Does a 24-byte block end right before an inaccessible page? (The third
  * one: sampling starts after a random count of at most 2 * sample_rate.) */
 static int obs_sampled(const char *opts)
@@ -580,6 +592,9 @@ static void run_all(void)
     }
     CHECK(a == 8 && b <= 4, "random: sequential in 8 runs with 0: %d, with 1: %d", a, b);
     printf("  %-16s 64 blocks in address order, of 8 runs: random=0 %d, random=1 %d\n", "random", a, b);
+    a = obs_sealed("mode=hardened:seal_large=0"), b = obs_sealed("mode=fast:seal_large=1");
+    CHECK(!a && b, "seal_large: a freed 256 KiB block inaccessible in the cache with 0: %d, with 1: %d", a, b);
+    printf("  %-16s a freed 256 KiB block is inaccessible while cached: 0 %d, 1 %d\n", "seal_large", a, b);
     a = obs_slab_guard("mode=fast:slab_guards=0"), b = obs_slab_guard("mode=fast:slab_guards=1");
     CHECK(!a && b, "slab_guards: guard page with 0: %d, with 1: %d", a, b);
     printf("  %-16s last page of a slab inaccessible: %d / %d\n", "slab_guards", a, b);
