@@ -130,6 +130,16 @@ static void unmap_block(large_t *l) {
     meta_free(l, sizeof *l);
 }
 
+/* A freed block leaves the cache or the quarantine for unmapping (large_lock
+ * held): its address stays known as freed, so a second free of it is still
+ * a double free (it said invalid-free once a decay pass, mh_trim or a full
+ * cache had unmapped it: fuzz_bugs). */
+static void evict_push(large_t *l, large_t **evict) {
+    remember_gone(l);
+    l->next = *evict;
+    *evict = l;
+}
+
 static void unmap_list(large_t *l) {
     while (l) {
         large_t *n = l->next;
@@ -571,11 +581,7 @@ static void cache_trim(size_t max, large_t **evict) {
         n++;
         pp = &(*pp)->next;
     }
-    while (*pp) {
-        large_t *old = cache_unlink(pp);
-        old->next = *evict;
-        *evict = old;
-    }
+    while (*pp) evict_push(cache_unlink(pp), evict);
 }
 
 /* Free a claimed, checked block: quarantine, cache or unmap. */
@@ -611,12 +617,8 @@ void large_release(large_t *l) {
              * next block of its size reuses the mapping (no mmap, munmap or
              * page faults again), or the purge gives it back. */
             large_t *old = quarantine_take_oldest();
-            if (data_pages(old) <= max && OPT(decay_ms) > 0) {
-                cache_insert(old, now, false, max, &evict);
-            } else {
-                old->next = evict;
-                evict = old;
-            }
+            if (data_pages(old) <= max && OPT(decay_ms) > 0) cache_insert(old, now, false, max, &evict);
+            else evict_push(old, &evict);
         }
         l = NULL;
     } else if (l->usable <= max && OPT(decay_ms) > 0) {
@@ -765,9 +767,7 @@ uint64_t large_purge(uint64_t now, uint64_t decay, bool force) {
     for (large_t **pp = &cache; *pp;) {
         large_t *l = *pp;
         if (force || now >= l->freed_ms + decay) { /* (a stamp after the pass read its clock is not due) */
-            cache_unlink(pp);
-            l->next = evict;
-            evict = l;
+            evict_push(cache_unlink(pp), &evict);
         } else {
             if (l->freed_ms + decay < due) due = l->freed_ms + decay;
             pp = &l->next;
@@ -788,10 +788,7 @@ void large_release_quarantine(void) {
     large_t *evict = NULL;
     mh_lock(&large_lock);
     while (quar_head) {
-        large_t *l = quarantine_take_oldest();
-        remember_gone(l);
-        l->next = evict;
-        evict = l;
+        evict_push(quarantine_take_oldest(), &evict);
     }
     mh_unlock(&large_lock);
     unmap_list(evict);
