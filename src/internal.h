@@ -508,6 +508,7 @@ typedef struct quarantine {
     uint32_t head, count, cap;
     bool holding;                    /* counted in the process's quarantine holders */
     size_t bytes;
+    size_t published;                /* of bytes, what the process's total counts (tcache.c) */
 } quarantine_t;
 typedef struct tcache {
     tbin_t bins[MH_MAX_CLASSES];

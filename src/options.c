@@ -34,7 +34,7 @@ static const option_def_t options[] = {
     {"underflow", O(underflow), 0, 1, {0, 0, 1}, "canary in front of each block", true},
     {"poison", O(poison), 0, 2, {0, 1, 2}, "poison freed blocks: 0 no, 1 first 32 bytes, 2 whole", true},
     {"fill_new", O(fill_new), 0, 1, {0, 0, 1}, "fill new blocks with 0xbe", false},
-    {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 16}, "MiB of freed blocks held back, shared by the threads that free", true},
+    {"quarantine_mb", O(quarantine_mb), 0, 65536, {0, 0, 16}, "MiB of freed blocks held back (one budget for the process)", true},
     {"random", O(random), 0, 1, {0, 1, 1}, "randomised slot choice", false},
     {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab", false},
     {"seal_large", O(seal_large), 0, 1, {0, 1, 1}, "freed large blocks inaccessible while cached for reuse", false},

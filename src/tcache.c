@@ -93,6 +93,43 @@ void tcache_flush_all(tcache_t *t) {
 
 #define QUARANTINE_SLOTS 16384
 
+/* quarantine_mb is the budget of the whole process (valgrind's freed-block
+ * list and ASan's quarantine are process-wide too): as a budget per thread,
+ * the 8 threads of bench mstress held 128 MiB, and every reused block came
+ * back cold from memory. Each thread keeps its own ring (a free takes no
+ * lock). A thread gives up its oldest blocks only while the process is over
+ * the budget and it holds more than its fair share (the budget over the
+ * threads whose rings hold blocks), so one busy thread among idle ones has
+ * the whole budget. Threads that hold more than their share and free no
+ * more can leave the total at up to twice the budget. A ring adds its
+ * changes to the total in steps of QUARANTINE_STEP: a locked add at every
+ * push and pop was 6 % of debug larson (the line moves between cores). */
+#define QUARANTINE_STEP ((size_t)64 << 10)
+static _Alignas(64) _Atomic size_t quarantine_total;
+static _Alignas(64) _Atomic uint32_t quarantine_holders;
+
+static void quarantine_publish(quarantine_t *q) {
+    if (q->bytes >= q->published + QUARANTINE_STEP) {
+        atomic_fetch_add_explicit(&quarantine_total, q->bytes - q->published, memory_order_relaxed);
+        q->published = q->bytes;
+    } else if (q->published >= q->bytes + QUARANTINE_STEP) {
+        atomic_fetch_sub_explicit(&quarantine_total, q->published - q->bytes, memory_order_relaxed);
+        q->published = q->bytes;
+    }
+}
+
+/* Leaving (on false), what the ring added to the total leaves it: its
+ * blocks were popped, adopted (an orphan of a fork) or dropped (mh_reset). */
+static void quarantine_hold(quarantine_t *q, bool on) {
+    if (q->holding == on) return;
+    q->holding = on;
+    atomic_fetch_add_explicit(&quarantine_holders, on ? 1u : (uint32_t)-1, memory_order_relaxed);
+    if (!on) {
+        atomic_fetch_sub_explicit(&quarantine_total, q->published, memory_order_relaxed);
+        q->bytes = q->published = 0;
+    }
+}
+
 /* The oldest block leaves, still tagged as poisoned: its poison is checked
  * when the slot is handed out again (prepare_block), where the allocation
  * writes the same cache lines anyway, or by mh_check() (at exit in debug
@@ -105,21 +142,10 @@ static void quarantine_pop(quarantine_t *q) {
     uint32_t idx;
     bool interior = false;
     slab_t *s = slab_of(untag(old), &idx, &interior);
-    q->bytes -= s ? s->bsize : 0;
+    size_t bytes = s ? s->bsize : 0;
+    q->bytes -= bytes;
+    quarantine_publish(q);
     block_release(old);
-}
-
-/* quarantine_mb is the budget of the whole process, shared evenly by the
- * threads whose quarantine holds blocks (valgrind's freed-block list and
- * ASan's quarantine are process-wide too). As a budget per thread, the 8
- * threads of bench mstress held 128 MiB, and every reused block came back
- * cold from memory. */
-static _Atomic uint32_t quarantine_holders;
-
-static void quarantine_hold(quarantine_t *q, bool on) {
-    if (q->holding == on) return;
-    q->holding = on;
-    atomic_fetch_add_explicit(&quarantine_holders, on ? 1u : (uint32_t)-1, memory_order_relaxed);
 }
 
 /* Freed blocks wait here, first in first out, bounded in count and by this
@@ -133,18 +159,22 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
         q->cap = QUARANTINE_SLOTS;
     }
     quarantine_hold(q, true);
-    size_t share = mh_cfg.quarantine / atomic_load_explicit(&quarantine_holders, memory_order_relaxed);
-    while (q->count && (q->count == q->cap || q->bytes + bytes > share)) quarantine_pop(q);
+    size_t budget = mh_cfg.quarantine;
+    size_t share = budget / atomic_load_explicit(&quarantine_holders, memory_order_relaxed);
+    while (q->count && (q->count == q->cap ||
+                        (q->bytes + bytes > share &&
+                         atomic_load_explicit(&quarantine_total, memory_order_relaxed) + bytes > budget)))
+        quarantine_pop(q);
     q->slots[(q->head + q->count) % q->cap] = tagged;
     atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
     q->count++;
     q->bytes += bytes;
+    quarantine_publish(q);
 }
 
 void quarantine_drain(tcache_t *t) {
     quarantine_t *q = &t->q;
     while (q->count) quarantine_pop(q);
-    q->bytes = 0;
     quarantine_hold(q, false);
 }
 
@@ -215,7 +245,6 @@ void tcache_reset_all(void) {
         for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
         t->arena = 0; /* valid whatever the arena count the next allocation fixes */
         t->q.count = t->q.head = 0;
-        t->q.bytes = 0;
         quarantine_hold(&t->q, false);
     }
     while (orphans) {

@@ -134,32 +134,38 @@ static int obs_reuse(const char *opts)
     return again;
 }
 
-/* quarantine_mb is one budget for the process, shared by the threads whose
- * quarantine holds blocks. `others` threads each quarantine one block and
- * wait; this thread frees a 200-byte block, then 150 blocks of 2 KiB
- * (300 KiB): is the first block handed out again by the next malloc(200)?
- * With 1 MiB alone it stays in quarantine; with 3 others the share is
- * 256 KiB, so it has left. */
+/* quarantine_mb is one budget for the process. `others` threads each
+ * quarantine `each` blocks of 2 KiB and wait; this thread frees a 200-byte
+ * block, then 200 blocks of 2 KiB (400 KiB): is the first block handed out
+ * again by the next malloc(200)? Alone, with 1 MiB, it stays in quarantine.
+ * With 3 others holding 300 KiB each the process is over the budget and
+ * this thread over its fair share (256 KiB), so it has left. With 3 others
+ * holding one block each the budget is not used up: it stays. (Rings add
+ * to the process's total in 64 KiB steps: the figures keep clear of them.) */
 static pthread_barrier_t hold_barrier;
-static void *hold_one(void *arg)
+static void *hold_some(void *arg)
 {
-    (void)arg;
-    mh_free(mh_malloc(200));
+    int each = *(const int *)arg;
+    void *b[150];
+    for (int i = 0; i < each; i++)
+        b[i] = mh_malloc(2000);
+    for (int i = 0; i < each; i++)
+        mh_free(b[i]);
     pthread_barrier_wait(&hold_barrier); /* quarantined */
     pthread_barrier_wait(&hold_barrier); /* the main thread is done */
     return NULL;
 }
 
-static int obs_quarantine_share(const char *opts, int others)
+static int obs_quarantine_share(const char *opts, int others, int each)
 {
     set(opts);
     pthread_t t[3];
     pthread_barrier_init(&hold_barrier, NULL, (unsigned)others + 1);
     for (int i = 0; i < others; i++)
-        REQUIRE(pthread_create(&t[i], NULL, hold_one, NULL) == 0, "pthread_create failed");
+        REQUIRE(pthread_create(&t[i], NULL, hold_some, &each) == 0, "pthread_create failed");
     if (others)
         pthread_barrier_wait(&hold_barrier);
-    enum { N = 150 };
+    enum { N = 200 };
     void *b[N];
     for (int i = 0; i < N; i++)
         b[i] = mh_malloc(2000);
@@ -573,12 +579,13 @@ static void run_all(void)
     a = obs_reuse("mode=hardened:random=0:quarantine_mb=0"), b = obs_reuse("mode=hardened:random=0:quarantine_mb=1");
     CHECK(a && !b, "quarantine_mb: freed block reused with 0: %d, with 1: %d", a, b);
     printf("  %-16s freed block reused within 100 allocations: 0 MiB %d, 1 MiB %d\n", "quarantine_mb", a, b);
-    a = obs_quarantine_share("mode=hardened:random=0:quarantine_mb=1", 0);
-    b = obs_quarantine_share("mode=hardened:random=0:quarantine_mb=1", 3);
-    CHECK(!a && b, "quarantine_mb: a block out of quarantine after 300 KiB of frees of 1 MiB, alone: %d, with 3 "
-          "other threads quarantining: %d", a, b);
-    printf("  %-16s out of quarantine after 300 KiB of 1 MiB, alone %d, with 3 other threads holding blocks %d\n",
-           "quarantine_mb", a, b);
+    a = obs_quarantine_share("mode=hardened:random=0:quarantine_mb=1", 0, 0);
+    b = obs_quarantine_share("mode=hardened:random=0:quarantine_mb=1", 3, 150);
+    int c = obs_quarantine_share("mode=hardened:random=0:quarantine_mb=1", 3, 1);
+    CHECK(!a && b && !c, "quarantine_mb: a block out of quarantine after 400 KiB of frees of 1 MiB, alone: %d, "
+          "with 3 other threads holding 300 KiB each: %d, with 3 holding one block each: %d", a, b, c);
+    printf("  %-16s out of quarantine after 400 KiB of 1 MiB: alone %d, 3 other threads holding 300 KiB each %d, "
+           "one block each %d\n", "quarantine_mb", a, b, c);
     /* With random=1 a batch of the thread cache starts at a slot drawn from
      * the whole slab and goes on in order (for locality), so 64 blocks (one
      * batch) come in address order when the draw falls on the first slot of
