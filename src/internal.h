@@ -389,6 +389,15 @@ MH_INTERNAL bool     slab_block_cached(void *p, uint32_t cls);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
 /* Give-back passes: each returns when its next piece falls due (UINT64_MAX: none). */
+/* Has a piece free since stamp waited out decay (or is the pass forced)?
+ * If not, *due becomes the earlier of itself and when it will have. (Not
+ * now - stamp: a stamp set after the pass read the clock would wrap to
+ * "due".) */
+static inline bool purge_ripe(uint64_t now, uint64_t stamp, uint64_t decay, bool force, uint64_t *due) {
+    if (force || now >= stamp + decay) return true;
+    if (stamp + decay < *due) *due = stamp + decay;
+    return false;
+}
 MH_INTERNAL uint64_t slab_purge_class(uint32_t cls, uint64_t now, uint64_t decay, bool force);
 MH_INTERNAL void     slab_foreach(void (*fn)(slab_t *, void *), void *arg); /* locks taken inside */
 MH_INTERNAL void     slab_reset_all(void);

@@ -766,12 +766,8 @@ uint64_t large_purge(uint64_t now, uint64_t decay, bool force) {
     mh_lock(&large_lock);
     for (large_t **pp = &cache; *pp;) {
         large_t *l = *pp;
-        if (force || now >= l->freed_ms + decay) { /* (a stamp after the pass read its clock is not due) */
-            evict_push(cache_unlink(pp), &evict);
-        } else {
-            if (l->freed_ms + decay < due) due = l->freed_ms + decay;
-            pp = &l->next;
-        }
+        if (purge_ripe(now, l->freed_ms, decay, force, &due)) evict_push(cache_unlink(pp), &evict);
+        else pp = &l->next;
     }
     /* Memory went back: the footprint to stay under is what is held now. */
     if (evict) live_hwm = live_mapped + cached_bytes;

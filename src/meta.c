@@ -203,10 +203,7 @@ uint64_t meta_purge(uint64_t now, uint64_t decay, bool force) {
         if (k && k < META_SMALL) continue;
         meta_page_t *d;
         while ((d = free_dirty[k].head)) {
-            if (!force && now < d->freed_ms + decay) {
-                if (d->freed_ms + decay < due) due = d->freed_ms + decay;
-                break;
-            }
+            if (!purge_ripe(now, d->freed_ms, decay, force, &due)) break;
             list_remove(&free_dirty[k], d);
             os_purge(page_addr(d), free_bytes(k));
             resident -= free_bytes(k);

@@ -191,29 +191,27 @@ uint64_t miniheap_purge(uint64_t now, uint64_t decay, bool force) {
     miniheap_t **pp = &dirty_list;
     while (*pp) {
         miniheap_t *mh = *pp;
-        if (force || now >= mh->dirty_ms + decay) { /* (not now - stamp: a stamp set after the pass read the clock wrapped it to "due") */
+        if (purge_ripe(now, mh->dirty_ms, decay, force, &due)) {
             purge_units(mh);
             *pp = mh->dirty_next;
             mh->on_dirty = 0;
         } else {
-            if (mh->dirty_ms + decay < due) due = mh->dirty_ms + decay;
             pp = &mh->dirty_next;
         }
     }
-    /* Unmap empty miniheaps that stayed empty for decay_ms, keeping a few. */
+    /* Unmap empty miniheaps that stayed empty for decay_ms, keeping a few
+     * (the full decay_ms even while the heap grows: it would map them again). */
     uint32_t keep = force ? 0 : OPT(miniheap_cache);
     miniheap_t *mh = by_used[0];
     while (mh && n_empty > keep) {
         miniheap_t *next = mh->next;
-        if (force || now >= mh->empty_ms + OPT(decay_ms)) {
+        if (purge_ripe(now, mh->empty_ms, OPT(decay_ms), force, &due)) {
             if (mh->on_dirty) { /* take it off the dirty list first */
                 for (miniheap_t **q = &dirty_list; *q; q = &(*q)->dirty_next)
                     if (*q == mh) { *q = mh->dirty_next; break; }
                 mh->on_dirty = 0;
             }
             miniheap_destroy(mh);
-        } else if (mh->empty_ms + OPT(decay_ms) < due) {
-            due = mh->empty_ms + OPT(decay_ms);
         }
         mh = next;
     }

@@ -451,13 +451,12 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, uint64_t decay, bool f
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
-        if (force || now >= s->dirty_ms + decay) { /* (a stamp after the pass read its clock is not due) */
+        if (purge_ripe(now, s->dirty_ms, decay, force, &due)) {
             settled++;
             if (s->used < s->capacity) purge_pages(s);
             s->on_dirty = 0;
             __atomic_store_n(pp, s->dirty_next, __ATOMIC_RELAXED);
         } else {
-            if (s->dirty_ms + decay < due) due = s->dirty_ms + decay;
             pp = &s->dirty_next;
         }
     }
