@@ -193,31 +193,39 @@ static inline void set_live(slab_t *s, uint32_t idx) {
     set_live_info(s, idx, block_info(s, idx));
 }
 
+#ifdef MH_SOLO
+/* Run OP(prefix), one instruction on a live bit or its slab's records:
+ * plain ("") while thread t is the only one that changes them, else locked
+ * ("lock "). */
+#define SOLO_OR_LOCKED(t, OP)                                                                              \
+    do {                                                                                                   \
+        int64_t busy_ = solo_begin(t);                                                                     \
+        if (busy_ >= 0) {                                                                                  \
+            OP("");                                                                                        \
+            solo_exit((uint32_t)busy_);                                                                    \
+        } else {                                                                                           \
+            OP("lock ");                                                                                   \
+        }                                                                                                  \
+    } while (0)
+#endif
 /* Clear the live bit of a block's info word; false when the block was not
  * live. By this thread (t: its cache, NULL if none): while it is the only
  * one that changes live bits, a plain `btr` (solo.c), else a locked one. On
  * x86-64 one instruction either way: gcc and clang make a compare-and-swap
  * loop of a 16- or 32-bit fetch_and, which loads the line first (bench
  * larson spent 40 % of free there). */
-#ifdef MH_SOLO
-#define INFO_BTR(s, idx, live, prefix)                                                                     \
-    do {                                                                                                   \
-        if ((s)->info16)                                                                                   \
-            __asm__ volatile(prefix "btrw $15, %0" : "+m"(((uint16_t *)(s)->info)[idx]), "=@ccc"(live) :: "memory"); \
-        else                                                                                               \
-            __asm__ volatile(prefix "btrl $31, %0" : "+m"(((uint32_t *)(s)->info)[idx]), "=@ccc"(live) :: "memory"); \
-    } while (0)
-#endif
 static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
 #ifdef MH_SOLO
     bool live;
-    int64_t busy = solo_begin(t);
-    if (busy >= 0) {
-        INFO_BTR(s, idx, live, "");
-        solo_exit((uint32_t)busy);
-    } else {
-        INFO_BTR(s, idx, live, "lock ");
-    }
+#define BTR(prefix)                                                                                        \
+    do {                                                                                                   \
+        if (s->info16)                                                                                     \
+            __asm__ volatile(prefix "btrw $15, %0" : "+m"(((uint16_t *)s->info)[idx]), "=@ccc"(live) :: "memory"); \
+        else                                                                                               \
+            __asm__ volatile(prefix "btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory"); \
+    } while (0)
+    SOLO_OR_LOCKED(t, BTR);
+#undef BTR
     return live;
 #else
     (void)t;
@@ -235,14 +243,12 @@ static inline bool claim(slab_t *s, uint32_t idx) { return claim_by(mh_tcache, s
  * written between the two steps are not seen outside them.) */
 static inline void resize_step(slab_t *s) {
 #ifdef MH_SOLO
-    int64_t busy = solo_begin(mh_tcache);
-    if (busy >= 0) {
-        __asm__ volatile("addl $1, %0" : "+m"(*(uint32_t *)&s->resize_seq) :: "memory");
-        solo_exit((uint32_t)busy);
-        return;
-    }
-#endif
+#define ADD1(prefix) __asm__ volatile(prefix "addl $1, %0" : "+m"(*(uint32_t *)&s->resize_seq) :: "memory")
+    SOLO_OR_LOCKED(mh_tcache, ADD1);
+#undef ADD1
+#else
     atomic_fetch_add_explicit(&s->resize_seq, 1, memory_order_acq_rel);
+#endif
 }
 
 /* Less than float_pct full: realloc floats blocks out of it. */

@@ -124,7 +124,6 @@ MH_INTERNAL int  mh_options_parse(const char *s, const char *report); /* report:
 /* Derived from the options whenever they change: what the hot paths test. */
 typedef struct mh_config {
     bool     hard;            /* any per-block work at all (else the fast path is pure) */
-    bool     info;            /* per-block size and kind are checked (canaries, mismatch) */
     uint32_t front;           /* bytes of front redzone */
     uint32_t tail;            /* bytes a request is grown by for its tail canary */
     uint32_t poison_len;      /* 0, 32 or ~0 (whole block) */

@@ -92,11 +92,10 @@ static void apply_preset(uint32_t mode) {
 void mh_config_update(void) {
     mh_cfg.front = mh_opt.underflow ? MH_MIN_ALIGN : 0;
     mh_cfg.tail = mh_opt.canary ? 1 : 0;
-    mh_cfg.info = mh_opt.canary || mh_opt.mismatch;
     mh_cfg.poison_len = mh_opt.poison == 2 ? ~0u : mh_opt.poison == 1 ? 32 : 0;
     mh_cfg.canary_len = mh_opt.mode == MODE_DEBUG ? CANARY_DEBUG : CANARY_HARDENED;
     mh_cfg.quarantine = (size_t)mh_opt.quarantine_mb << 20;
-    mh_cfg.hard = mh_cfg.info || mh_cfg.front || mh_cfg.poison_len || mh_opt.fill_new ||
+    mh_cfg.hard = mh_opt.canary || mh_opt.mismatch || mh_cfg.front || mh_cfg.poison_len || mh_opt.fill_new ||
                   mh_cfg.quarantine || mh_opt.stacks || mh_opt.sample_rate || mh_opt.check_every;
 }
 
