@@ -456,9 +456,12 @@ static inline void release_to_cache(slab_t *s, void *tagged) {
     mh_tick(false);
 }
 
-void block_release(void *tagged) {
+size_t block_release(void *tagged) {
     uint32_t idx;
-    release_to_cache(slab_of_block(untag(tagged), &idx), tagged);
+    slab_t *s = slab_of_block(untag(tagged), &idx);
+    size_t bytes = s->bsize; /* (read first: the slab may go with the block) */
+    release_to_cache(s, tagged);
+    return bytes;
 }
 
 static MH_COLD void report_not_live(slab_t *s, uint32_t idx, void *p, const char *where, const char *kind) {

@@ -547,7 +547,7 @@ MH_INTERNAL void  tcache_adopt_orphans(void);     /* from mh_tick: their blocks 
  * that leaves it (tagged), or NULL. */
 MH_INTERNAL void  quarantine_push(tcache_t *t, void *tagged, size_t bytes);
 MH_INTERNAL void  quarantine_drain(tcache_t *t);
-MH_INTERNAL void  block_release(void *tagged);       /* alloc.c: back to cache/slab */
+MH_INTERNAL size_t block_release(void *tagged);     /* alloc.c: back to cache/slab; its slot's size */
 
 MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
 

@@ -139,18 +139,12 @@ static void quarantine_pop(quarantine_t *q) {
     q->slots[q->head] = NULL;
     q->head = (q->head + 1) % q->cap;
     q->count--;
-    uint32_t idx;
-    bool interior = false;
-    slab_t *s = slab_of(untag(old), &idx, &interior);
-    size_t bytes = s ? s->bsize : 0;
-    q->bytes -= bytes;
+    q->bytes -= block_release(old);
     quarantine_publish(q);
-    block_release(old);
 }
 
-/* Freed blocks wait here, first in first out, bounded in count and by this
- * thread's share of the budget; leaving, each is checked for writes after
- * free. */
+/* Freed blocks wait here, first in first out, bounded in count and by the
+ * budget (above); leaving, each is checked for writes after free. */
 void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
     quarantine_t *q = &t->q;
     if (!q->slots) {
