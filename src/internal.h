@@ -97,6 +97,7 @@ typedef struct mh_options {
     uint32_t large_cache_mb;  /* freed large mappings kept for reuse, in MiB */
     uint32_t float_pct;       /* realloc moves a block out of a slab less than this % full */
     uint32_t tcache;          /* per-thread caches on/off */
+    uint32_t tcache_kb;       /* KiB of blocks a thread cache holds per size class */
     uint32_t arenas;          /* arenas of slabs; 0: one per two CPUs */
     uint32_t background;      /* a purge thread gives memory back while the program sleeps (purge.c) */
     uint32_t mesh;            /* sparse pages of a class share physical pages (mesh.c) */
@@ -233,8 +234,6 @@ typedef struct size_class {
     uint32_t size;        /* block size */
     uint32_t units;       /* 64 KiB units per slab */
     uint32_t capacity;    /* blocks per slab */
-    uint32_t tcache_cap;  /* blocks a thread cache holds */
-    uint32_t batch;       /* blocks moved per refill/flush */
 } size_class_t;
 MH_INTERNAL extern size_class_t mh_classes[MH_MAX_CLASSES];
 MH_INTERNAL extern uint32_t mh_nclasses;     /* the zero class included */

@@ -53,6 +53,7 @@ static const option_def_t options[] = {
     {"large_cache_mb", O(large_cache_mb), 0, 1 << 20, {64, 64, 64}, "MiB of freed large blocks kept for reuse", false},
     {"float_pct", O(float_pct), 0, 100, {25, 25, 25}, "realloc moves blocks out of slabs less full than this %", false},
     {"tcache", O(tcache), 0, 1, {1, 1, 1}, "per-thread caches", true},
+    {"tcache_kb", O(tcache_kb), 1, 1024, {32, 32, 32}, "KiB of blocks a thread cache holds per size class", true},
     {"arenas", O(arenas), 0, MH_ARENAS, {0, 0, 0}, "arenas of slabs, each with its own locks (0: one per two CPUs)", true},
     {"background", O(background), 0, 1, {1, 1, 1}, "a thread gives memory back while the program sleeps", false},
     {"mesh", O(mesh), 0, 1, {0, 0, 0}, "sparse pages of a size class share physical pages (Mesh)", true},

@@ -57,11 +57,6 @@ void sizeclass_init(void) {
         c->size = size;
         c->units = units;
         c->capacity = cap;
-        uint32_t tc = 32768 / size;
-        if (tc > 128) tc = 128;
-        if (tc < 2) tc = 2;
-        c->tcache_cap = tc;
-        c->batch = tc / 2 ? tc / 2 : 1;
         prev = size;
         /* slab_index() divides by multiplying with a 40-bit reciprocal: it
          * must be exact for every offset of the slab (its error grows with
@@ -74,8 +69,7 @@ void sizeclass_init(void) {
      * are never accessible, so any read or write through malloc(0)'s pointer
      * faults. Last, and reached only by its index, never by a size. */
     size_class_t *z = &mh_classes[mh_nclasses];
-    *z = (size_class_t){.size = MH_MIN_ALIGN, .units = 1, .capacity = (uint32_t)(MH_UNIT_SIZE / MH_MIN_ALIGN),
-                        .tcache_cap = 64, .batch = 32};
+    *z = (size_class_t){.size = MH_MIN_ALIGN, .units = 1, .capacity = (uint32_t)(MH_UNIT_SIZE / MH_MIN_ALIGN)};
     mh_zero_cls = mh_nclasses++;
     uint32_t cls = 0;
     for (size_t i = 0; i <= (MH_SMALL_MAX >> 4); i++) {

@@ -21,20 +21,31 @@ void tcache_init(void) {
     if (pthread_key_create(&tkey, tcache_destroy) != 0) mh_fatal("cannot create the thread-cache key");
 }
 
+/* Blocks a bin of the class holds: tcache_kb's worth (the blocks a
+ * thread frees and allocates again without a lock), at least 2 and at most
+ * 128. The peak memory of threads that pass blocks to each other is mostly
+ * what their caches hold (bench prodcons, fast mode: 7.5 MB with 32 KiB,
+ * 5.7 MB with 8, glibc 5.5). */
+static uint32_t bin_cap(uint32_t cls) {
+    if (cls == mh_zero_cls) return 64;
+    uint32_t n = (uint32_t)(((size_t)mh_opt.tcache_kb << 10) / mh_classes[cls].size);
+    return n < 2 ? 2 : n > 128 ? 128 : n;
+}
+
 tcache_t *tcache_get_slow(void) {
     mh_ensure_init();
     if (!mh_opt.tcache || t_exiting) return NULL;
     if (mh_tcache) return mh_tcache;
     size_t slots = 0;
-    for (uint32_t c = 0; c < mh_nclasses; c++) slots += mh_classes[c].tcache_cap;
+    for (uint32_t c = 0; c < mh_nclasses; c++) slots += bin_cap(c);
     size_t bytes = sizeof(tcache_t) + slots * sizeof(void *);
     tcache_t *t = meta_alloc(bytes);
     if (!t) return NULL;
     void **store = (void **)(t + 1);
     for (uint32_t c = 0; c < mh_nclasses; c++) {
-        t->bins[c].cap = mh_classes[c].tcache_cap;
+        t->bins[c].cap = bin_cap(c);
         t->bins[c].slots = store;
-        store += mh_classes[c].tcache_cap;
+        store += t->bins[c].cap;
     }
     t->bytes = bytes;
     t->ops_left = MH_TICK_OPS;
@@ -64,7 +75,7 @@ tcache_t *tcache_get_slow(void) {
 
 void *tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
-    uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, mh_classes[cls].batch);
+    uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, bin->cap / 2); /* (cap >= 2) */
     if (!n) return NULL;
     bin->count = n - 1;
     return bin->slots[n - 1];

@@ -184,6 +184,45 @@ static int obs_quarantine_share(const char *opts, int others, int each)
     return again;
 }
 
+/* Bytes a second thread's cache holds after it frees 64 of the main
+ * thread's 2000-byte blocks (class 2048) and allocates none: a bin flushes
+ * half of itself when full, so it ends with between half its cap and its
+ * cap. Every other block stays live, so no slab empties (an empty slab
+ * counts in cached_bytes too). */
+static void *const *cache_blocks;
+static pthread_barrier_t cache_barrier;
+static void *free_odd_blocks(void *arg)
+{
+    (void)arg;
+    for (int i = 1; i < 128; i += 2)
+        mh_free(cache_blocks[i]);
+    pthread_barrier_wait(&cache_barrier); /* freed: the main thread measures */
+    pthread_barrier_wait(&cache_barrier);
+    return NULL;
+}
+
+static long obs_cache_held(const char *opts)
+{
+    set(opts);
+    static void *b[128];
+    for (int i = 0; i < 128; i++)
+        b[i] = mh_malloc(2000);
+    cache_blocks = b;
+    mh_stats_t before, after;
+    mh_stats(&before);
+    pthread_t t;
+    pthread_barrier_init(&cache_barrier, NULL, 2);
+    REQUIRE(pthread_create(&t, NULL, free_odd_blocks, NULL) == 0, "pthread_create failed");
+    pthread_barrier_wait(&cache_barrier);
+    mh_stats(&after);
+    pthread_barrier_wait(&cache_barrier);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&cache_barrier);
+    for (int i = 0; i < 128; i += 2)
+        mh_free(b[i]);
+    return (long)after.cached_bytes - (long)before.cached_bytes;
+}
+
 /* Are 64 fresh blocks of 48 B handed out in address order (one way or the
  * other: a thread cache hands out its batch last first)? */
 static int obs_sequential(const char *opts)
@@ -586,6 +625,15 @@ static void run_all(void)
           "with 3 other threads holding 300 KiB each: %d, with 3 holding one block each: %d", a, b, c);
     printf("  %-16s out of quarantine after 400 KiB of 1 MiB: alone %d, 3 other threads holding 300 KiB each %d, "
            "one block each %d\n", "quarantine_mb", a, b, c);
+    /* 2048-byte bins: 16 blocks with 32 KiB (8 to 16 stay), 4 with 8 KiB
+     * (2 to 4 stay). decay_ms keeps a give-back tick from emptying it. */
+    long held32 = obs_cache_held("mode=fast:decay_ms=600000:tcache_kb=32");
+    long held8 = obs_cache_held("mode=fast:decay_ms=600000:tcache_kb=8");
+    CHECK(held32 >= 8 * 2048 && held32 <= 32768 && held8 >= 2 * 2048 && held8 <= 8192,
+          "tcache_kb: bytes a thread's cache holds after freeing 64 blocks of 2000 B: 32 KiB %ld, 8 KiB %ld",
+          held32, held8);
+    printf("  %-16s a thread's cache after it frees 64 blocks of 2000 B: 32 KiB %ld bytes, 8 KiB %ld\n", "tcache_kb",
+           held32, held8);
     /* With random=1 a batch of the thread cache starts at a slot drawn from
      * the whole slab and goes on in order (for locality), so 64 blocks (one
      * batch) come in address order when the draw falls on the first slot of
