@@ -235,6 +235,16 @@ bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
     pthread_attr_setstacksize(&attr, (size_t)128 << 10);
     int saved = errno;
     int rc = pthread_create(out, &attr, fn, NULL);
+    if (rc == EINVAL) {
+        /* glibc places the program's static TLS on every thread's stack:
+         * with more than about 100 KiB of __thread data, 128 KiB is too
+         * small and pthread_create says EINVAL. Then the default size (the
+         * purge thread never started, and an idle program kept its memory). */
+        pthread_attr_destroy(&attr);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(out, &attr, fn, NULL);
+    }
     if (rc == 0) pthread_setname_np(*out, name);
     errno = saved;
     pthread_attr_destroy(&attr);

@@ -10,6 +10,10 @@
  * before the trim, since no allocator call runs the give-back clock, and it
  * must stay high. Plain build only
  * (run under LD_PRELOAD); each mode and the control in a fresh process.
+ *
+ * The program has 256 KiB of __thread data, which glibc places on the stack
+ * of every thread: the purge thread's 128 KiB stack was too small for it,
+ * pthread_create failed, and such a program never gave memory back.
  */
 #include "mh_test.h"
 
@@ -19,6 +23,8 @@
 
 #define MiB ((size_t)1 << 20)
 #define DECAY_MS 1000
+
+static __thread volatile char tls_data[256 << 10];
 
 static size_t rss_now(void)
 {
@@ -53,6 +59,7 @@ static int run(int background, size_t kept)
     static char out[512];
     void **blocks = mmap(NULL, (size_t)N * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     REQUIRE(blocks != MAP_FAILED, "mmap");
+    tls_data[sizeof tls_data - 1] = 1;
     size_t base = rss_now(), live = 0, total = 0;
     rng_t r;
     rng_seed(&r, 42);
