@@ -59,6 +59,7 @@ typedef struct mh_stats {
     uint64_t unmapped_bytes; /* bytes given back with munmap since start */
     uint64_t meshes;         /* pages meshed onto others since start (mesh=1) */
     uint64_t meshed_bytes;   /* bytes of pages that share another's page now (saved) */
+    uint64_t idle_drains;    /* thread caches emptied by the purge thread while their thread was idle */
 } mh_stats_t;
 
 MH_API void mh_stats(mh_stats_t *out);

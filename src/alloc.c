@@ -171,9 +171,12 @@ static inline __attribute__((always_inline)) int64_t solo_begin(tcache_t *t) {
         solo_exit(busy); /* ended meanwhile: a locked change needs no mark */
         return -1;
     }
-    if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF) &&
-        t != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed))
-        solo_leave();
+    if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF)) {
+        tcache_t *owner = atomic_load_explicit(&mh_solo_owner, memory_order_relaxed);
+        /* (the owner itself while the purge thread empties its cache: a
+         * locked change, and the mode goes on) */
+        if (t != owner && !(t == NULL && mh_thread.home == owner)) solo_leave();
+    }
     return -1;
 }
 #endif
@@ -263,6 +266,7 @@ static inline bool sparse(const slab_t *s) {
  * pages (after a drop, the caches would otherwise keep ~1 MB resident). */
 static MH_NOINLINE void op_tick(tcache_t *t) {
     t->ops_left = MH_TICK_OPS;
+    tcache_active(t);
     if (!mh_tick_due()) return;
     if (t->last_flush_ms + OPT(decay_ms) <= os_now_ms()) {
         t->last_flush_ms = os_now_ms();
@@ -426,8 +430,11 @@ static MH_COLD void *alloc_retry(size_t size, size_t align, int kind, bool zero)
     return p;
 }
 static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool zero) {
+    op_enter();
     void *p = alloc_once(size, align, kind, zero);
-    return likely(p != NULL) ? p : alloc_retry(size, align, kind, zero);
+    if (unlikely(p == NULL)) p = alloc_retry(size, align, kind, zero);
+    op_exit();
+    return p;
 }
 
 /* Back to the thread cache (or the slab when there is none). */
@@ -737,6 +744,7 @@ static MH_NOINLINE void free_hard_sized(tcache_t *t, slab_t *s, uint32_t idx, vo
  * of the class (not for size 0, which wraps here: zero_guard gives it a
  * class of its own). */
 static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int kind) {
+    op_enter();
     tcache_t *t = mh_tcache;
     if (likely(t != NULL) && likely(size - 1 < MH_SMALL_MAX - 2 * MH_MIN_ALIGN)) {
         tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
@@ -745,17 +753,16 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
             void *tagged = bin->slots[--bin->count];
             t->allocs++;
             count_op(t);
-            return finish_block(tagged, size, kind, false);
+            void *p = finish_block(tagged, size, kind, false);
+            op_exit();
+            return p;
         }
     }
+    op_exit(); /* (alloc_generic marks its own) */
     return alloc_generic(size, MH_MIN_ALIGN, kind, false);
 }
 
-/* The fast path of free, free_sized and operator delete, sized or not
- * (fast mode: a block of a slab, room in the thread's cache, a size that
- * fits it; other modes: free_hard). Everything else, a NULL included, takes
- * free_impl. */
-static inline __attribute__((always_inline)) void free_fast(void *p, int kind, bool has_size, size_t sized) {
+static inline __attribute__((always_inline)) void free_marked(void *p, int kind, bool has_size, size_t sized) {
     tcache_t *t = mh_tcache;
     if (likely(t != NULL)) {
         uint32_t idx;
@@ -781,6 +788,15 @@ static inline __attribute__((always_inline)) void free_fast(void *p, int kind, b
     if (p) free_impl(p, free_where_sized(kind, has_size), kind, has_size, sized);
 }
 
+/* The fast path of free, free_sized and operator delete, sized or not
+ * (fast mode: a block of a slab, room in the thread's cache, a size that
+ * fits it; other modes: free_hard). Everything else, a NULL included, takes
+ * free_impl. */
+static inline __attribute__((always_inline)) void free_fast(void *p, int kind, bool has_size, size_t sized) {
+    op_enter();
+    free_marked(p, kind, has_size, sized);
+    op_exit();
+}
 MH_API void *mh_malloc(size_t size) { return alloc_fast(size, KIND_MALLOC); }
 
 MH_API void mh_free(void *p) { free_fast(p, KIND_MALLOC, false, 0); }
@@ -972,12 +988,14 @@ MH_API void *mh_realloc(void *p, size_t size) {
     uint32_t idx;
     bool interior = false;
     slab_t *s = slab_of(p, &idx, &interior);
-    if (s) return realloc_small(s, idx, p, size);
-    if (interior) {
+    if (!s && interior) {
         report_bad_pointer(p, "realloc", "invalid-realloc", true);
         return NULL;
     }
-    return realloc_large(p, size);
+    op_enter();
+    void *q = s ? realloc_small(s, idx, p, size) : realloc_large(p, size);
+    op_exit();
+    return q;
 }
 
 MH_API void *mh_reallocarray(void *p, size_t count, size_t size) {
@@ -993,7 +1011,9 @@ MH_API void mh_free_sized(void *p, size_t size) { free_fast(p, KIND_MALLOC, true
 
 MH_API void mh_free_aligned_sized(void *p, size_t align, size_t size) {
     (void)align;
+    op_enter();
     if (p) free_impl(p, "free_aligned_sized", KIND_MALLOC, true, size);
+    op_exit();
 }
 
 /* For operator new/delete (new.cpp). */
@@ -1011,11 +1031,13 @@ MH_API int mh_trim(size_t pad) {
     (void)pad;
     mh_ensure_init();
     uint64_t before = os_given_back();
+    op_enter();
     tcache_t *t = mh_tcache;
     if (t) {
         quarantine_drain(t);
         tcache_flush_all(t);
     }
+    op_exit();
     mh_tick(true);
     return os_given_back() != before;
 }

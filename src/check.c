@@ -161,13 +161,17 @@ MH_API int mh_check(void) {
         return -1;
     }
     /* This thread's cached and quarantined blocks (other threads own theirs). */
+    op_enter(); /* (the purge thread must not empty it meanwhile) */
     tcache_t *t = mh_tcache;
+    bool ok = true;
     if (t) {
-        for (uint32_t k = 0; k < mh_nclasses; k++)
-            for (uint32_t i = 0; i < t->bins[k].count; i++)
-                if (!block_verify_poison(t->bins[k].slots[i], "mh_check")) return -1;
-        for (uint32_t i = 0; i < t->q.count; i++)
-            if (!block_verify_poison(t->q.slots[(t->q.head + i) % t->q.cap], "mh_check")) return -1;
+        for (uint32_t k = 0; ok && k < mh_nclasses; k++)
+            for (uint32_t i = 0; ok && i < t->bins[k].count; i++)
+                ok = block_verify_poison(t->bins[k].slots[i], "mh_check");
+        for (uint32_t i = 0; ok && i < t->q.count; i++)
+            ok = block_verify_poison(t->q.slots[(t->q.head + i) % t->q.cap], "mh_check");
     }
+    op_exit();
+    if (!ok) return -1;
     return large_check();
 }

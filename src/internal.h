@@ -528,8 +528,22 @@ typedef struct tcache {
     int32_t ops_left;                /* ops until the next give-back tick */
     uint64_t last_flush_ms;          /* the cache was last emptied by a tick */
     size_t bytes;                    /* size of this struct and its slots */
+    /* An idle thread's cache (tcache_drain_idle): */
+    struct tcache **home;            /* the owner's mh_tcache, NULL while the purge thread empties it */
+    uint32_t *in_op;                 /* the owner's mh_thread.in_op */
+    uint64_t active_ms;              /* the owner's last give-back tick (relaxed atomic) */
+    uint64_t drained_ms;             /* when the purge thread last emptied it (list lock) */
 } tcache_t;
-MH_INTERNAL extern __thread tcache_t *mh_tcache;
+/* The thread's own state, one TLS block (one offset to load on the fast
+ * paths): its cache, and the count of allocator operations it is inside
+ * (tcache_drain_idle). */
+typedef struct mh_thread {
+    tcache_t *cache;
+    uint32_t in_op;
+    tcache_t *home;  /* the cache this thread made: cache is NULL while the purge thread empties it */
+} mh_thread_t;
+MH_INTERNAL extern __thread mh_thread_t mh_thread;
+#define mh_tcache (mh_thread.cache)
 MH_INTERNAL tcache_t *tcache_get_slow(void);    /* NULL when caching is off or the thread is exiting */
 MH_INTERNAL void *tcache_refill(tcache_t *t, uint32_t cls);
 MH_INTERNAL void  tcache_flush_bin(tcache_t *t, uint32_t cls, uint32_t keep);
@@ -570,6 +584,36 @@ MH_INTERNAL void solo_leave(void);
 MH_INTERNAL void solo_start(tcache_t *t);          /* the first thread cache */
 MH_INTERNAL void solo_forget(tcache_t *t);         /* a cache goes away */
 MH_INTERNAL void solo_after_fork_child(void);
+
+/* ---- caches of idle threads (tcache.c) ------------------------------------
+ * The purge thread empties the cache of a thread that made no give-back
+ * tick for decay_ms (blocks a thread keeps while it sleeps pin pages: a pool
+ * of 8 idle threads held 16 MB). The owner never waits for it and takes no
+ * locked instruction: it counts the operations it is inside in mh_thread.in_op
+ * (plain adds: a signal handler's malloc inside another leaves the count as
+ * it found it) and reads mh_tcache after the mark. The purge thread parks the
+ * cache (sets the owner's mh_tcache to NULL), makes every thread pass a
+ * full barrier (membarrier), and empties it only if the mark reads 0: the
+ * owner either published its mark before that barrier, or reads NULL after
+ * it and goes on without a cache (as with tcache=0) until the cache is put
+ * back. x86-64 without sanitizers only, as solo.c. */
+#ifdef MH_SOLO
+#define MH_IDLE_DRAIN 1
+static inline __attribute__((always_inline)) void op_enter(void) {
+    mh_thread.in_op++;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+static inline __attribute__((always_inline)) void op_exit(void) {
+    atomic_signal_fence(memory_order_seq_cst);
+    mh_thread.in_op--;
+}
+#else
+static inline void op_enter(void) {}
+static inline void op_exit(void) {}
+#endif
+MH_INTERNAL void tcache_active(tcache_t *t);                        /* from the owner's give-back tick */
+MH_INTERNAL uint64_t tcache_drain_idle(uint64_t now, uint64_t decay); /* purge thread, tick lock held */
+MH_INTERNAL uint64_t tcache_idle_drains(void);                        /* caches it emptied since start */
 
 /* ---- giving memory back (purge.c) ------------------------------------- */
 #define MH_TICK_OPS 256

@@ -13,8 +13,8 @@
  * waits without a timeout when nothing is pending, so it costs nothing then.
  * A forked child starts its own when it needs one; it is stopped at exit.
  * background=0 turns it off (a program that must stay single-threaded,
- * say for unshare(CLONE_NEWUSER)). Thread caches of idle threads are not
- * its to empty: at most a few blocks per class and thread stay. */
+ * say for unshare(CLONE_NEWUSER)). It also empties the caches of threads
+ * that made no allocator call for decay_ms (tcache_drain_idle). */
 #include "internal.h"
 
 mh_lock_t mh_tick_lock = MH_LOCK_INIT;
@@ -145,7 +145,8 @@ static void *purge_main(void *arg) {
          * (after it looked) pokes, so the wait below cannot miss it. */
         atomic_store(&purger.idle, 1);
         mh_lock(&mh_tick_lock);
-        uint64_t due = purge_pass(os_now_ms(), false);
+        uint64_t now = os_now_ms();
+        uint64_t due = min_u64(tcache_drain_idle(now, OPT(decay_ms)), purge_pass(now, false));
         mh_unlock(&mh_tick_lock);
         mh_lock(&purger.lock);
         if (purger.stopping || purger.poked) continue;

@@ -62,6 +62,7 @@ MH_API void mh_stats(mh_stats_t *st) {
     size_t mb;
     mesh_stats(&st->meshes, &mb);
     st->meshed_bytes = mb;
+    st->idle_drains = tcache_idle_drains();
 }
 
 /* ---- statistics out of the process -------------------------------------------
@@ -79,7 +80,7 @@ static const struct { const char *name; size_t off; } fields[] = {
 #define F(n) {#n, offsetof(mh_stats_t, n)}
     F(live_blocks), F(live_bytes), F(small_blocks), F(large_blocks), F(mapped_bytes), F(resident_bytes),
     F(metadata_bytes), F(miniheaps), F(slabs), F(cached_bytes), F(total_allocs), F(total_frees),
-    F(purged_bytes), F(unmapped_bytes), F(meshes), F(meshed_bytes),
+    F(purged_bytes), F(unmapped_bytes), F(meshes), F(meshed_bytes), F(idle_drains),
 #undef F
 };
 
@@ -120,6 +121,7 @@ static void format_stats(mh_buf_t *b, const mh_stats_t *st, bool json, const cha
         {"allocations", st->total_allocs},      {"frees", st->total_frees},
         {"purged bytes", st->purged_bytes},     {"unmapped bytes", st->unmapped_bytes},
         {"meshes", st->meshes},                 {"meshed bytes", st->meshed_bytes},
+        {"idle caches emptied", st->idle_drains},
     };
     buf_str(b, "miniheap stats:\n");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

@@ -6,8 +6,11 @@
 #include "internal.h"
 #include "track.h"
 
-__thread tcache_t *mh_tcache __attribute__((tls_model("initial-exec")));
+__thread mh_thread_t mh_thread __attribute__((tls_model("initial-exec")));
 static __thread uint8_t t_exiting __attribute__((tls_model("initial-exec")));
+/* mh_thread.home: while it is parked (mh_tcache NULL), the thread goes on
+ * without a cache rather than make another. */
+#define t_home (mh_thread.home)
 
 static pthread_key_t tkey;
 static mh_lock_t list_lock = MH_LOCK_INIT;
@@ -36,6 +39,7 @@ tcache_t *tcache_get_slow(void) {
     mh_ensure_init();
     if (!mh_opt.tcache || t_exiting) return NULL;
     if (mh_tcache) return mh_tcache;
+    if (t_home) return NULL; /* parked: the purge thread is emptying it */
     size_t slots = 0;
     for (uint32_t c = 0; c < mh_nclasses; c++) slots += bin_cap(c);
     size_t bytes = sizeof(tcache_t) + slots * sizeof(void *);
@@ -52,6 +56,11 @@ tcache_t *tcache_get_slow(void) {
     static _Atomic uint32_t next_arena;
     t->arena = atomic_fetch_add(&next_arena, 1) % narenas();
     t->check_left = (int32_t)mh_opt.check_every;
+    t->home = &mh_tcache;
+#ifdef MH_IDLE_DRAIN
+    t->in_op = &mh_thread.in_op;
+#endif
+    t->active_ms = os_now_ms();
     if (mh_opt.sample_rate) {
         uint32_t r;
         mh_random(&r, sizeof r);
@@ -68,6 +77,7 @@ tcache_t *tcache_get_slow(void) {
     all_caches = t;
     mh_unlock(&list_lock);
     mh_tcache = t;
+    t_home = t;
     if (first) solo_start(t);
     pthread_setspecific(tkey, t);
     return t;
@@ -211,12 +221,16 @@ static void tcache_destroy(void *arg) {
     tcache_t *t = arg;
     sigset_t saved;
     os_signals_block(&saved);
+    op_enter();
+    while (t_home && !__atomic_load_n(&mh_tcache, __ATOMIC_ACQUIRE)) os_yield(); /* parked: until it is back */
     quarantine_drain(t);
     solo_forget(t);
     t_exiting = 1;
     mh_tcache = NULL;
+    t_home = NULL;
     tcache_flush_all(t);
     tcache_release(t);
+    op_exit();
     os_signals_restore(&saved);
 }
 
@@ -334,6 +348,80 @@ void tcache_drop_current(void) {
     if (!t) return;
     solo_forget(t);
     mh_tcache = NULL;
+    t_home = NULL;
     pthread_setspecific(tkey, NULL);
     tcache_release(t);
 }
+
+void tcache_active(tcache_t *t) { __atomic_store_n(&t->active_ms, os_now_ms(), __ATOMIC_RELAXED); }
+
+static _Atomic uint64_t idle_drains;
+uint64_t tcache_idle_drains(void) { return atomic_load_explicit(&idle_drains, memory_order_relaxed); }
+
+#ifdef MH_IDLE_DRAIN
+/* A parked cache empties: its quarantined blocks and its bins go back to
+ * their slabs, still tagged (the poison of each is verified when its slot
+ * is handed out again, as for a block leaving the quarantine). */
+static void drain_parked(tcache_t *t) {
+    quarantine_t *q = &t->q;
+    while (q->count) {
+        void *tagged = q->slots[q->head];
+        q->slots[q->head] = NULL;
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        uint32_t idx;
+        bool interior = false;
+        slab_t *s = slab_of(untag(tagged), &idx, &interior);
+        slab_free_batch(s->cls, &tagged, 1);
+    }
+    quarantine_hold(q, false);
+    tcache_flush_all(t);
+}
+
+/* From the purge thread, with the tick lock held (so no fork runs): the
+ * caches whose owners made no give-back tick for decay_ms since they were
+ * last emptied are parked, pass one barrier together, and are emptied
+ * unless their owner is inside an operation (then: again after decay_ms).
+ * Returns when the next cache falls due. */
+#define DRAIN_MAX 64
+uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
+    static int barrier = -1; /* (the purge thread only) */
+    if (barrier < 0) barrier = os_membarrier_register();
+    uint64_t due = UINT64_MAX;
+    tcache_t *parked[DRAIN_MAX];
+    uint32_t n = 0;
+    mh_lock(&list_lock);
+    tcache_t *t = all_caches;
+    for (; t && n < DRAIN_MAX; t = t->next) {
+        uint64_t active = __atomic_load_n(&t->active_ms, __ATOMIC_RELAXED);
+        if (active <= t->drained_ms) continue;
+        if (active + decay > now) {
+            if (active + decay < due) due = active + decay;
+            continue;
+        }
+        __atomic_store_n(t->home, NULL, __ATOMIC_RELAXED);
+        parked[n++] = t;
+    }
+    if (t) due = now; /* more than DRAIN_MAX: the rest at once */
+    bool passed = n && barrier && os_membarrier();
+    for (uint32_t i = 0; i < n; i++) {
+        t = parked[i];
+        if (passed && !__atomic_load_n(t->in_op, __ATOMIC_RELAXED)) {
+            atomic_thread_fence(memory_order_acquire); /* the owner's last operation, in full */
+            drain_parked(t);
+            t->drained_ms = now;
+            atomic_fetch_add_explicit(&idle_drains, 1, memory_order_relaxed);
+        } else if (now + decay < due) {
+            due = now + decay;
+        }
+        __atomic_store_n(t->home, t, __ATOMIC_RELEASE);
+    }
+    mh_unlock(&list_lock);
+    return due;
+}
+#else
+uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
+    (void)now, (void)decay;
+    return UINT64_MAX;
+}
+#endif

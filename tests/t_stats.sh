@@ -15,7 +15,7 @@ import json, sys
 path, event, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fields = ["miniheap_stats", "event", "pid", "time_ms", "mode", "live_blocks", "live_bytes", "small_blocks",
           "large_blocks", "mapped_bytes", "resident_bytes", "metadata_bytes", "miniheaps", "slabs", "cached_bytes",
-          "total_allocs", "total_frees", "purged_bytes", "unmapped_bytes", "meshes", "meshed_bytes"]
+          "total_allocs", "total_frees", "purged_bytes", "unmapped_bytes", "meshes", "meshed_bytes", "idle_drains"]
 n = 0
 for line in open(path):
     if not line.startswith('{"miniheap_stats"'):

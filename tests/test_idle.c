@@ -18,6 +18,7 @@
 #include "mh_test.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
@@ -115,6 +116,238 @@ static int run(int background, size_t kept)
     return now > base + (dropped - base) / 2 ? 0 : 1;
 }
 
+/* Threads that go idle with full caches: TN threads each run bursts of
+ * 16 B - 64 KiB blocks, free them all and wait on a barrier, making no
+ * allocator call. Each cache holds up to 32 KiB per size class. The purge
+ * thread must empty them (once a thread made no give-back tick for
+ * decay_ms) and give their pages back (decay_ms later): the resident size
+ * must come within IDLE_SLACK of where it started within 3 x decay_ms.
+ * With the caches left alone, 8 threads kept 15 MB (fast), 18 MB
+ * (hardened) and 33 MB (debug, quarantine_mb=1); emptied, 3-6 MB. */
+enum { TN = 8, TBLOCKS = 4000 };
+#define IDLE_SLACK (10 * MiB)
+static pthread_barrier_t idle_barrier;
+static void *burst_then_idle(void *arg)
+{
+    static void *blocks[TN][TBLOCKS];
+    void **b = blocks[(uintptr_t)arg];
+    rng_t r;
+    rng_seed(&r, 1 + (uintptr_t)arg);
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < TBLOCKS; i++) {
+            size_t n = (size_t)16 << rng_range(&r, 0, 12);
+            n += rng_range(&r, 0, n - 1);
+            b[i] = A_MALLOC(n);
+            REQUIRE(b[i] != NULL, "malloc");
+            memset(b[i], 1, n < 64 ? n : 64);
+        }
+        for (int i = 0; i < TBLOCKS; i++)
+            A_FREE(b[i]);
+    }
+    pthread_barrier_wait(&idle_barrier); /* idle from here */
+    pthread_barrier_wait(&idle_barrier); /* measured */
+    return NULL;
+}
+
+static int run_threads(int background, size_t kept)
+{
+    static char out[512];
+    size_t base = rss_now();
+    pthread_t t[TN];
+    pthread_barrier_init(&idle_barrier, NULL, TN + 1);
+    for (uintptr_t i = 0; i < TN; i++)
+        REQUIRE(pthread_create(&t[i], NULL, burst_then_idle, (void *)i) == 0, "pthread_create");
+    pthread_barrier_wait(&idle_barrier);
+    size_t dropped = rss_now(), now = dropped;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double fell_at = -1, at;
+    while ((at = ms_since(t0)) < 3 * DECAY_MS) {
+        now = rss_now();
+        if (now <= base + IDLE_SLACK + kept) {
+            fell_at = at;
+            break;
+        }
+        usleep(10000);
+    }
+    pthread_barrier_wait(&idle_barrier);
+    for (int i = 0; i < TN; i++)
+        pthread_join(t[i], NULL);
+    int n = snprintf(out, sizeof out,
+                     "  %d idle threads, background=%d: resident (above the start) %zu MB when they went idle, "
+                     "%zu MB %.0f ms later; limit %zu MB%s\n",
+                     TN, background, (dropped - base) / MiB, (now - base) / MiB, fell_at >= 0 ? fell_at : at,
+                     (IDLE_SLACK + kept) / MiB, fell_at >= 0 ? "" : ", never under it");
+    if (write(1, out, (size_t)n) < 0) {}
+    if (background)
+        return fell_at >= 0 ? 0 : 1;
+    return now > base + IDLE_SLACK + kept ? 0 : 1; /* the control */
+}
+
+/* The purge thread empties caches while their threads run and sleep by
+ * turns (decay_ms=2: a thread that sleeps 5 ms is emptied). No block may
+ * change under its owner nor be handed out twice: every block holds a
+ * pattern, checked before it is freed. Runs 1.5 s, and on until a cache
+ * was emptied (the test cannot pass without one), then mh_check(). */
+enum { SN = 4, SBLOCKS = 256 };
+static atomic_int stress_stop, stress_bad;
+static void *stress_thread(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    static unsigned char *blocks[SN][SBLOCKS];
+    static size_t lens[SN][SBLOCKS];
+    unsigned char **b = blocks[id];
+    size_t *len = lens[id];
+    rng_t r;
+    rng_seed(&r, 100 + id);
+    for (int pass = 0; !atomic_load(&stress_stop) || pass < 2; pass++) {
+        for (int i = 0; i < SBLOCKS; i++) {
+            unsigned char tag = (unsigned char)(id * 31 + (uintptr_t)i);
+            if (b[i]) {
+                for (size_t k = 0; k < len[i]; k++)
+                    if (b[i][k] != tag) {
+                        atomic_fetch_add(&stress_bad, 1);
+                        break;
+                    }
+                A_FREE(b[i]);
+                b[i] = NULL;
+            }
+            if (atomic_load(&stress_stop))
+                continue;
+            len[i] = rng_range(&r, 16, 2048);
+            b[i] = A_MALLOC(len[i]);
+            if (!b[i]) {
+                atomic_fetch_add(&stress_bad, 1);
+                continue;
+            }
+            memset(b[i], tag, len[i]);
+            if (i % 16 == 0) {
+                /* Operations that last (a realloc copies 96 KiB between
+                 * taking the new block from the cache and putting the old
+                 * one there), with pauses: the give-back tick comes every
+                 * 256 operations, so the purge thread takes the thread for
+                 * idle while it runs, and parks its cache in the middle of
+                 * some. */
+                enum { BIG = 96 << 10 };
+                unsigned char *q = A_MALLOC(BIG);
+                if (q)
+                    memset(q, tag, BIG);
+                unsigned char *q2 = q ? A_REALLOC(q, BIG + (32 << 10)) : NULL;
+                if (!q2) {
+                    atomic_fetch_add(&stress_bad, 1);
+                    continue;
+                }
+                for (size_t k = 0; k < BIG; k += 64)
+                    if (q2[k] != tag) {
+                        atomic_fetch_add(&stress_bad, 1);
+                        break;
+                    }
+                A_FREE(q2);
+                usleep(200);
+            }
+        }
+        if (rng_range(&r, 0, 3) == 0)
+            usleep(5000); /* idle: its cache may be emptied */
+    }
+    return NULL;
+}
+
+static int run_stress(void)
+{
+    mh_check_fn check = mh_find_check();
+    mh_stats_fn stats = mh_find_stats();
+    REQUIRE(check && stats, "mh_check and mh_stats are not exported");
+    pthread_t t[SN];
+    for (uintptr_t i = 0; i < SN; i++)
+        REQUIRE(pthread_create(&t[i], NULL, stress_thread, (void *)i) == 0, "pthread_create");
+    /* 1.5 s, and on until a cache was emptied (at most 10 s more). */
+    mh_stats_t st;
+    usleep(1500 * 1000);
+    stats(&st);
+    for (int i = 0; i < 1000 && st.idle_drains == 0; i++) {
+        usleep(10000);
+        stats(&st);
+    }
+    atomic_store(&stress_stop, 1);
+    for (int i = 0; i < SN; i++)
+        pthread_join(t[i], NULL);
+    int bad = atomic_load(&stress_bad), heap = check();
+    static char out[256];
+    int n = snprintf(out, sizeof out,
+                     "  stress: %d threads sleeping by turns: caches emptied %llu times while they ran; %d bad blocks, "
+                     "mh_check %d\n",
+                     SN, (unsigned long long)st.idle_drains, bad, heap);
+    if (write(1, out, (size_t)n) < 0) {}
+    return bad == 0 && heap == 0 && st.idle_drains > 0 ? 0 : 1;
+}
+
+/* A thread inside an allocator call is never emptied, however long the
+ * call lasts: here an error handler (abort_on_error=0) that sleeps 200 ms
+ * inside free() of a double free, with decay_ms=2. Its cache must not be
+ * emptied during the call, and must be once the thread sleeps outside. */
+static atomic_int in_handler;
+static void slow_handler(const mh_error_t *err, void *arg)
+{
+    (void)err, (void)arg;
+    atomic_store(&in_handler, 1);
+    usleep(200 * 1000);
+    atomic_store(&in_handler, 0);
+}
+static atomic_int inside_phase;
+static void *double_free_thread(void *arg)
+{
+    (void)arg;
+    void *b[300];
+    for (int i = 0; i < 300; i++) /* more than 256 operations: a give-back tick */
+        b[i] = A_MALLOC(64);
+    for (int i = 1; i < 300; i++)
+        A_FREE(b[i]);
+    A_FREE(b[0]);
+    atomic_store(&inside_phase, 1);
+    A_FREE(b[0]); /* the double free: the handler sleeps inside */
+    atomic_store(&inside_phase, 2);
+    usleep(200 * 1000); /* outside: now it may be emptied */
+    return NULL;
+}
+
+static int run_inside(void)
+{
+    mh_stats_fn stats = mh_find_stats();
+    void (*set_handler)(mh_error_handler_t, void *);
+    void *sym = dlsym(RTLD_DEFAULT, "mh_set_error_handler");
+    REQUIRE(stats && sym, "mh_stats and mh_set_error_handler are not exported");
+    memcpy(&set_handler, &sym, sizeof set_handler);
+    set_handler(slow_handler, NULL);
+    /* This thread's own cache is emptied first (it makes no give-back tick
+     * after, so not again). */
+    A_FREE(A_MALLOC(16));
+    mh_stats_t st;
+    stats(&st);
+    for (int i = 0; i < 500 && st.idle_drains == 0; i++) {
+        usleep(10000);
+        stats(&st);
+    }
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, double_free_thread, NULL) == 0, "pthread_create");
+    while (!atomic_load(&in_handler))
+        usleep(1000);
+    stats(&st);
+    uint64_t before = st.idle_drains;
+    while (atomic_load(&in_handler))
+        usleep(1000);
+    stats(&st);
+    uint64_t inside = st.idle_drains - before;
+    pthread_join(t, NULL);
+    stats(&st);
+    uint64_t after = st.idle_drains - before;
+    static char out[200];
+    int n = snprintf(out, sizeof out,
+                     "  a thread 200 ms inside free(): its cache emptied %llu times meanwhile, %llu once it slept "
+                     "outside\n", (unsigned long long)inside, (unsigned long long)(after - inside));
+    if (write(1, out, (size_t)n) < 0) {}
+    return inside == 0 && after > inside ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -125,6 +358,10 @@ int main(int argc, char **argv)
 #endif
     if (argc == 3)
         return run(atoi(argv[1]), (size_t)atol(argv[2]) * MiB);
+    if (argc == 4)
+        return run_threads(atoi(argv[1]), (size_t)atol(argv[2]) * MiB);
+    if (argc == 2)
+        return strcmp(argv[1], "inside") == 0 ? run_inside() : run_stress();
     static const char *const modes[] = {"fast", "hardened", "debug"};
     for (int m = 0; m < 3; m++)
         for (int bg = 1; bg >= 0; bg--) {
@@ -148,5 +385,60 @@ int main(int argc, char **argv)
                   bg ? "with the purge thread" : "background=0 (control)",
                   bg ? "did not fall within 2 x decay_ms" : "fell without the thread", st);
         }
+    /* Idle threads with full caches (and, in debug mode, quarantines). */
+    for (int m = 0; m < 3; m++)
+        for (int bg = 1; bg >= 0; bg--) {
+            char opts[128];
+            /* (debug: a 1 MiB quarantine, so that what it keeps on purpose
+             * stays small beside what the caches and rings held) */
+            snprintf(opts, sizeof opts, "mode=%s:decay_ms=%d:background=%d:leak_report=0%s", modes[m], DECAY_MS, bg,
+                     m == 2 ? ":quarantine_mb=1" : "");
+            fflush(stdout);
+            pid_t pid = fork();
+            REQUIRE(pid >= 0, "fork");
+            if (pid == 0) {
+                setenv("MINIHEAP_OPTIONS", opts, 1);
+                char arg[4];
+                snprintf(arg, sizeof arg, "%d", bg);
+                execl("/proc/self/exe", argv[0], arg, "0", "threads", (char *)NULL);
+                _exit(127);
+            }
+            int st = 0;
+            waitpid(pid, &st, 0);
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "[%s] %d idle threads, %s: the resident size %s (status %#x)",
+                  modes[m], TN, bg ? "with the purge thread" : "background=0 (control)",
+                  bg ? "did not fall within 3 x decay_ms" : "fell without the thread", st);
+        }
+    for (int m = 0; m < 3; m++) {
+        char opts[128];
+        snprintf(opts, sizeof opts, "mode=%s:decay_ms=2:leak_report=0", modes[m]);
+        fflush(stdout);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork");
+        if (pid == 0) {
+            setenv("MINIHEAP_OPTIONS", opts, 1);
+            execl("/proc/self/exe", argv[0], "stress", (char *)NULL);
+            _exit(127);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "[%s] caches emptied while their threads run: a block changed, mh_check failed or no cache was emptied "
+              "(status %#x)", modes[m], st);
+    }
+    {
+        fflush(stdout);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork");
+        if (pid == 0) {
+            setenv("MINIHEAP_OPTIONS", "mode=fast:decay_ms=2:abort_on_error=0:leak_report=0", 1);
+            execl("/proc/self/exe", argv[0], "inside", (char *)NULL);
+            _exit(127);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "a thread's cache was emptied while it was inside free(), or not once it was outside (status %#x)", st);
+    }
     return mh_test_exit("test_idle");
 }
