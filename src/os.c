@@ -226,28 +226,24 @@ void os_signal_stack(uintptr_t *lo, uintptr_t *hi) {
 
 int os_set_signal_stack(const stack_t *ss, stack_t *old) { return (int)syscall(SYS_sigaltstack, ss, old); }
 
+/* A 128 KiB stack, or the default size when that is too small: glibc
+ * places the program's static TLS on every thread's stack, and with more
+ * than about 100 KiB of __thread data pthread_create says EINVAL (the purge
+ * thread never started, and an idle program kept its memory). */
 bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
     sigset_t old;
     os_signals_block(&old); /* inherited: no signal of the program lands on it */
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, (size_t)128 << 10);
-    int saved = errno;
-    int rc = pthread_create(out, &attr, fn, NULL);
-    if (rc == EINVAL) {
-        /* glibc places the program's static TLS on every thread's stack:
-         * with more than about 100 KiB of __thread data, 128 KiB is too
-         * small and pthread_create says EINVAL. Then the default size (the
-         * purge thread never started, and an idle program kept its memory). */
-        pthread_attr_destroy(&attr);
+    int saved = errno, rc = EINVAL;
+    for (int small = 1; small >= 0 && rc == EINVAL; small--) {
+        pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (small) pthread_attr_setstacksize(&attr, (size_t)128 << 10);
         rc = pthread_create(out, &attr, fn, NULL);
+        pthread_attr_destroy(&attr);
     }
     if (rc == 0) pthread_setname_np(*out, name);
     errno = saved;
-    pthread_attr_destroy(&attr);
     os_signals_restore(&old);
     return rc == 0;
 }
