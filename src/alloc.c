@@ -163,7 +163,9 @@ static inline __attribute__((always_inline)) void solo_exit(uint32_t busy) {
  * plain instruction? If so the change is marked: the mark (the value to put
  * back with solo_exit after it) is returned, else -1. If not, and another
  * thread is the owner, the owner's plain changes end before this thread's
- * first locked one. */
+ * first locked one. A thread is the owner by the cache it made
+ * (mh_thread.home): it stays the owner while the purge thread empties that
+ * cache and t is NULL. */
 static inline __attribute__((always_inline)) int64_t solo_begin(tcache_t *t) {
     if (t != NULL && t == atomic_load_explicit(&mh_solo, memory_order_relaxed)) {
         uint32_t busy = solo_enter();
@@ -171,12 +173,9 @@ static inline __attribute__((always_inline)) int64_t solo_begin(tcache_t *t) {
         solo_exit(busy); /* ended meanwhile: a locked change needs no mark */
         return -1;
     }
-    if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF)) {
-        tcache_t *owner = atomic_load_explicit(&mh_solo_owner, memory_order_relaxed);
-        /* (the owner itself while the purge thread empties its cache: a
-         * locked change, and the mode goes on) */
-        if (t != owner && !(t == NULL && mh_thread.home == owner)) solo_leave();
-    }
+    if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF) &&
+        mh_thread.home != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed))
+        solo_leave();
     return -1;
 }
 #endif
@@ -266,10 +265,11 @@ static inline bool sparse(const slab_t *s) {
  * pages (after a drop, the caches would otherwise keep ~1 MB resident). */
 static MH_NOINLINE void op_tick(tcache_t *t) {
     t->ops_left = MH_TICK_OPS;
-    tcache_active(t);
-    if (!mh_tick_due()) return;
-    if (t->last_flush_ms + OPT(decay_ms) <= os_now_ms()) {
-        t->last_flush_ms = os_now_ms();
+    uint64_t now = os_now_ms();
+    __atomic_store_n(&t->active_ms, now, __ATOMIC_RELAXED); /* (tcache_drain_idle) */
+    if (!mh_tick_due(now)) return;
+    if (t->last_flush_ms + OPT(decay_ms) <= now) {
+        t->last_flush_ms = now;
         tcache_flush_all(t);
     }
     mh_tick(false);

@@ -529,8 +529,8 @@ typedef struct tcache {
     uint64_t last_flush_ms;          /* the cache was last emptied by a tick */
     size_t bytes;                    /* size of this struct and its slots */
     /* An idle thread's cache (tcache_drain_idle): */
-    struct tcache **home;            /* the owner's mh_tcache, NULL while the purge thread empties it */
-    uint32_t *in_op;                 /* the owner's mh_thread.in_op */
+    struct tcache **owner_cache;     /* the owner's mh_tcache, NULL while the purge thread empties it */
+    uint32_t *owner_in_op;           /* the owner's mh_thread.in_op */
     uint64_t active_ms;              /* the owner's last give-back tick (relaxed atomic) */
     uint64_t drained_ms;             /* when the purge thread last emptied it (list lock) */
 } tcache_t;
@@ -611,7 +611,6 @@ static inline __attribute__((always_inline)) void op_exit(void) {
 static inline void op_enter(void) {}
 static inline void op_exit(void) {}
 #endif
-MH_INTERNAL void tcache_active(tcache_t *t);                        /* from the owner's give-back tick */
 MH_INTERNAL uint64_t tcache_drain_idle(uint64_t now, uint64_t decay); /* purge thread, tick lock held */
 MH_INTERNAL uint64_t tcache_idle_drains(void);                        /* caches it emptied since start */
 
@@ -620,7 +619,7 @@ MH_INTERNAL uint64_t tcache_idle_drains(void);                        /* caches 
 MH_INTERNAL extern mh_lock_t mh_tick_lock;  /* one give-back pass at a time; mh_reset, fork */
 MH_INTERNAL bool mh_release_unused(void);    /* an allocation failed: give back what nothing uses */
 MH_INTERNAL void mh_tick(bool force);       /* a give-back pass if one is due (force: now, everything) */
-MH_INTERNAL bool mh_tick_due(void);
+MH_INTERNAL bool mh_tick_due(uint64_t now);
 MH_INTERNAL void mh_tick_reschedule(void);  /* decay_ms or background changed */
 MH_INTERNAL void purge_grew(size_t bytes);   /* fresh memory was taken: free memory may go back early */
 MH_INTERNAL void purge_pending(void);       /* something became free to give back (locks may be held) */

@@ -75,7 +75,7 @@ static uint64_t purge_pass(uint64_t now, bool force) {
 
 static void purger_start(void);
 
-bool mh_tick_due(void) { return os_now_ms() >= atomic_load_explicit(&next_tick_ms, memory_order_relaxed); }
+bool mh_tick_due(uint64_t now) { return now >= atomic_load_explicit(&next_tick_ms, memory_order_relaxed); }
 
 void mh_tick(bool force) {
     if (unlikely(atomic_load_explicit(&purger.wanted, memory_order_relaxed))) purger_start();

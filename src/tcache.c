@@ -56,10 +56,8 @@ tcache_t *tcache_get_slow(void) {
     static _Atomic uint32_t next_arena;
     t->arena = atomic_fetch_add(&next_arena, 1) % narenas();
     t->check_left = (int32_t)mh_opt.check_every;
-    t->home = &mh_tcache;
-#ifdef MH_IDLE_DRAIN
-    t->in_op = &mh_thread.in_op;
-#endif
+    t->owner_cache = &mh_tcache;
+    t->owner_in_op = &mh_thread.in_op;
     t->active_ms = os_now_ms();
     if (mh_opt.sample_rate) {
         uint32_t r;
@@ -155,12 +153,15 @@ static void quarantine_hold(quarantine_t *q, bool on) {
  * when the slot is handed out again (prepare_block), where the allocation
  * writes the same cache lines anyway, or by mh_check() (at exit in debug
  * mode), not here, where it would be read cold a second time. */
-static void quarantine_pop(quarantine_t *q) {
+static void *quarantine_take(quarantine_t *q) {
     void *old = q->slots[q->head];
     q->slots[q->head] = NULL;
     q->head = (q->head + 1) % q->cap;
     q->count--;
-    q->bytes -= block_release(old);
+    return old;
+}
+static void quarantine_pop(quarantine_t *q) {
+    q->bytes -= block_release(quarantine_take(q));
     quarantine_publish(q);
 }
 
@@ -353,8 +354,6 @@ void tcache_drop_current(void) {
     tcache_release(t);
 }
 
-void tcache_active(tcache_t *t) { __atomic_store_n(&t->active_ms, os_now_ms(), __ATOMIC_RELAXED); }
-
 static _Atomic uint64_t idle_drains;
 uint64_t tcache_idle_drains(void) { return atomic_load_explicit(&idle_drains, memory_order_relaxed); }
 
@@ -365,10 +364,7 @@ uint64_t tcache_idle_drains(void) { return atomic_load_explicit(&idle_drains, me
 static void drain_parked(tcache_t *t) {
     quarantine_t *q = &t->q;
     while (q->count) {
-        void *tagged = q->slots[q->head];
-        q->slots[q->head] = NULL;
-        q->head = (q->head + 1) % q->cap;
-        q->count--;
+        void *tagged = quarantine_take(q);
         uint32_t idx;
         bool interior = false;
         slab_t *s = slab_of(untag(tagged), &idx, &interior);
@@ -394,19 +390,15 @@ uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
     tcache_t *t = all_caches;
     for (; t && n < DRAIN_MAX; t = t->next) {
         uint64_t active = __atomic_load_n(&t->active_ms, __ATOMIC_RELAXED);
-        if (active <= t->drained_ms) continue;
-        if (active + decay > now) {
-            if (active + decay < due) due = active + decay;
-            continue;
-        }
-        __atomic_store_n(t->home, NULL, __ATOMIC_RELAXED);
+        if (active <= t->drained_ms || !purge_ripe(now, active, decay, false, &due)) continue;
+        __atomic_store_n(t->owner_cache, NULL, __ATOMIC_RELAXED);
         parked[n++] = t;
     }
     if (t) due = now; /* more than DRAIN_MAX: the rest at once */
     bool passed = n && barrier && os_membarrier();
     for (uint32_t i = 0; i < n; i++) {
         t = parked[i];
-        if (passed && !__atomic_load_n(t->in_op, __ATOMIC_RELAXED)) {
+        if (passed && !__atomic_load_n(t->owner_in_op, __ATOMIC_RELAXED)) {
             atomic_thread_fence(memory_order_acquire); /* the owner's last operation, in full */
             drain_parked(t);
             t->drained_ms = now;
@@ -414,7 +406,7 @@ uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
         } else if (now + decay < due) {
             due = now + decay;
         }
-        __atomic_store_n(t->home, t, __ATOMIC_RELEASE);
+        __atomic_store_n(t->owner_cache, t, __ATOMIC_RELEASE);
     }
     mh_unlock(&list_lock);
     return due;
