@@ -217,6 +217,11 @@ MH_INTERNAL bool   os_membarrier(void);            /* every thread of the proces
 MH_INTERNAL void   os_yield(void);
 MH_INTERNAL void   os_futex_wait(_Atomic uint32_t *word, uint32_t val, int timeout_ms);
 MH_INTERNAL void   os_futex_wake(_Atomic uint32_t *word);
+MH_INTERNAL size_t os_other_threads(uint32_t *tids, size_t max); /* kernel ids, the caller's excluded */
+MH_INTERNAL bool   os_signal_thread(uint32_t tid, int sig);
+MH_INTERNAL bool   os_swap_signal(int sig, void (*fn)(int), struct sigaction *old);
+MH_INTERNAL void   os_restore_signal(int sig, const struct sigaction *old);
+MH_INTERNAL void   os_readable_mappings(const uintptr_t *addrs, size_t n, uintptr_t *lo, uintptr_t *hi);
 MH_INTERNAL extern _Atomic size_t os_purged_total, os_unmapped_total;
 /* Bytes given back to the system since start (did a pass give any back?). */
 static inline uint64_t os_given_back(void) { return atomic_load(&os_purged_total) + atomic_load(&os_unmapped_total); }
@@ -397,7 +402,7 @@ static inline bool purge_ripe(uint64_t now, uint64_t stamp, uint64_t decay, bool
     return false;
 }
 MH_INTERNAL uint64_t slab_purge_class(uint32_t cls, uint64_t now, uint64_t decay, bool force);
-MH_INTERNAL void     slab_foreach(void (*fn)(slab_t *, void *), void *arg); /* locks taken inside */
+MH_INTERNAL void     slab_foreach(void (*fn)(slab_t *, void *), void *arg); /* bins_lock_all and mh_heap_lock held */
 MH_INTERNAL void     slab_reset_all(void);
 
 /* slab.c's bookkeeping, for mesh.c (class lock held). */
@@ -503,7 +508,7 @@ struct mh_fault;
 MH_INTERNAL bool   large_explain(uintptr_t addr, struct mh_fault *f);
 MH_INTERNAL bool   large_was_freed(const void *p, struct mh_fault *f);
 typedef void (*large_visit_fn)(void *user, size_t size, uint32_t alloc_stack, void *arg);
-MH_INTERNAL void   large_foreach_live(large_visit_fn fn, void *arg); /* lock held inside */
+MH_INTERNAL void   large_foreach_live(large_visit_fn fn, void *arg); /* large_lock_all held */
 
 /* ---- thread caches (tcache.c) ------------------------------------------ */
 typedef struct tbin {

@@ -820,9 +820,12 @@ int large_check(void) {
 }
 
 void large_foreach_live(large_visit_fn fn, void *arg) {
-    mh_lock(&large_lock);
-    for (large_t *l = live_list; l; l = l->lnext) fn(l_user(l), l_size(l), l->alloc_stack, arg);
-    mh_unlock(&large_lock);
+    for (large_t *l = live_list; l; l = l->lnext) {
+        /* Not one a free or realloc has claimed: on its way out, and maybe
+         * sealed already (large_release seals before it takes the lock). */
+        if (__atomic_load_n(&l->busy, __ATOMIC_ACQUIRE)) continue;
+        fn(l_user(l), l_size(l), l->alloc_stack, arg);
+    }
 }
 
 /* For the fault handler: is addr in a guard page of a live large block, or

@@ -3,10 +3,10 @@
  *
  * Reachability is computed the way LSan does it, conservatively: every
  * aligned word of the writable segments of every loaded object and of the
- * exiting thread's stack and registers is a root; a word that points into a
- * live block (start or interior) marks it, and marked blocks are scanned in
- * turn. What stays unmarked is reported. Stacks of other threads still
- * running at exit are not scanned. */
+ * stack, registers and TLS of every thread is a root; a word that points
+ * into a live block (start or interior) marks it, and marked blocks are
+ * scanned in turn. What stays unmarked is reported. The other threads stop
+ * while the heap is collected and scanned (see stop_others). */
 #include "internal.h"
 #include "track.h"
 
@@ -15,11 +15,15 @@
 
 typedef struct span { uintptr_t lo, hi; uint32_t stack; uint8_t marked; } span_t;
 
+typedef struct range { uintptr_t lo, hi; } range_t;
+
 typedef struct leak_state {
     span_t *spans;          /* every live block, sorted by address */
     size_t n, cap;
     uintptr_t *work;        /* blocks to scan (indices into spans) */
     size_t nwork, capwork;
+    range_t *segs;          /* the writable segments of the loaded objects */
+    size_t nsegs, capsegs;
 } leak_state_t;
 
 static bool grow(void **arr, size_t *cap, size_t elem) {
@@ -92,26 +96,126 @@ static MH_TRACK_NO_SANITIZE void scan_range(leak_state_t *st, uintptr_t lo, uint
     for (uintptr_t a = lo; a + 8 <= hi; a += 8) mark_word(st, *(const uintptr_t *)a);
 }
 
-static int scan_object(struct dl_phdr_info *info, size_t size, void *arg) {
+/* The writable segments of every loaded object, noted before anything
+ * stops: a stopped thread may hold the loader's lock. */
+static int note_object(struct dl_phdr_info *info, size_t size, void *arg) {
     (void)size;
+    leak_state_t *st = arg;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_W)) {
-            uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-            scan_range(arg, lo, lo + ph->p_memsz);
-        }
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W)) continue;
+        if (st->nsegs == st->capsegs && !grow((void **)&st->segs, &st->capsegs, sizeof(range_t))) return 1;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        st->segs[st->nsegs++] = (range_t){lo, lo + ph->p_memsz};
     }
     return 0;
 }
 
-extern void *__libc_stack_end;
+/* ---- the other threads stop while the heap is collected and scanned ------
+ * As LeakSanitizer stops them (with ptrace): a block a worker still holds
+ * only in a register, on its stack or in its TLS at exit is not a leak, and
+ * no block moves between roots under the scan. Each thread gets SIGURG,
+ * which is ignored by default (one that arrives late harms nothing); its
+ * handler notes where its stack and TLS are and waits. The kernel has saved
+ * the thread's registers in the signal frame, above the handler's frame on
+ * the same stack. A thread that blocks SIGURG is waited for STOP_WAIT_MS,
+ * then left out. Threads started meanwhile are found in a second look. */
+#define STOP_MAX 4096
+#define STOP_WAIT_MS 200
+#define STOP_ROUNDS 3
+/* How far below its thread pointer a thread's static TLS may reach when it
+ * is not on the thread's stack (the main thread's: ld.so allocates it). */
+#define TLS_SPAN ((uintptr_t)1 << 20)
 
-static MH_NOINLINE void scan_roots(leak_state_t *st) {
-    __builtin_unwind_init(); /* spill callee-saved registers onto this frame */
-    volatile uintptr_t here = (uintptr_t)__builtin_frame_address(0);
-    uintptr_t top = (uintptr_t)__libc_stack_end;
-    if (top > here) scan_range(st, here, top);
-    dl_iterate_phdr(scan_object, st);
+typedef struct thread_root { uintptr_t sp, tp; } thread_root_t;
+/* A stopped thread's slot: sp is stored last (0: not yet written). */
+static struct { _Atomic uintptr_t sp; uintptr_t tp; } stopped[STOP_MAX];
+static uint32_t signalled[STOP_MAX];
+static _Atomic uint32_t stop_on, stop_arrived, stop_noted, stop_release, stop_left;
+
+static void stop_handler(int sig) {
+    (void)sig;
+    if (!atomic_load(&stop_on)) return;
+    volatile uintptr_t here = 0;
+    uint32_t i = atomic_fetch_add(&stop_arrived, 1);
+    if (i < STOP_MAX) {
+        stopped[i].tp = (uintptr_t)pthread_self();
+        atomic_store(&stopped[i].sp, (uintptr_t)&here);
+    }
+    atomic_fetch_add(&stop_noted, 1);
+    while (!atomic_load(&stop_release)) os_futex_wait(&stop_release, 0, 100);
+    atomic_fetch_add(&stop_left, 1);
+}
+
+/* Stop every other thread; how many slots of stopped[] to read. */
+static size_t stop_others(struct sigaction *old) {
+    static uint32_t tids[STOP_MAX];
+    size_t nsig = 0;
+    if (!os_swap_signal(SIGURG, stop_handler, old)) return 0;
+    atomic_store(&stop_on, 1);
+    for (int round = 0; round < STOP_ROUNDS; round++) {
+        size_t n = os_other_threads(tids, STOP_MAX), fresh = 0;
+        for (size_t i = 0; i < n && nsig < STOP_MAX; i++) {
+            size_t k = 0;
+            while (k < nsig && signalled[k] != tids[i]) k++;
+            if (k < nsig || !os_signal_thread(tids[i], SIGURG)) continue;
+            signalled[nsig++] = tids[i];
+            fresh++;
+        }
+        if (!fresh) break;
+        uint64_t t0 = os_now_ms();
+        while (atomic_load(&stop_noted) < nsig && os_now_ms() - t0 < STOP_WAIT_MS) os_yield();
+    }
+    uint32_t arrived = atomic_load(&stop_arrived);
+    return arrived < STOP_MAX ? arrived : STOP_MAX;
+}
+
+static void resume_others(const struct sigaction *old) {
+    if (!atomic_load(&stop_on)) return; /* (no handler was installed) */
+    atomic_store(&stop_release, 1);
+    os_futex_wake(&stop_release);
+    uint64_t t0 = os_now_ms();
+    while (atomic_load(&stop_left) < atomic_load(&stop_noted) && os_now_ms() - t0 < STOP_WAIT_MS) os_yield();
+    atomic_store(&stop_on, 0);
+    os_restore_signal(SIGURG, old);
+}
+
+/* Each thread's stack from its stack pointer to the end of the mapping
+ * (with glibc, a thread's static TLS and descriptor are at the top of its
+ * stack's mapping), and the TLS below its thread pointer when that is
+ * elsewhere (the main thread's). */
+static void scan_threads(leak_state_t *st, const thread_root_t *t, size_t n) {
+    static uintptr_t addrs[2 * (STOP_MAX + 1)], lo[2 * (STOP_MAX + 1)], hi[2 * (STOP_MAX + 1)];
+    for (size_t i = 0; i < n; i++) {
+        addrs[2 * i] = t[i].sp;
+        addrs[2 * i + 1] = t[i].tp;
+    }
+    os_readable_mappings(addrs, 2 * n, lo, hi);
+    for (size_t i = 0; i < n; i++) {
+        if (hi[2 * i]) scan_range(st, t[i].sp, hi[2 * i]);
+        uintptr_t tp = t[i].tp, mlo = lo[2 * i + 1], mhi = hi[2 * i + 1];
+        if (!mhi || (tp >= t[i].sp && tp < hi[2 * i])) continue;
+        scan_range(st, tp - mlo > TLS_SPAN ? tp - TLS_SPAN : mlo, mhi - tp > TLS_SPAN ? tp + TLS_SPAN : mhi);
+    }
+}
+
+/* Where the exiting thread's stack is the program's: above our own frames
+ * (leak_destructor's caller on), whose dead slots may hold stale copies of
+ * block pointers from the heap walks before the scan (mh_check). */
+static uintptr_t exit_sp;
+
+/* The roots: every thread's (the stopped ones' and this one's) and the
+ * loaded objects' writable segments. */
+static MH_NOINLINE void scan_roots(leak_state_t *st, size_t nslots) {
+    static thread_root_t roots[STOP_MAX + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < nslots; i++) {
+        uintptr_t sp = atomic_load(&stopped[i].sp); /* (0: one that arrived as the wait timed out) */
+        if (sp) roots[n++] = (thread_root_t){sp, stopped[i].tp};
+    }
+    roots[n++] = (thread_root_t){exit_sp, (uintptr_t)pthread_self()};
+    scan_threads(st, roots, n);
+    for (size_t i = 0; i < st->nsegs; i++) scan_range(st, st->segs[i].lo, st->segs[i].hi);
 }
 
 typedef struct group { uint32_t stack; size_t blocks, bytes; int rule; } group_t;
@@ -369,19 +473,32 @@ static void report(leak_state_t *st) {
 static void leak_check_at_exit(void) {
     if (!atomic_load(&mh_ready) || !mh_opt.leak_report) return;
     leak_state_t st = {0};
+    dl_iterate_phdr(note_object, &st);
+    /* The heap's locks before the other threads stop (one of them may be
+     * about to take one), in fork_prepare's order. */
+    bins_lock_all();
+    mh_lock(&mh_heap_lock);
+    large_lock_all();
+    struct sigaction old;
+    size_t nstopped = stop_others(&old);
     slab_foreach(collect_slab, &st);
     large_foreach_live(collect_large, &st);
     if (st.n) {
         sort_spans(st.spans, st.n);
-        scan_roots(&st);
+        scan_roots(&st, nstopped);
         while (st.nwork) {
             span_t *sp = &st.spans[st.work[--st.nwork]];
             scan_range(&st, sp->lo, sp->hi);
         }
-        report(&st);
     }
+    resume_others(&old);
+    large_unlock_all();
+    mh_unlock(&mh_heap_lock);
+    bins_unlock_all();
+    if (st.n) report(&st);
     if (st.spans) os_unmap(st.spans, st.cap * sizeof(span_t));
     if (st.work) os_unmap(st.work, st.capwork * sizeof(uintptr_t));
+    if (st.segs) os_unmap(st.segs, st.capsegs * sizeof(range_t));
 }
 
 /* Runs after main's atexit handlers and the program's destructors. The
@@ -391,6 +508,7 @@ static void leak_check_at_exit(void) {
  * never freed is found here, and reported before any leak. */
 __attribute__((destructor(101))) static void leak_destructor(void) {
     if (!atomic_load(&mh_ready)) return;
+    exit_sp = (uintptr_t)__builtin_frame_address(0);
     sigset_t saved;
     os_signals_block(&saved); /* the program's handlers cannot allocate into a half-drained cache */
     purge_stop(); /* first: no give-back pass runs while the heap is walked */

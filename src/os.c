@@ -747,3 +747,99 @@ bool os_membarrier(void) {
 #endif
 }
 void os_yield(void) { sched_yield(); }
+
+/* ---- other threads (the leak scan stops them: leak.c) ---- */
+
+/* The kernel ids of the process's other threads, up to max (from
+ * /proc/self/task; 0 when it cannot be read). */
+size_t os_other_threads(uint32_t *tids, size_t max) {
+    int saved = errno;
+    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) { errno = saved; return 0; }
+    uint32_t self = os_thread_id();
+    size_t n = 0;
+    _Alignas(8) char buf[4096];
+    long got;
+    while (n < max && (got = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < got;) {
+            const char *name = buf + off + 19; /* d_ino 8, d_off 8, d_reclen 2, d_type 1 */
+            uint16_t reclen;
+            memcpy(&reclen, buf + off + 16, sizeof reclen);
+            off += reclen;
+            uint32_t tid = 0;
+            bool digits = *name != 0;
+            for (const char *c = name; *c; c++) {
+                if (*c < '0' || *c > '9') { digits = false; break; }
+                tid = tid * 10 + (uint32_t)(*c - '0');
+            }
+            if (digits && tid != self && n < max) tids[n++] = tid;
+        }
+    }
+    close(fd);
+    errno = saved;
+    return n;
+}
+
+bool os_signal_thread(uint32_t tid, int sig) {
+    int saved = errno;
+    bool ok = syscall(SYS_tgkill, getpid(), (pid_t)tid, sig) == 0;
+    errno = saved;
+    return ok;
+}
+
+/* fn (no SA_RESTART needed: it only waits) as sig's handler; the old action
+ * in *old for os_restore_signal. */
+bool os_swap_signal(int sig, void (*fn)(int), struct sigaction *old) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    int saved = errno;
+    bool ok = __sigaction(sig, &sa, old) == 0;
+    errno = saved;
+    return ok;
+}
+void os_restore_signal(int sig, const struct sigaction *old) {
+    int saved = errno;
+    __sigaction(sig, old, NULL);
+    errno = saved;
+}
+
+/* For each of addrs[0..n), the readable mapping that holds it, [lo, hi)
+ * (0, 0 when none does), from one read of /proc/self/maps. */
+void os_readable_mappings(const uintptr_t *addrs, size_t n, uintptr_t *lo, uintptr_t *hi) {
+    for (size_t i = 0; i < n; i++) lo[i] = hi[i] = 0;
+    int saved = errno;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { errno = saved; return; }
+    char buf[8192];
+    size_t have = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + have, sizeof buf - have);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        have += (size_t)r;
+        size_t start = 0;
+        for (size_t e = 0; e < have; e++) {
+            if (buf[e] != '\n') continue;
+            /* "lo-hi rwxp ..." */
+            const char *c = buf + start, *end = buf + e;
+            uintptr_t v[2] = {0, 0};
+            for (int k = 0; k < 2 && c < end; k++, c++) {
+                for (; c < end && *c != '-' && *c != ' '; c++)
+                    v[k] = v[k] * 16 + (uintptr_t)(*c <= '9' ? *c - '0' : (*c | 0x20) - 'a' + 10);
+            }
+            if (c < end && *c == 'r') {
+                for (size_t i = 0; i < n; i++)
+                    if (addrs[i] >= v[0] && addrs[i] < v[1]) { lo[i] = v[0]; hi[i] = v[1]; }
+            }
+            start = e + 1;
+        }
+        memmove(buf, buf + start, have - start);
+        have -= start;
+        if (have == sizeof buf) have = 0; /* a line longer than the buffer: not one we need */
+    }
+    close(fd);
+    errno = saved;
+}

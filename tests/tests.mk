@@ -66,7 +66,7 @@ $(STARTUP_DIR)/cxx_plugin.so: tests/startup/cxx_plugin.cpp tests/tests.mk
 LEAK_BINS := $(TEST_DIR)/leaks/leaky $(TEST_DIR)/leaks/plugin.so
 $(TEST_DIR)/leaks/leaky: tests/leaks/leaky.c tests/tests.mk
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) -O1 -g -fno-omit-frame-pointer -fno-builtin -rdynamic $< -o $@ -ldl
+	$(CC) $(CSTD) -O1 -g -fno-omit-frame-pointer -fno-builtin -rdynamic -pthread $< -o $@ -ldl
 $(TEST_DIR)/leaks/plugin.so: tests/leaks/plugin.c tests/tests.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) -O1 -g -fno-omit-frame-pointer -fno-builtin -shared -fPIC -pthread $< -o $@

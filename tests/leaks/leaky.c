@@ -9,11 +9,26 @@
  *   leaky           the three leaks
  *   leaky clean     no leak at all
  *   leaky plugin SO dlopen SO (tests/leaks/plugin.c), whose thread leaks
- *                   77 bytes, then dlclose it: no other leak */
+ *                   77 bytes, then dlclose it: no other leak
+ * Threads still running at exit (their stacks, registers and TLS are roots):
+ *   leaky worker    a worker holds a block in a local and waits; main leaks
+ *                   leak_b's 2000 bytes and returns
+ *   leaky tls       a worker and main each hold a block in a __thread
+ *                   variable; main leaks leak_b's and returns
+ *   leaky exit      a worker holds a block in a __thread variable, leaks
+ *                   leak_a's 600 bytes and calls exit() while main waits
+ *   leaky blocked   as worker, but the worker blocks SIGURG, so it cannot
+ *                   be stopped for the scan: its 4321 bytes are reported too
+ *   leaky busy      4 threads go on allocating, freeing and reallocating
+ *                   blocks they keep in a local array while main leaks
+ *                   leak_b's and returns: nothing of theirs is a leak */
 #include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 __attribute__((noinline)) void leak_a(void) {
     for (int i = 1; i <= 3; i++) {
@@ -40,7 +55,76 @@ __attribute__((noinline)) static void clear_stack(void) {
     __asm__ volatile("" : : "r"(buf) : "memory");
 }
 
+static __thread void *volatile tls_keep; /* (volatile: a store never read is not dropped) */
+static volatile int ready;
+
+/* Runs on a thread until the exit: every block it holds is in keep[]. */
+__attribute__((noinline)) static void *churner(void *seed) {
+    void *keep[64] = {0};
+    unsigned r = (unsigned)(size_t)seed;
+    for (;;) {
+        r = r * 1103515245u + 12345u;
+        unsigned k = (r >> 8) & 63;
+        free(keep[k]);
+        keep[k] = malloc((r >> 16) % 3000 + 1);
+        if (r % 7 == 0) {
+            void *q = realloc(keep[k], (r >> 20) % 5000 + 1);
+            if (q) keep[k] = q;
+        }
+    }
+    return NULL;
+}
+
+/* Runs on a thread: holds a block where only that thread sees it. */
+__attribute__((noinline)) static void *worker(void *mode) {
+    const char *m = mode;
+    if (strcmp(m, "blocked") == 0) {
+        sigset_t urg;
+        sigemptyset(&urg);
+        sigaddset(&urg, SIGURG);
+        pthread_sigmask(SIG_BLOCK, &urg, NULL);
+    }
+    if (strcmp(m, "tls") == 0 || strcmp(m, "exit") == 0) {
+        tls_keep = malloc(321);
+    } else {
+        char *mine = malloc(strcmp(m, "blocked") == 0 ? 4321 : 1234);
+        __asm__ volatile("" : : "r"(mine) : "memory");
+        ready = 1;
+        for (;;) { /* the block lives in this frame (or a register) only */
+            pause();
+            __asm__ volatile("" : : "r"(mine) : "memory");
+        }
+    }
+    if (strcmp(m, "exit") == 0) {
+        leak_a();
+        clear_stack();
+        exit(0);
+    }
+    ready = 1;
+    for (;;) pause();
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "busy") == 0) {
+        pthread_t t;
+        for (size_t i = 1; i <= 4; i++)
+            if (pthread_create(&t, NULL, churner, (void *)i) != 0) return 2;
+        usleep(50000);
+        leak_b();
+        clear_stack();
+        return 0;
+    }
+    if (argc > 1 && (strcmp(argv[1], "worker") == 0 || strcmp(argv[1], "tls") == 0 ||
+                     strcmp(argv[1], "exit") == 0 || strcmp(argv[1], "blocked") == 0)) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker, argv[1]) != 0) return 2;
+        if (strcmp(argv[1], "exit") == 0) for (;;) pause();
+        while (!ready) usleep(1000);
+        if (strcmp(argv[1], "tls") == 0) tls_keep = malloc(123);
+        leak_b();
+        clear_stack();
+        return 0;
+    }
     if (argc > 2 && strcmp(argv[1], "plugin") == 0) {
         void *h = dlopen(argv[2], RTLD_NOW | RTLD_LOCAL);
         int (*run)(void) = h ? (int (*)(void))dlsym(h, "plugin_run") : NULL;
