@@ -204,7 +204,15 @@ MH_INTERNAL bool   os_shared_backing_init(void);
 MH_INTERNAL void   os_shared_backing_close(void);                   /* no miniheap left */
 MH_INTERNAL void  *os_segment_alloc(void *hint);   /* MH_SEG_SIZE, MH_SEG_SIZE-aligned */
 MH_INTERNAL void   os_segment_free(void *seg);
-MH_INTERNAL void   os_segment_purge(void *p, size_t size);
+/* Purges queued and given to the kernel in one call (process_madvise), so
+ * a pass that gives back many scattered page runs pays for one TLB
+ * shootdown, not one per run (on a 2-CPU VM, 190 MB in 4 KiB runs: 0.39 s
+ * with madvise, 0.008 s batched). The caller keeps the queued ranges
+ * unused (holds their lock) until os_purge_flush. */
+#define OS_PURGE_BATCH 128
+typedef struct os_purge_batch { uint32_t n; struct { void *base; size_t len; } r[OS_PURGE_BATCH]; } os_purge_batch_t;
+MH_INTERNAL void   os_purge_flush(os_purge_batch_t *b);
+MH_INTERNAL void   os_segment_purge(os_purge_batch_t *b, void *p, size_t size); /* queued, or at once */
 MH_INTERNAL bool   os_protect_read(void *p, size_t size);
 MH_INTERNAL bool   os_segment_alias(void *at, const void *onto, size_t size); /* at's pages become onto's */
 MH_INTERNAL void   os_segment_punch(const void *p, size_t size);   /* free the file pages of p's own offsets */

@@ -171,14 +171,14 @@ void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint
     mh_unlock(&mh_heap_lock);
 }
 
-static void purge_units(miniheap_t *mh) {
+static void purge_units(miniheap_t *mh, os_purge_batch_t *batch) {
     uint64_t d = mh->dirty_units & mh->free_units;
     while (d) {
         uint32_t u = (uint32_t)__builtin_ctzll(d);
         uint32_t n = (uint32_t)__builtin_ctzll(~(d >> u));
         uint8_t *at = mh_base(mh) + (size_t)u * MH_UNIT_SIZE;
         track_unmap(at, (size_t)n * MH_UNIT_SIZE);
-        os_segment_purge(at, (size_t)n * MH_UNIT_SIZE);
+        os_segment_purge(batch, at, (size_t)n * MH_UNIT_SIZE);
         track_noaccess(at, (size_t)n * MH_UNIT_SIZE);
         d &= ~((((uint64_t)1 << n) - 1) << u);
     }
@@ -187,18 +187,21 @@ static void purge_units(miniheap_t *mh) {
 
 uint64_t miniheap_purge(uint64_t now, uint64_t decay, bool force) {
     uint64_t due = UINT64_MAX;
+    os_purge_batch_t batch;
+    batch.n = 0;
     mh_lock(&mh_heap_lock);
     miniheap_t **pp = &dirty_list;
     while (*pp) {
         miniheap_t *mh = *pp;
         if (purge_ripe(now, mh->dirty_ms, decay, force, &due)) {
-            purge_units(mh);
+            purge_units(mh, &batch);
             *pp = mh->dirty_next;
             mh->on_dirty = 0;
         } else {
             pp = &mh->dirty_next;
         }
     }
+    os_purge_flush(&batch); /* (before any miniheap is unmapped, under the lock) */
     /* Unmap empty miniheaps that stayed empty for decay_ms, keeping a few
      * (the full decay_ms even while the heap grows: it would map them again). */
     uint32_t keep = force ? 0 : OPT(miniheap_cache);

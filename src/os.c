@@ -1,6 +1,7 @@
 /* The OS layer: every system call miniheap makes is in this file.
  * Calls that may fail harmlessly keep errno as the program left it. */
 #include "internal.h"
+#include "track.h"
 
 #include <signal.h>
 #include <ucontext.h>
@@ -603,9 +604,66 @@ void os_segment_free(void *seg) {
     atomic_fetch_add(&os_unmapped_total, MH_SEG_SIZE);
 }
 
-void os_segment_purge(void *p, size_t size) {
+/* process_madvise on the calling thread's own memory (PIDFD_SELF_THREAD,
+ * Linux 6.14) with any advice (6.13), its TLB flushes batched (6.16).
+ * Elsewhere it fails and each range gets its own madvise. Not under a
+ * seccomp filter, which may kill a process for a call it does not know
+ * (sshd's sandbox): checked once per process, so a child that installs one
+ * after fork() is seen. */
+#define OS_PIDFD_SELF_THREAD (-10000)
+static _Atomic int batch_broken, batch_checked_pid, batch_ok;
+
+static bool batch_allowed(void) {
+    if (atomic_load_explicit(&batch_broken, memory_order_relaxed) || track_active()) return false;
+    int pid = getpid();
+    if (atomic_load_explicit(&batch_checked_pid, memory_order_acquire) == pid)
+        return atomic_load_explicit(&batch_ok, memory_order_relaxed);
+    char buf[4096];
+    bool ok = false;
+    if (os_read_file("/proc/self/status", buf, sizeof buf) > 0) {
+        const char *f = strstr(buf, "\nSeccomp:");
+        ok = f && f[9] == '\t' && f[10] == '0' && f[11] == '\n';
+    }
+    atomic_store_explicit(&batch_ok, ok, memory_order_relaxed);
+    atomic_store_explicit(&batch_checked_pid, pid, memory_order_release);
+    return ok;
+}
+
+void os_purge_flush(os_purge_batch_t *b) {
+    _Static_assert(sizeof b->r[0] == sizeof(struct iovec), "a batch entry is an iovec");
+    if (!b->n) return;
+    int saved = errno;
+    size_t total = 0;
+    for (uint32_t i = 0; i < b->n; i++) total += b->r[i].len;
+    long done = -1;
+#ifdef SYS_process_madvise
+    /* (not under memcheck either, which does not know the call and says so) */
+    if (b->n > 1 && batch_allowed()) {
+        done = syscall(SYS_process_madvise, OS_PIDFD_SELF_THREAD, (struct iovec *)b->r, (size_t)b->n, MADV_DONTNEED, 0);
+        if (done < 0 && (errno == EBADF || errno == EINVAL || errno == ENOSYS || errno == EPERM || errno == ESRCH))
+            atomic_store_explicit(&batch_broken, 1, memory_order_relaxed);
+    }
+#endif
+    if (done == (long)total) {
+        atomic_fetch_add(&os_purged_total, total);
+    } else {
+        for (uint32_t i = 0; i < b->n; i++) os_purge(b->r[i].base, b->r[i].len); /* (again from the start: idempotent) */
+    }
+    b->n = 0;
+    errno = saved;
+}
+
+static void purge_queue(os_purge_batch_t *b, void *p, size_t size) {
+    if (b->n == OS_PURGE_BATCH) os_purge_flush(b);
+    b->r[b->n].base = p;
+    b->r[b->n].len = size;
+    b->n++;
+}
+
+void os_segment_purge(os_purge_batch_t *b, void *p, size_t size) {
+    if (!size) return;
     if (seg_fd < 0) {
-        os_purge(p, size);
+        purge_queue(b, p, size);
         return;
     }
     /* MADV_DONTNEED would only drop the view: free the file's pages. Purged

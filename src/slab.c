@@ -405,8 +405,8 @@ bool slab_block_cached(void *p, uint32_t cls) {
     return cached;
 }
 
-/* Give back the pages of s that hold no block in use. */
-static void purge_pages(slab_t *s) {
+/* Give back the pages of s that hold no block in use (queued on batch). */
+static void purge_pages(slab_t *s, os_purge_batch_t *batch) {
     uint32_t npages = (uint32_t)s->units * MH_PAGES_PER_UNIT, run = 0;
     for (uint32_t p = 0; p <= npages; p++) {
         bool take = false;
@@ -426,7 +426,7 @@ static void purge_pages(slab_t *s) {
             uint8_t *at = slab_start(s) + ((size_t)first << MH_PAGE_SHIFT);
             size_t len = (size_t)run << MH_PAGE_SHIFT;
             track_unmap(at, len);
-            os_segment_purge(at, len);
+            os_segment_purge(batch, at, len);
             track_noaccess(at, len);
             for (uint32_t q = first; q < p; q++) s->purged[q >> 6] |= (uint64_t)1 << (q & 63);
             if (s->poisoned) { /* the blocks there now read as zero */
@@ -448,18 +448,21 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, uint64_t decay, bool f
     if (!force && !__atomic_load_n(&b->dirty, __ATOMIC_RELAXED)) return UINT64_MAX;
     uint64_t due = UINT64_MAX;
     uint32_t settled = 0;
+    os_purge_batch_t batch;
+    batch.n = 0;
     mh_lock(&b->lock);
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
         if (purge_ripe(now, s->dirty_ms, decay, force, &due)) {
             settled++;
-            if (s->used < s->capacity) purge_pages(s);
+            if (s->used < s->capacity) purge_pages(s, &batch);
             s->on_dirty = 0;
             __atomic_store_n(pp, s->dirty_next, __ATOMIC_RELAXED);
         } else {
             pp = &s->dirty_next;
         }
     }
+    os_purge_flush(&batch); /* (under the lock: no block is placed in those pages before) */
     /* Slabs that had no free for decay_ms: spans to mesh, maybe. */
     if (settled || force) mesh_bins(b);
     /* On a forced trim, empty slabs go back to their miniheap too. */

@@ -112,6 +112,7 @@ run_test oom                direct  "$T/test_oom"
 run_test oom_plain          preload "$T/test_oom_plain"
 run_test idle_plain         preload "$T/test_idle_plain"
 run_test sigaction_plain    preload "$T/test_sigaction_plain"
+run_test seccomp_plain      preload "$T/test_seccomp_plain"
 run_test programs           direct  tests/test_programs.sh
 
 for script in tests/t_*.sh; do

@@ -22,7 +22,7 @@ TEST_PREFIXED := $(TEST_DIR)/test_api $(TEST_DIR)/test_threads $(TEST_DIR)/test_
                  $(TEST_DIR)/test_solo
 TEST_PLAIN    := $(TEST_DIR)/test_api_plain $(TEST_DIR)/test_threads_plain $(TEST_DIR)/test_fork_plain \
                  $(TEST_DIR)/test_spike_plain $(TEST_DIR)/test_oom_plain \
-                 $(TEST_DIR)/test_idle_plain $(TEST_DIR)/test_sigaction_plain
+                 $(TEST_DIR)/test_idle_plain $(TEST_DIR)/test_sigaction_plain $(TEST_DIR)/test_seccomp_plain
 TEST_BINS     := $(TEST_PREFIXED) $(TEST_PLAIN)
 
 include tests/bugs/bugs.mk
