@@ -819,6 +819,7 @@ size_t os_other_threads(uint32_t *tids, size_t max) {
     _Alignas(8) char buf[4096];
     long got;
     while (n < max && (got = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+        track_kernel_wrote(buf, (size_t)got);
         for (long off = 0; off < got;) {
             const char *name = buf + off + 19; /* d_ino 8, d_off 8, d_reclen 2, d_type 1 */
             uint16_t reclen;

@@ -121,6 +121,14 @@ static inline void track_resize(void *p, size_t old_size, size_t new_size, size_
 #endif
 }
 
+/* Bytes the kernel wrote through syscall(2), which MSan does not see. */
+static inline void track_kernel_wrote(void *p, size_t size) {
+    (void)p; (void)size;
+#ifdef MH_TRACK_MSAN
+    __msan_unpoison(p, size);
+#endif
+}
+
 /* Memory the program must not touch (free slab space, canaries). */
 static inline void track_noaccess(void *p, size_t size) {
     (void)p; (void)size;
