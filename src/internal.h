@@ -207,8 +207,8 @@ MH_INTERNAL void   os_segment_free(void *seg);
 /* Purges queued and given to the kernel in one call (process_madvise), so
  * a pass that gives back many scattered page runs pays for one TLB
  * shootdown, not one per run (on a 2-CPU VM, 8,192 runs of 4 KiB while
- * another thread ran: 0.38 s with madvise, 0.008 s batched). The caller keeps the queued ranges
- * unused (holds their lock) until os_purge_flush. */
+ * another thread ran: 0.38 s with madvise, 0.008 s batched). The caller
+ * keeps the queued ranges unused (holds their lock) until os_purge_flush. */
 #define OS_PURGE_BATCH 128
 typedef struct os_purge_batch { uint32_t n; struct { void *base; size_t len; } r[OS_PURGE_BATCH]; } os_purge_batch_t;
 MH_INTERNAL void   os_purge_flush(os_purge_batch_t *b);
