@@ -8,7 +8,8 @@
 # the thread is what gave it back). Debug mode runs without its quarantine
 # and sampling (quarantine_mb=0:sample_rate=0): they keep up to 32 MiB on
 # purpose, which is not what this measures (tests/test_idle.c allows for
-# them).
+# them). The control passes when the size stays within a quarter (and
+# 8 MB) of what it was at the drop.
 set -u
 . "$(dirname "$0")/t_lib.sh"
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
@@ -61,7 +62,12 @@ for mode in fast hardened debug; do
         echo "ok mode=$mode: VmRSS $((built / 1024)) MB built, $((at / 1024)) MB at the drop, $((low / 1024)) MB within 1000 ms (under a quarter of the built size after ${ms} ms)"
     fi
     read -r built at low ms <<<"$(run $mode 0)"
-    if [ "$ms" -ge 0 ]; then
+    # The control compares with the size at the drop: a slow drop (debug
+    # mode under UBSan, on a loaded machine) outlasts decay_ms, and the
+    # dropping thread's own frees give pages back before it ends (28 MB at
+    # the drop, under the 40 MB mark, and 28 MB a second later).
+    fell=$((at / 4 > 8192 ? at / 4 : 8192))
+    if [ $((at - low)) -gt $fell ]; then
         fail "mode=$mode, background=0: the resident size fell anyway ($((at / 1024)) -> $((low / 1024)) MB): the test does not test the thread"
     else
         echo "ok mode=$mode, background=0 (control): VmRSS $((at / 1024)) MB at the drop, $((low / 1024)) MB 1000 ms later"
