@@ -180,7 +180,6 @@ MH_INTERNAL void   os_write_fd(int fd, const void *buf, size_t n);
 MH_INTERNAL long   os_read_fd(int fd, void *buf, size_t n);
 MH_INTERNAL bool   os_pipe(int fds[2]);                        /* close-on-exec */
 MH_INTERNAL int    os_wait_readable(int fd, int timeout_ms);   /* 1 readable, 0 timeout, -1 error */
-MH_INTERNAL bool   os_install_signal(int sig, void (*fn)(int)); /* SA_RESTART */
 MH_INTERNAL void   os_abort(void) __attribute__((noreturn));
 MH_INTERNAL void   os_exit(int status) __attribute__((noreturn));
 MH_INTERNAL bool   os_read_self(void *dst, const void *src, size_t n); /* false: unreadable, no fault */
@@ -227,7 +226,7 @@ MH_INTERNAL void   os_futex_wait(_Atomic uint32_t *word, uint32_t val, int timeo
 MH_INTERNAL void   os_futex_wake(_Atomic uint32_t *word);
 MH_INTERNAL size_t os_other_threads(uint32_t *tids, size_t max); /* kernel ids, the caller's excluded */
 MH_INTERNAL bool   os_signal_thread(uint32_t tid, int sig);
-MH_INTERNAL bool   os_swap_signal(int sig, void (*fn)(int), struct sigaction *old);
+MH_INTERNAL bool   os_install_signal(int sig, void (*fn)(int), struct sigaction *old); /* SA_RESTART; old may be NULL */
 MH_INTERNAL void   os_restore_signal(int sig, const struct sigaction *old);
 MH_INTERNAL void   os_readable_mappings(const uintptr_t *addrs, size_t n, uintptr_t *lo, uintptr_t *hi);
 MH_INTERNAL extern _Atomic size_t os_purged_total, os_unmapped_total;

@@ -151,7 +151,7 @@ static void stop_handler(int sig) {
 static size_t stop_others(struct sigaction *old) {
     static uint32_t tids[STOP_MAX];
     size_t nsig = 0;
-    if (!os_swap_signal(SIGURG, stop_handler, old)) return 0;
+    if (!os_install_signal(SIGURG, stop_handler, old)) return 0;
     atomic_store(&stop_on, 1);
     for (int round = 0; round < STOP_ROUNDS; round++) {
         size_t n = os_other_threads(tids, STOP_MAX), fresh = 0;

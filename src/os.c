@@ -310,16 +310,23 @@ int os_wait_readable(int fd, int timeout_ms) {
     return r < 0 ? -1 : r;
 }
 
-bool os_install_signal(int sig, void (*fn)(int)) {
+/* fn as sig's handler (SA_RESTART); the old action in *old when old is
+ * not NULL, for os_restore_signal. */
+bool os_install_signal(int sig, void (*fn)(int), struct sigaction *old) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = fn;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     int saved = errno;
-    bool ok = __sigaction(sig, &sa, NULL) == 0;
+    bool ok = __sigaction(sig, &sa, old) == 0;
     errno = saved;
     return ok;
+}
+void os_restore_signal(int sig, const struct sigaction *old) {
+    int saved = errno;
+    __sigaction(sig, old, NULL);
+    errno = saved;
 }
 
 bool os_executable(const char *path) {
@@ -846,24 +853,6 @@ bool os_signal_thread(uint32_t tid, int sig) {
     return ok;
 }
 
-/* fn (no SA_RESTART needed: it only waits) as sig's handler; the old action
- * in *old for os_restore_signal. */
-bool os_swap_signal(int sig, void (*fn)(int), struct sigaction *old) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = fn;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    int saved = errno;
-    bool ok = __sigaction(sig, &sa, old) == 0;
-    errno = saved;
-    return ok;
-}
-void os_restore_signal(int sig, const struct sigaction *old) {
-    int saved = errno;
-    __sigaction(sig, old, NULL);
-    errno = saved;
-}
 
 /* For each of addrs[0..n), the readable mapping that holds it, [lo, hi)
  * (0, 0 when none does), from one read of /proc/self/maps. */

@@ -237,7 +237,7 @@ void stats_init(void) {
     start_ms = os_now_ms();
     if (!mh_opt.stats_signal && !mh_opt.stats_interval_ms) return;
     if (!os_pipe(wake_pipe)) return;
-    if (mh_opt.stats_signal && !os_install_signal(mh_opt.stats_signal, on_stats_signal)) {
+    if (mh_opt.stats_signal && !os_install_signal(mh_opt.stats_signal, on_stats_signal, NULL)) {
         static const char msg[] = "miniheap: warning: cannot handle the stats_signal; statistics on a signal are off\n";
         os_write_stderr(msg, sizeof msg - 1);
     }
