@@ -127,7 +127,6 @@ static int note_object(struct dl_phdr_info *info, size_t size, void *arg) {
  * is not on the thread's stack (the main thread's: ld.so allocates it). */
 #define TLS_SPAN ((uintptr_t)1 << 20)
 
-typedef struct thread_root { uintptr_t sp, tp; } thread_root_t;
 /* A stopped thread's slot: sp is stored last (0: not yet written). */
 static struct { _Atomic uintptr_t sp; uintptr_t tp; } stopped[STOP_MAX];
 static uint32_t signalled[STOP_MAX];
@@ -180,41 +179,35 @@ static void resume_others(const struct sigaction *old) {
     os_restore_signal(SIGURG, old);
 }
 
-/* Each thread's stack from its stack pointer to the end of the mapping
- * (with glibc, a thread's static TLS and descriptor are at the top of its
- * stack's mapping), and the TLS below its thread pointer when that is
- * elsewhere (the main thread's). */
-static void scan_threads(leak_state_t *st, const thread_root_t *t, size_t n) {
-    static uintptr_t addrs[2 * (STOP_MAX + 1)], lo[2 * (STOP_MAX + 1)], hi[2 * (STOP_MAX + 1)];
-    for (size_t i = 0; i < n; i++) {
-        addrs[2 * i] = t[i].sp;
-        addrs[2 * i + 1] = t[i].tp;
-    }
-    os_readable_mappings(addrs, 2 * n, lo, hi);
-    for (size_t i = 0; i < n; i++) {
-        if (hi[2 * i]) scan_range(st, t[i].sp, hi[2 * i]);
-        uintptr_t tp = t[i].tp, mlo = lo[2 * i + 1], mhi = hi[2 * i + 1];
-        if (!mhi || (tp >= t[i].sp && tp < hi[2 * i])) continue;
-        scan_range(st, tp - mlo > TLS_SPAN ? tp - TLS_SPAN : mlo, mhi - tp > TLS_SPAN ? tp + TLS_SPAN : mhi);
-    }
-}
-
 /* Where the exiting thread's stack is the program's: above our own frames
  * (leak_destructor's caller on), whose dead slots may hold stale copies of
  * block pointers from the heap walks before the scan (mh_check). */
 static uintptr_t exit_sp;
 
 /* The roots: every thread's (the stopped ones' and this one's) and the
- * loaded objects' writable segments. */
+ * loaded objects' writable segments. A thread's stack is scanned from its
+ * stack pointer to the end of the mapping (with glibc, a thread's static
+ * TLS and descriptor are at the top of its stack's mapping), and the TLS
+ * below its thread pointer when that is elsewhere (the main thread's). */
 static MH_NOINLINE void scan_roots(leak_state_t *st, size_t nslots) {
-    static thread_root_t roots[STOP_MAX + 1];
+    /* Stack pointer and thread pointer of each thread, in pairs. */
+    static uintptr_t addrs[2 * (STOP_MAX + 1)], lo[2 * (STOP_MAX + 1)], hi[2 * (STOP_MAX + 1)];
     size_t n = 0;
     for (size_t i = 0; i < nslots; i++) {
         uintptr_t sp = atomic_load(&stopped[i].sp); /* (0: one that arrived as the wait timed out) */
-        if (sp) roots[n++] = (thread_root_t){sp, stopped[i].tp};
+        if (!sp) continue;
+        addrs[n++] = sp;
+        addrs[n++] = stopped[i].tp;
     }
-    roots[n++] = (thread_root_t){exit_sp, (uintptr_t)pthread_self()};
-    scan_threads(st, roots, n);
+    addrs[n++] = exit_sp;
+    addrs[n++] = (uintptr_t)pthread_self();
+    os_readable_mappings(addrs, n, lo, hi);
+    for (size_t i = 0; i < n; i += 2) {
+        uintptr_t sp = addrs[i], tp = addrs[i + 1], mlo = lo[i + 1], mhi = hi[i + 1];
+        if (hi[i]) scan_range(st, sp, hi[i]);
+        if (!mhi || (tp >= sp && tp < hi[i])) continue;
+        scan_range(st, tp - mlo > TLS_SPAN ? tp - TLS_SPAN : mlo, mhi - tp > TLS_SPAN ? tp + TLS_SPAN : mhi);
+    }
     for (size_t i = 0; i < st->nsegs; i++) scan_range(st, st->segs[i].lo, st->segs[i].hi);
 }
 
