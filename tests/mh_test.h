@@ -14,6 +14,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -126,6 +127,25 @@ static inline void *opaque_ptr(void *p)
 {
     __asm__ volatile("" : "+r"(p));
     return p;
+}
+
+/* The process's resident size in bytes (0 if unknown), from
+ * /proc/self/statm. Makes no allocation: test_idle reads it while the
+ * program must make no allocator call. */
+static inline size_t mh_test_resident_bytes(void)
+{
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = buf;
+    (void)strtoul(p, &p, 10); /* the size */
+    unsigned long rss = strtoul(p, &p, 10);
+    return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 static inline double now_sec(void)

@@ -27,8 +27,8 @@ check() {
     "$@" >"$W/$name.out" 2>"$W/$name.err"
     local rc=$?
     if [ $rc -ne "$want" ]; then fail "$name: exit $rc, want $want ($(head -c 300 "$W/$name.err"))"; return; fi
-    if [ -n "$yes" ] && ! grep -qE "$yes" "$W/$name.err"; then fail "$name: stderr lacks /$yes/"; return; fi
-    if [ -n "$no" ] && grep -qE "$no" "$W/$name.err"; then fail "$name: stderr has /$no/"; return; fi
+    if [ -n "$yes" ] && ! grep -qE "$yes" "$W/$name.err"; then fail "$name: stderr lacks /$yes/ ($(grep -E 'ERROR|SUMMARY|bytes in' "$W/$name.err" | head -c 600))"; return; fi
+    if [ -n "$no" ] && grep -qE "$no" "$W/$name.err"; then fail "$name: stderr has /$no/ ($(grep -E "$no" "$W/$name.err" | head -c 300))"; return; fi
     echo "ok $name (exit $rc)"
 }
 run() { env LD_PRELOAD="$LIB" MINIHEAP_OPTIONS="$1" "${@:2}"; }

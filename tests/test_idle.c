@@ -27,24 +27,6 @@
 
 static __thread volatile char tls_data[256 << 10];
 
-static size_t rss_now(void)
-{
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    unsigned long size = 0, rss = 0;
-    char *p = buf;
-    size = strtoul(p, &p, 10);
-    rss = strtoul(p, &p, 10);
-    (void)size;
-    return (size_t)rss * 4096;
-}
-
 static double ms_since(struct timespec t0)
 {
     struct timespec t;
@@ -61,7 +43,7 @@ static int run(int background, size_t kept)
     void **blocks = mmap(NULL, (size_t)N * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     REQUIRE(blocks != MAP_FAILED, "mmap");
     tls_data[sizeof tls_data - 1] = 1;
-    size_t base = rss_now(), live = 0, total = 0;
+    size_t base = mh_test_resident_bytes(), live = 0, total = 0;
     rng_t r;
     rng_seed(&r, 42);
     size_t nb = N;
@@ -77,7 +59,7 @@ static int run(int background, size_t kept)
     for (size_t i = 0; i < nb; i++)
         if (i % 50 != 0)
             A_FREE(blocks[i]);
-    size_t dropped = rss_now();
+    size_t dropped = mh_test_resident_bytes();
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* No allocator call from here on: only reads of /proc/self/statm. */
@@ -86,14 +68,14 @@ static int run(int background, size_t kept)
     int ns = 0;
     while (ns < 1000 && (ns == 0 || at[ns - 1] < 2 * DECAY_MS)) {
         at[ns] = ms_since(t0);
-        rss[ns++] = rss_now();
+        rss[ns++] = mh_test_resident_bytes();
         usleep(10000);
     }
     /* What a forced give-back reaches: the floor the thread should get near
      * on its own (trim also empties this thread's cache and quarantine: the
      * allowance for those is 2 MiB of cache plus what the mode keeps). */
     malloc_trim(0);
-    size_t trimmed = rss_now();
+    size_t trimmed = mh_test_resident_bytes();
     size_t limit = trimmed + 2 * MiB + kept + (dropped - base) / 20;
     double fell_at = -1;
     for (int i = 0; i < ns && fell_at < 0; i++)
@@ -153,18 +135,18 @@ static void *burst_then_idle(void *arg)
 static int run_threads(int background, size_t kept)
 {
     static char out[512];
-    size_t base = rss_now();
+    size_t base = mh_test_resident_bytes();
     pthread_t t[TN];
     pthread_barrier_init(&idle_barrier, NULL, TN + 1);
     for (uintptr_t i = 0; i < TN; i++)
         REQUIRE(pthread_create(&t[i], NULL, burst_then_idle, (void *)i) == 0, "pthread_create");
     pthread_barrier_wait(&idle_barrier);
-    size_t dropped = rss_now(), now = dropped;
+    size_t dropped = mh_test_resident_bytes(), now = dropped;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double fell_at = -1, at;
     while ((at = ms_since(t0)) < 3 * DECAY_MS) {
-        now = rss_now();
+        now = mh_test_resident_bytes();
         if (now <= base + IDLE_SLACK + kept) {
             fell_at = at;
             break;

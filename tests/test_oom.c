@@ -28,28 +28,11 @@
 
 static const char *const modes[] = {"fast", "hardened", "debug"};
 
-static size_t resident_bytes(void)
-{
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0)
-        return 0;
-    char buf[128];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    unsigned long size = 0, rss = 0;
-    if (sscanf(buf, "%lu %lu", &size, &rss) != 2)
-        return 0;
-    return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 static void *watchdog(void *arg)
 {
     (void)arg;
     for (;;) {
-        size_t rss = resident_bytes();
+        size_t rss = mh_test_resident_bytes();
         if (rss > RSS_LIMIT) {
             char msg[160];
             int n = snprintf(msg, sizeof msg, "FAIL watchdog: %zu MiB resident (limit %zu MiB): a huge request was touched\n",

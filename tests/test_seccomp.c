@@ -12,7 +12,6 @@
  */
 #include "mh_test.h"
 
-#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -25,22 +24,6 @@
 #endif
 
 #define N 30000
-
-static size_t rss_kb(void)
-{
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    unsigned long size, rss;
-    if (sscanf(buf, "%lu %lu", &size, &rss) != 2)
-        return 0;
-    return rss * 4;
-}
 
 static int install_filter(void)
 {
@@ -65,7 +48,7 @@ static int child(int filtered, int wfd)
         perror("seccomp");
         return 3;
     }
-    size_t before = rss_kb();
+    size_t before = (mh_test_resident_bytes() >> 10);
     for (int i = 0; i < N; i++) {
         size_t n = 16 + (size_t)(i * 2654435761u) % 4000;
         p[i] = malloc(n);
@@ -73,7 +56,7 @@ static int child(int filtered, int wfd)
             return 4;
         memset(p[i], (i & 0x7f) | 1, n);
     }
-    size_t peak = rss_kb();
+    size_t peak = (mh_test_resident_bytes() >> 10);
     for (int i = 0; i < N; i++)
         if (i % 50) {
             free(p[i]);
@@ -84,7 +67,7 @@ static int child(int filtered, int wfd)
     for (int i = 0; i < N; i += 50)
         if (p[i][0] != ((i & 0x7f) | 1))
             return 5;
-    long gave = (long)peak - (long)rss_kb();
+    long gave = (long)peak - (long)(mh_test_resident_bytes() >> 10);
     long grew = (long)peak - (long)before;
     long msg[2] = {gave, grew};
     if (write(wfd, msg, sizeof msg) != (ssize_t)sizeof msg)
