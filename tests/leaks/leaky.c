@@ -19,9 +19,13 @@
  *                   leak_a's 600 bytes and calls exit() while main waits
  *   leaky blocked   as worker, but the worker blocks SIGURG, so it cannot
  *                   be stopped for the scan: its 4321 bytes are reported too
- *   leaky busy      4 threads go on allocating, freeing and reallocating
- *                   blocks they keep in a local array while main leaks
- *                   leak_b's and returns: nothing of theirs is a leak */
+ *   leaky busy      main leaks leak_b's, then 4 threads go on allocating,
+ *                   freeing and reallocating blocks of up to 400 bytes
+ *                   that they keep in a local array until main returns:
+ *                   nothing of theirs is a leak. (leak_b's blocks come
+ *                   first and are of another size class, so no stale copy
+ *                   of a churner's pointer on its stack can point into
+ *                   them: the count does not depend on luck.) */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
@@ -66,9 +70,9 @@ __attribute__((noinline)) static void *churner(void *seed) {
         r = r * 1103515245u + 12345u;
         unsigned k = (r >> 8) & 63;
         free(keep[k]);
-        keep[k] = malloc((r >> 16) % 3000 + 1);
+        keep[k] = malloc((r >> 16) % 400 + 1);
         if (r % 7 == 0) {
-            void *q = realloc(keep[k], (r >> 20) % 5000 + 1);
+            void *q = realloc(keep[k], (r >> 20) % 400 + 1);
             if (q) keep[k] = q;
         }
     }
@@ -106,12 +110,12 @@ __attribute__((noinline)) static void *worker(void *mode) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "busy") == 0) {
+        leak_b();
+        clear_stack();
         pthread_t t;
         for (size_t i = 1; i <= 4; i++)
             if (pthread_create(&t, NULL, churner, (void *)i) != 0) return 2;
         usleep(50000);
-        leak_b();
-        clear_stack();
         return 0;
     }
     if (argc > 1 && (strcmp(argv[1], "worker") == 0 || strcmp(argv[1], "tls") == 0 ||
