@@ -613,26 +613,25 @@ void os_segment_free(void *seg) {
 
 /* process_madvise on the calling thread's own memory (PIDFD_SELF_THREAD,
  * Linux 6.15) with any advice (6.13); on 6.18 one call costs one TLB
- * flush, measured. Elsewhere it fails and each range gets its own madvise. Not under a
- * seccomp filter, which may kill a process for a call it does not know
- * (sshd's sandbox): checked once per process, so a child that installs one
- * after fork() is seen. */
+ * flush, measured. Elsewhere it fails and each range gets its own madvise.
+ * Not under a seccomp filter, which may kill a process for a call it does
+ * not know (sshd's sandbox). A filter may be installed at any time and is
+ * never removed, so the Seccomp: field of /proc/self/status is read before
+ * every batched call until one is seen. The read costs ~20 us, about three
+ * madvise calls on a quiet CPU: hence a batch of at least OS_BATCH_MIN. */
 #define OS_PIDFD_SELF_THREAD (-10000)
-static _Atomic int batch_broken, batch_checked_pid, batch_ok;
+#define OS_BATCH_MIN 4
+static _Atomic int batch_off; /* the call is missing or refused, or a filter was seen */
 
 static bool batch_allowed(void) {
-    if (atomic_load_explicit(&batch_broken, memory_order_relaxed) || track_active()) return false;
-    int pid = getpid();
-    if (atomic_load_explicit(&batch_checked_pid, memory_order_acquire) == pid)
-        return atomic_load_explicit(&batch_ok, memory_order_relaxed);
+    if (atomic_load_explicit(&batch_off, memory_order_relaxed) || track_active()) return false;
     char buf[4096];
     bool ok = false;
     if (os_read_file("/proc/self/status", buf, sizeof buf) > 0) {
         const char *f = strstr(buf, "\nSeccomp:");
         ok = f && f[9] == '\t' && f[10] == '0' && f[11] == '\n';
     }
-    atomic_store_explicit(&batch_ok, ok, memory_order_relaxed);
-    atomic_store_explicit(&batch_checked_pid, pid, memory_order_release);
+    if (!ok) atomic_store_explicit(&batch_off, 1, memory_order_relaxed);
     return ok;
 }
 
@@ -645,10 +644,10 @@ void os_purge_flush(os_purge_batch_t *b) {
     long done = -1;
 #ifdef SYS_process_madvise
     /* (not under memcheck either, which does not know the call and says so) */
-    if (b->n > 1 && batch_allowed()) {
+    if (b->n >= OS_BATCH_MIN && batch_allowed()) {
         done = syscall(SYS_process_madvise, OS_PIDFD_SELF_THREAD, (struct iovec *)b->r, (size_t)b->n, MADV_DONTNEED, 0);
         if (done < 0 && (errno == EBADF || errno == EINVAL || errno == ENOSYS || errno == EPERM || errno == ESRCH))
-            atomic_store_explicit(&batch_broken, 1, memory_order_relaxed);
+            atomic_store_explicit(&batch_off, 1, memory_order_relaxed);
     }
 #endif
     if (done == (long)total) {
