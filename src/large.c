@@ -19,6 +19,9 @@ typedef struct large {
     size_t map_size;
     uintptr_t user_m;        /* mangled */
     size_t usable;           /* user .. end of the data pages */
+    size_t room;             /* PROT_NONE at the end of the mapping, past the back guard:
+                              * where a block that grew by realloc grows again in place
+                              * (live blocks only; counted in map_size) */
     size_t req;              /* requested size */
     uint64_t freed_ms;
     uint8_t kind, guarded, sampled;
@@ -34,6 +37,9 @@ typedef struct large {
 /* Beyond this many live large blocks, stop adding guard pages: each guarded
  * block costs three kernel mappings, and vm.max_map_count is 65530. */
 #define GUARDED_MAX 8192
+/* The most room reserved after a block that grows by realloc (address
+ * space only: PROT_NONE, never resident). */
+#define ROOM_MAX ((size_t)64 << 20)
 #define QUARANTINE_MAX_BLOCKS 256
 /* The cache is scanned under the lock at every large allocation: bounded in
  * count as well as in bytes (one-page sampled blocks would otherwise pile
@@ -90,7 +96,7 @@ static void hash_insert(large_t *l) {
     live_list = l;
     n_live++;
     live_bytes += l->usable;
-    live_mapped += l->map_size;
+    live_mapped += l->map_size - l->room;
     if (live_mapped > live_hwm) live_hwm = live_mapped;
 }
 
@@ -107,7 +113,7 @@ static void hash_unlink(large_t *l, const void *key) {
     if (l->lnext) l->lnext->lprev = l->lprev;
     n_live--;
     live_bytes -= l->usable;
-    live_mapped -= l->map_size;
+    live_mapped -= l->map_size - l->room;
 }
 
 static large_t *hash_find(const void *p) {
@@ -254,19 +260,33 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
     return user;
 }
 
-/* Give an owned (unlisted) block `pages` of data: grow by moving its pages
- * with mremap into a fresh guarded reservation (no copy, resident pages
- * stay); shrink by unmapping the tail (its pages go back) when it is more
- * than `keep` bytes too long. */
+/* Give an owned (unlisted) block `pages` of data: grow into its room when
+ * that is enough (one mprotect, no move), else by moving its pages with
+ * mremap into a fresh guarded reservation (no copy, resident pages stay)
+ * with `room` more after the data, inaccessible (guard page, data, room,
+ * guard page); shrink by unmapping the tail, room included (its pages go
+ * back), when it is more than `keep` bytes too long. */
 static size_t pages_after_resize(const large_t *l, size_t pages, size_t keep) {
     return pages > l->usable || l->usable - pages > keep ? pages : l->usable;
 }
 
-static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
+static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep, size_t room) {
     uint8_t *user = l_user(l), *map = l_map(l);
     size_t g = l->guarded ? MH_PAGE : 0;
     if (pages_after_resize(l, pages, keep) == l->usable) return true; /* a little too big: keep it */
-    if (pages > l->usable) {
+    if (pages > l->usable && pages - l->usable <= l->room) {
+        /* A quarter more than before at least, up to `keep` (more would
+         * be cut again by the next resize) and as much of the room as
+         * there is: a buffer grown a few bytes at a time then takes one
+         * mprotect per step, not per page. */
+        size_t step = (l->usable / 4 < keep ? l->usable / 4 : keep) & ~(MH_PAGE - 1), d = pages - l->usable;
+        if (step > l->room) step = l->room;
+        if (step > d) d = step;
+        if (!os_commit(user + l->usable, d)) return false;
+        pages = l->usable + d;
+        l->room -= d;
+        purge_grew(d);
+    } else if (pages > l->usable) {
         size_t ng = guard ? MH_PAGE : 0;
         /* Into a guarded reservation. The kernel counts it beside the old
          * pages until the move (the reservation, or the move into it,
@@ -274,17 +294,28 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
          * alone fits (RLIMIT_AS = VmSize + 256 MiB: glibc grew a 2 MiB block
          * to 240 MiB, this failed from 150 MiB on). Then the kernel places
          * the pages itself, and the block goes without guard pages. */
-        uint8_t *dst = os_reserve(pages + 2 * ng);
+        if (room > MH_MAX_REQUEST - pages) room = 0;
+        uint8_t *dst = os_reserve(pages + 2 * ng + room);
+        if (!dst && room) dst = os_reserve(pages + 2 * ng + (room = 0));
         /* Forget the old range before the pages leave it: once they do,
          * another thread may map it, and its shadow must be clean by then
          * (found by fuzz_threads: a new sampled block's canary write hit
          * the poison this cached block had left). */
         track_region_remove(map, l->map_size);
         track_unmap(map, l->map_size);
-        uint8_t *moved = dst ? os_remap(user, l->usable, pages, dst + ng) : NULL;
+        /* With room, the move grows the mapping by it too and the room is
+         * then made inaccessible: data and room are one kernel mapping
+         * (vma), so the pages that later become data merge with it, and the
+         * next move (mremap takes a single vma) can take them all. A room
+         * mapped on its own did not merge: mremap failed with EFAULT. */
+        uint8_t *moved = dst ? os_remap(user, l->usable, pages + room, dst + ng) : NULL;
+        if (moved && room && !os_protect_none(moved + pages, room)) {
+            pages += room; /* (out of kernel mappings: the room is data) */
+            room = 0;
+        }
         if (!moved) {
-            if (dst) os_unmap(dst, pages + 2 * ng);
-            ng = 0;
+            if (dst) os_unmap(dst, pages + 2 * ng + room);
+            ng = room = 0;
             moved = os_remap(user, l->usable, pages, NULL);
         }
         if (!moved) {
@@ -297,7 +328,8 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
         uint8_t *old_end = user + l->usable, *map_end = map + l->map_size;
         if (map_end > old_end && moved != user) os_unmap(old_end, (size_t)(map_end - old_end));
         l->map_m = MANGLE(moved - ng);
-        l->map_size = pages + 2 * ng;
+        l->map_size = pages + 2 * ng + room;
+        l->room = room;
         l->user_m = MANGLE(moved);
         l->guarded = ng != 0;
         track_region_add(moved - ng, l->map_size);
@@ -310,6 +342,7 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
         atomic_fetch_add(&os_unmapped_total, (size_t)(map_end - end - g));
         track_region_remove(map, l->map_size);
         l->map_size = (size_t)(end + g - map);
+        l->room = 0;
         track_region_add(map, l->map_size);
     }
     l->usable = pages;
@@ -317,7 +350,7 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep) {
 }
 
 /* The data pages of a mapping (a sampled block uses only their end). */
-static inline size_t data_pages(const large_t *l) { return l->map_size - (l->guarded ? 2 * MH_PAGE : 0); }
+static inline size_t data_pages(const large_t *l) { return l->map_size - l->room - (l->guarded ? 2 * MH_PAGE : 0); }
 
 /* A reused mapping keeps up to this much beyond the request as slack: its
  * pages are resident already, and the next request may be larger (glibc
@@ -462,7 +495,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
         /* What could not be split off stays as slack: its pages are
          * resident already, and the next request may be larger. */
         if ((l->sealed && !os_commit(l_map(l) + g, l->map_size - 2 * g)) ||
-            !resize_pages(l, pages, guard, reuse_keep(pages))) {
+            !resize_pages(l, pages, guard, reuse_keep(pages), 0)) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
             l->sealed = 0;
@@ -585,9 +618,23 @@ static void cache_trim(size_t max, large_t **evict) {
 }
 
 /* Free a claimed, checked block: quarantine, cache or unmap. */
+/* A freed block gives up its room: a cached or quarantined mapping is
+ * guards and data only. The room's first page becomes the back guard.
+ * (Its live_mapped share, map_size - room, stays the same.) */
+static void drop_room(large_t *l) {
+    if (!l->room) return;
+    uint8_t *map = l_map(l), *end = l_user(l) + l->usable + (l->guarded ? MH_PAGE : 0);
+    track_region_remove(map, l->map_size);
+    os_unmap(end, l->room);
+    l->map_size -= l->room;
+    l->room = 0;
+    track_region_add(map, l->map_size);
+}
+
 void large_release(large_t *l) {
     uint64_t now = os_now_ms();
     large_t *evict = NULL;
+    drop_room(l);
     if (mh_opt.stacks) {
         l->free_stack = stack_capture();
         l->free_tid = mh_thread_number();
@@ -702,8 +749,9 @@ bool large_was_freed(const void *p, mh_fault_t *f) {
 /* Resize a claimed (and checked) block in place when it fits, else move
  * its pages with mremap (no copy) into a fresh guarded reservation; the
  * block stays claimed. *status: LARGE_DONE (the new address is returned),
- * LARGE_COPY (a sampled block, or tools that cannot follow moved pages: the
- * caller allocates, copies and releases), LARGE_FAILED (ENOMEM). The work
+ * LARGE_COPY (a sampled block, tools that cannot follow moved pages, or a
+ * move that failed: the caller allocates, copies and releases),
+ * LARGE_FAILED (ENOMEM). The work
  * is done on a copy of the descriptor, published under the lock, so a
  * concurrent lookup of the old address finds the block, busy, throughout. */
 void *large_resize(large_t *l, size_t size, int *status) {
@@ -727,8 +775,17 @@ void *large_resize(large_t *l, size_t size, int *status) {
     const size_t keep = (size_t)64 << 10;
     size_t new_open = mh_cfg.tail ? size : pages_after_resize(&n, pages, keep);
     track_resize(l_user(l), old_size, new_open, 0);
-    if (!resize_pages(&n, pages, guard, keep)) {
+    /* Room for as much again (up to ROOM_MAX) after a block that moves to
+     * grow: a buffer grown by small steps (a string realloc'ed at every
+     * append) then moves O(log n) times, not at every page. */
+    size_t room = pages < ROOM_MAX ? pages : ROOM_MAX;
+    if (!resize_pages(&n, pages, guard, keep, room)) {
         track_resize(l_user(l), new_open, old_size, 0);
+        /* A move that failed for want of address space fails as a copy
+         * would; one that failed because the program split the block's
+         * mapping (an mprotect or mlock of part of it: mremap takes one
+         * kernel mapping, EFAULT) is done by the copy. */
+        if (pages > l->usable) *status = LARGE_COPY;
         errno = ENOMEM;
         return NULL;
     }

@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #define KiB ((size_t)1024)
@@ -376,6 +377,52 @@ static void test_realloc(void)
     REQUIRE(q != NULL, "realloc to usable size failed");
     CHECK(off_check(q, u) == (size_t)-1, "realloc(p, usable=%zu) lost contents", u);
     A_FREE(q);
+
+    /* A large block grown a little at a time (a string realloc'ed at every
+     * append) keeps its contents, and on miniheap seldom moves: a block
+     * that moves to grow is given room to grow in place. Moving at every
+     * page (which it did) made 64 MiB of 100-byte appends take 9.4 s
+     * against glibc's 0.25 s, each move taking the whole block's pages. */
+    {
+        size_t n = 200 * KiB, moves = 0;
+        uint8_t *g = A_MALLOC(n);
+        REQUIRE(g != NULL, "malloc(%zu) failed", n);
+        off_fill(g, 0, n);
+        while (n < 16 * MiB) {
+            uint8_t *h = A_REALLOC(g, n + 1000);
+            REQUIRE(h != NULL, "realloc grow %zu -> %zu returned NULL", n, n + 1000);
+            moves += h != g;
+            off_fill(h, n, n + 1000);
+            g = h;
+            n += 1000;
+        }
+        size_t bad = off_check(g, n);
+        CHECK(bad == (size_t)-1, "small-step growth to %zu lost byte %zu", n, bad);
+        if (on_miniheap)
+            CHECK(moves <= 32, "growing 200 KiB -> 16 MiB by 1000 bytes moved the block %zu times", moves);
+        A_FREE(g);
+    }
+
+    /* A block whose mapping the program split (madvise of part of it: the
+     * kernel's mremap takes one mapping) still grows. (MADV_DONTDUMP: the
+     * page is left out of core dumps, harmless wherever it is reused.) */
+    {
+        size_t n = 1 * MiB;
+        uint8_t *g = A_MALLOC(n);
+        REQUIRE(g != NULL, "malloc(%zu) failed", n);
+        off_fill(g, 0, n);
+        uintptr_t mid = ((uintptr_t)g + n / 2) & ~(uintptr_t)(page_size - 1);
+        CHECK(madvise((void *)mid, page_size, MADV_DONTDUMP) == 0, "madvise(MADV_DONTDUMP): %s", strerror(errno));
+        uint8_t *h = A_REALLOC(g, 8 * MiB);
+        CHECK(h != NULL, "realloc(1 MiB -> 8 MiB) of a block split by madvise returned NULL (errno %d)", errno);
+        if (h) {
+            size_t bad = off_check(h, n);
+            CHECK(bad == (size_t)-1, "realloc of a split block lost byte %zu", bad);
+            A_FREE(h);
+        } else {
+            A_FREE(g);
+        }
+    }
 
     /* realloc to a huge size fails with ENOMEM and leaves the block intact. */
     static const size_t olds[] = {100, 5000, 300 * KiB};
