@@ -38,6 +38,8 @@ uint32_t mh_thread_number(void) {
     return t_number;
 }
 
+extern const char mh_replaces_malloc __attribute__((weak, visibility("hidden"))); /* override.c */
+
 static int find_self(struct dl_phdr_info *info, size_t size, void *arg) {
     (void)size;
     uintptr_t me = (uintptr_t)arg;
@@ -46,9 +48,14 @@ static int find_self(struct dl_phdr_info *info, size_t size, void *arg) {
         if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
         if (me >= lo && me < hi) {
-            /* Only skip our frames when we are a library of our own; linked
-             * statically, the range would be the whole program. */
-            if (info->dlpi_name && strstr(info->dlpi_name, "miniheap")) {
+            /* Only skip our frames when we are a library of our own, as
+             * libminiheap.so is under any file name (it was told by the
+             * name, and a renamed copy put its own frames at the top of
+             * every stack, so the leak report took a thread's DTV for a
+             * leak). Not in the program (linked statically, the range would
+             * be all of it), nor in a library that embeds the prefixed API. */
+            bool library = info->dlpi_name && info->dlpi_name[0] && &mh_replaces_malloc != NULL;
+            if (library || (info->dlpi_name && strstr(info->dlpi_name, "miniheap"))) {
                 self_lo = lo;
                 self_hi = hi;
             }
