@@ -963,6 +963,10 @@ static void *realloc_large(void *p, size_t size) {
         /* Out of address space: what the caches hold unused goes first (as
          * for an allocation, alloc_retry). */
         if (status == LARGE_FAILED && mh_release_unused()) q = large_resize(l, size, &status);
+        /* A growth that still fails is tried as a copy: the move fails too
+         * where the program split the block's mapping (an madvise or mlock
+         * of part of it; mremap takes one kernel mapping: EFAULT). */
+        if (status == LARGE_FAILED && size > old) status = LARGE_COPY;
     }
     if (status == LARGE_COPY) {
         q = alloc_generic(size, MH_MIN_ALIGN, KIND_MALLOC, false);

@@ -506,6 +506,7 @@ MH_INTERNAL size_t large_size(const struct large *l);
 MH_INTERNAL void  *large_resize(struct large *l, size_t size, int *status);
 MH_INTERNAL uint64_t large_purge(uint64_t now, uint64_t decay, bool force);
 MH_INTERNAL void     large_release_quarantine(void);
+MH_INTERNAL void     large_drop_rooms(void);                /* live blocks give back their room */
 MH_INTERNAL void   large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached);
 MH_INTERNAL void   large_reset_all(void);
 MH_INTERNAL void   large_lock_all(void);

@@ -19,9 +19,9 @@ typedef struct large {
     size_t map_size;
     uintptr_t user_m;        /* mangled */
     size_t usable;           /* user .. end of the data pages */
-    size_t room;             /* PROT_NONE at the end of the mapping, past the back guard:
-                              * where a block that grew by realloc grows again in place
-                              * (live blocks only; counted in map_size) */
+    size_t room;             /* PROT_NONE between the data and the back guard: where a
+                              * block that grew by realloc grows again in place (live
+                              * blocks only; counted in map_size) */
     size_t req;              /* requested size */
     uint64_t freed_ms;
     uint8_t kind, guarded, sampled;
@@ -35,11 +35,14 @@ typedef struct large {
 #define HASH_BITS 16
 #define HASH_SIZE ((size_t)1 << HASH_BITS)
 /* Beyond this many live large blocks, stop adding guard pages: each guarded
- * block costs three kernel mappings, and vm.max_map_count is 65530. */
+ * block costs three kernel mappings (four with room), and vm.max_map_count
+ * is 65530. */
 #define GUARDED_MAX 8192
-/* The most room reserved after a block that grows by realloc (address
- * space only: PROT_NONE, never resident). */
-#define ROOM_MAX ((size_t)64 << 20)
+/* The most room reserved after a block that grows by realloc: PROT_NONE,
+ * never resident, but address space (RLIMIT_AS) and, as the move made it
+ * writable first, commit charge (vm.overcommit_memory=2); given back by
+ * mh_release_unused. */
+#define ROOM_MAX ((size_t)16 << 20)
 #define QUARANTINE_MAX_BLOCKS 256
 /* The cache is scanned under the lock at every large allocation: bounded in
  * count as well as in bytes (one-page sampled blocks would otherwise pile
@@ -270,6 +273,25 @@ static size_t pages_after_resize(const large_t *l, size_t pages, size_t keep) {
     return pages > l->usable || l->usable - pages > keep ? pages : l->usable;
 }
 
+/* Move the data pages [user, +usable) into a fresh reservation (guard,
+ * pages + room, guard), grown to pages + room. With room, the move grows
+ * the mapping by it (made inaccessible after): data and room are one
+ * kernel mapping (vma), so the pages that later become data merge with it,
+ * and the next move (mremap takes a single vma) can take them all. A room
+ * mapped on its own did not merge: mremap failed with EFAULT. NULL when
+ * the reservation or the move fails. */
+static uint8_t *move_reserved(uint8_t *user, size_t usable, size_t pages, size_t ng, size_t room) {
+    uint8_t *dst = os_reserve(pages + 2 * ng + room);
+    if (!dst) return NULL;
+    uint8_t *moved = os_remap(user, usable, pages + room, dst + ng);
+    /* (A failed move leaves the reservation in place: seen on Linux 6.18
+     * for ENOMEM, an address-space limit, and EFAULT, a split mapping. A
+     * kernel that unmapped the target before failing would leave a window
+     * in which another thread could map there before this unmap.) */
+    if (!moved) os_unmap(dst, pages + 2 * ng + room);
+    return moved;
+}
+
 static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep, size_t room) {
     uint8_t *user = l_user(l), *map = l_map(l);
     size_t g = l->guarded ? MH_PAGE : 0;
@@ -288,33 +310,28 @@ static bool resize_pages(large_t *l, size_t pages, bool guard, size_t keep, size
         purge_grew(d);
     } else if (pages > l->usable) {
         size_t ng = guard ? MH_PAGE : 0;
-        /* Into a guarded reservation. The kernel counts it beside the old
-         * pages until the move (the reservation, or the move into it,
-         * fails), so under an address-space limit this fails where the move
-         * alone fits (RLIMIT_AS = VmSize + 256 MiB: glibc grew a 2 MiB block
-         * to 240 MiB, this failed from 150 MiB on). Then the kernel places
-         * the pages itself, and the block goes without guard pages. */
-        if (room > MH_MAX_REQUEST - pages) room = 0;
-        uint8_t *dst = os_reserve(pages + 2 * ng + room);
-        if (!dst && room) dst = os_reserve(pages + 2 * ng + (room = 0));
+        /* Into a guarded reservation, with room, then without. The kernel
+         * counts it beside the old pages until the move (the reservation,
+         * or the move into it, fails), so under an address-space limit
+         * this fails where the move alone fits (RLIMIT_AS = VmSize + 256
+         * MiB: glibc grew a 2 MiB block to 240 MiB, this failed from 150
+         * MiB on). Then the kernel places the pages itself, and the block
+         * goes without guard pages. No room without guards: past
+         * GUARDED_MAX the kernel's mappings are counted. */
+        if (!ng || room > MH_MAX_REQUEST - pages) room = 0;
         /* Forget the old range before the pages leave it: once they do,
          * another thread may map it, and its shadow must be clean by then
          * (found by fuzz_threads: a new sampled block's canary write hit
          * the poison this cached block had left). */
         track_region_remove(map, l->map_size);
         track_unmap(map, l->map_size);
-        /* With room, the move grows the mapping by it too and the room is
-         * then made inaccessible: data and room are one kernel mapping
-         * (vma), so the pages that later become data merge with it, and the
-         * next move (mremap takes a single vma) can take them all. A room
-         * mapped on its own did not merge: mremap failed with EFAULT. */
-        uint8_t *moved = dst ? os_remap(user, l->usable, pages + room, dst + ng) : NULL;
+        uint8_t *moved = move_reserved(user, l->usable, pages, ng, room);
+        if (!moved && room) moved = move_reserved(user, l->usable, pages, ng, room = 0);
         if (moved && room && !os_protect_none(moved + pages, room)) {
             pages += room; /* (out of kernel mappings: the room is data) */
             room = 0;
         }
         if (!moved) {
-            if (dst) os_unmap(dst, pages + 2 * ng + room);
             ng = room = 0;
             moved = os_remap(user, l->usable, pages, NULL);
         }
@@ -626,6 +643,7 @@ static void drop_room(large_t *l) {
     uint8_t *map = l_map(l), *end = l_user(l) + l->usable + (l->guarded ? MH_PAGE : 0);
     track_region_remove(map, l->map_size);
     os_unmap(end, l->room);
+    atomic_fetch_add(&os_unmapped_total, l->room);
     l->map_size -= l->room;
     l->room = 0;
     track_region_add(map, l->map_size);
@@ -749,9 +767,9 @@ bool large_was_freed(const void *p, mh_fault_t *f) {
 /* Resize a claimed (and checked) block in place when it fits, else move
  * its pages with mremap (no copy) into a fresh guarded reservation; the
  * block stays claimed. *status: LARGE_DONE (the new address is returned),
- * LARGE_COPY (a sampled block, tools that cannot follow moved pages, or a
- * move that failed: the caller allocates, copies and releases),
- * LARGE_FAILED (ENOMEM). The work
+ * LARGE_COPY (a sampled block, or tools that cannot follow moved pages: the
+ * caller allocates, copies and releases), LARGE_FAILED (ENOMEM, or a
+ * mapping the program split: see realloc_large). The work
  * is done on a copy of the descriptor, published under the lock, so a
  * concurrent lookup of the old address finds the block, busy, throughout. */
 void *large_resize(large_t *l, size_t size, int *status) {
@@ -775,17 +793,12 @@ void *large_resize(large_t *l, size_t size, int *status) {
     const size_t keep = (size_t)64 << 10;
     size_t new_open = mh_cfg.tail ? size : pages_after_resize(&n, pages, keep);
     track_resize(l_user(l), old_size, new_open, 0);
-    /* Room for as much again (up to ROOM_MAX) after a block that moves to
-     * grow: a buffer grown by small steps (a string realloc'ed at every
-     * append) then moves O(log n) times, not at every page. */
-    size_t room = pages < ROOM_MAX ? pages : ROOM_MAX;
+    /* Room for half as much again (up to ROOM_MAX) after a block that
+     * moves to grow: a buffer grown by small steps (a string realloc'ed at
+     * every append) then moves O(log n) times, not at every page. */
+    size_t room = (pages / 2 < ROOM_MAX ? pages / 2 : ROOM_MAX) & ~(MH_PAGE - 1);
     if (!resize_pages(&n, pages, guard, keep, room)) {
         track_resize(l_user(l), new_open, old_size, 0);
-        /* A move that failed for want of address space fails as a copy
-         * would; one that failed because the program split the block's
-         * mapping (an mprotect or mlock of part of it: mremap takes one
-         * kernel mapping, EFAULT) is done by the copy. */
-        if (pages > l->usable) *status = LARGE_COPY;
         errno = ENOMEM;
         return NULL;
     }
@@ -837,6 +850,15 @@ uint64_t large_purge(uint64_t now, uint64_t decay, bool force) {
  * at least the block freed last, however large: a 96 MiB block held there
  * failed a 192 MiB realloc under an address-space limit in debug mode).
  * The last few stay known as freed (a second free is still reported). */
+/* Out of address space or commit: the rooms of live blocks go (not of a
+ * block being freed or resized: its owner works on it unlocked). */
+void large_drop_rooms(void) {
+    mh_lock(&large_lock);
+    for (large_t *l = live_list; l; l = l->lnext)
+        if (l->room && !__atomic_load_n(&l->busy, __ATOMIC_ACQUIRE)) drop_room(l);
+    mh_unlock(&large_lock);
+}
+
 void large_release_quarantine(void) {
     large_t *evict = NULL;
     mh_lock(&large_lock);

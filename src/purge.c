@@ -102,6 +102,7 @@ bool mh_release_unused(void) {
     miniheap_purge(now, 0, true);
     large_purge(now, 0, true);
     large_release_quarantine();
+    large_drop_rooms();
     meta_purge(now, 0, true);
     mh_unlock(&mh_tick_lock);
     return os_given_back() != before;

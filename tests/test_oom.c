@@ -223,6 +223,48 @@ static void test_address_limit(const char *mode)
     munmap(blocks, LIST_MAX * sizeof(void *));
 }
 
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (f) {
+        if (fscanf(f, "%lu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A large block that moved to grow keeps address space reserved after it
+ * (its room, up to 16 MiB), to grow again without moving. An allocation
+ * that needs that address space gets it: 2 MiB of limit left and 8 MiB of
+ * emptied miniheaps at most cannot make 14 MiB, the room can. */
+static void test_room_given_back(const char *mode)
+{
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_AS, &old);
+    /* First what the caches hold goes (a request that cannot fit). */
+    lim.rlim_cur = lim.rlim_max = vm_size() + 64 * MiB;
+    REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit(RLIMIT_AS) failed");
+    void *none = A_MALLOC(1024 * MiB);
+    CHECK(none == NULL, "[%s] malloc(1 GiB) succeeded under RLIMIT_AS = VmSize + 64 MiB", mode);
+    A_FREE(none);
+    setrlimit(RLIMIT_AS, &old);
+    unsigned char *g = A_REALLOC(block_to_grow(), 32 * MiB);
+    REQUIRE(g != NULL, "[%s] realloc(2 MiB block, 32 MiB) failed", mode);
+    lim.rlim_cur = lim.rlim_max = vm_size() + 2 * MiB;
+    REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit(RLIMIT_AS) failed");
+    void *p = A_MALLOC(14 * MiB);
+    CHECK(p != NULL, "[%s] malloc(14 MiB) failed beside a grown block's room (errno %d)", mode, errno);
+    CHECK(g[2 * MiB - 1] == 0x5a, "[%s] the grown block lost its contents", mode);
+    A_FREE(p);
+    setrlimit(RLIMIT_AS, &old);
+    /* And the block grows still, by moving. */
+    g = A_REALLOC(g, 40 * MiB);
+    CHECK(g != NULL && g[0] == 0x5a, "[%s] the block whose room went could not grow", mode);
+    A_FREE(g);
+}
+
 static int run_mode(const char *mode)
 {
 #ifndef USE_PLAIN
@@ -233,6 +275,8 @@ static int run_mode(const char *mode)
 #endif
     test_huge_requests(mode);
     test_address_limit(mode);
+    if (mh_under_miniheap())
+        test_room_given_back(mode);
     return mh_test_failed() ? 1 : 0;
 }
 
