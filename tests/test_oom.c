@@ -167,7 +167,8 @@ static void test_address_limit(const char *mode)
         fclose(f);
     }
     size_t now = (size_t)vsize_pages * (size_t)sysconf(_SC_PAGESIZE);
-    lim.rlim_cur = lim.rlim_max = now + 256 * MiB;
+    lim.rlim_max = old.rlim_max; /* (only the soft limit: see test_room_given_back) */
+    lim.rlim_cur = now + 256 * MiB;
     REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit(RLIMIT_AS) failed");
     size_t big = exhaust(MiB, 4096, mode);
     /* The freed blocks may sit in the large cache (large_cache_mb=1024 here):
@@ -241,10 +242,13 @@ static size_t vm_size(void)
  * emptied miniheaps at most cannot make 14 MiB, the room can. */
 static void test_room_given_back(const char *mode)
 {
+    /* (Only the soft limit: lowering the hard one cannot be undone without
+     * CAP_SYS_RESOURCE.) */
     struct rlimit old, lim;
     getrlimit(RLIMIT_AS, &old);
+    lim.rlim_max = old.rlim_max;
     /* First what the caches hold goes (a request that cannot fit). */
-    lim.rlim_cur = lim.rlim_max = vm_size() + 64 * MiB;
+    lim.rlim_cur = vm_size() + 64 * MiB;
     REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit(RLIMIT_AS) failed");
     void *none = A_MALLOC(1024 * MiB);
     CHECK(none == NULL, "[%s] malloc(1 GiB) succeeded under RLIMIT_AS = VmSize + 64 MiB", mode);
@@ -252,7 +256,7 @@ static void test_room_given_back(const char *mode)
     setrlimit(RLIMIT_AS, &old);
     unsigned char *g = A_REALLOC(block_to_grow(), 32 * MiB);
     REQUIRE(g != NULL, "[%s] realloc(2 MiB block, 32 MiB) failed", mode);
-    lim.rlim_cur = lim.rlim_max = vm_size() + 2 * MiB;
+    lim.rlim_cur = vm_size() + 2 * MiB;
     REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit(RLIMIT_AS) failed");
     void *p = A_MALLOC(14 * MiB);
     CHECK(p != NULL, "[%s] malloc(14 MiB) failed beside a grown block's room (errno %d)", mode, errno);
