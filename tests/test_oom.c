@@ -151,6 +151,19 @@ static void *block_to_grow(void)
     return p;
 }
 
+/* The process's address-space size (VmSize). */
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (f) {
+        if (fscanf(f, "%lu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
 static void test_address_limit(const char *mode)
 {
     /* Room for a few hundred MiB more than the process maps now. */
@@ -159,14 +172,7 @@ static void test_address_limit(const char *mode)
     blocks = mmap(NULL, LIST_MAX * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                   -1, 0);
     REQUIRE(blocks != MAP_FAILED, "mmap for the block list failed");
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long vsize_pages = 0;
-    if (f) {
-        if (fscanf(f, "%lu", &vsize_pages) != 1)
-            vsize_pages = 0;
-        fclose(f);
-    }
-    size_t now = (size_t)vsize_pages * (size_t)sysconf(_SC_PAGESIZE);
+    size_t now = vm_size();
     lim.rlim_max = old.rlim_max; /* (only the soft limit: see test_room_given_back) */
     lim.rlim_cur = now + 256 * MiB;
     REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit(RLIMIT_AS) failed");
@@ -222,18 +228,6 @@ static void test_address_limit(const char *mode)
     A_FREE(p);
     setrlimit(RLIMIT_AS, &old);
     munmap(blocks, LIST_MAX * sizeof(void *));
-}
-
-static size_t vm_size(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long pages = 0;
-    if (f) {
-        if (fscanf(f, "%lu", &pages) != 1)
-            pages = 0;
-        fclose(f);
-    }
-    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 /* A large block that moved to grow keeps address space reserved after it
