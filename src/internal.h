@@ -576,6 +576,7 @@ MH_INTERNAL void  quarantine_drain(tcache_t *t);
 MH_INTERNAL size_t block_release(void *tagged);     /* alloc.c: back to cache/slab; its slot's size */
 
 MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
+MH_INTERNAL void  block_prefetch(void *tagged);                      /* alloc.c: before a quarantined block is reused */
 
 /* ---- live bits while one thread changes them (solo.c) -------------------- */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

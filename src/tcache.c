@@ -162,6 +162,7 @@ static void *quarantine_take(quarantine_t *q) {
 }
 static void quarantine_pop(quarantine_t *q) {
     q->bytes -= block_release(quarantine_take(q));
+    if (q->count) block_prefetch(q->slots[q->head]);
     quarantine_publish(q);
 }
 
