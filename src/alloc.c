@@ -644,9 +644,7 @@ static inline __attribute__((always_inline)) void release_claimed(slab_t *s, uin
     if (likely(!mh_cfg.hard)) {
         if (unlikely(track_active())) track_free(p, s->bsize, 0);
     } else {
-        if (s->dbg) {
-            dbg_record(&s->dbg[idx], false);
-        }
+        if (s->dbg && mh_opt.stacks) dbg_record(&s->dbg[idx], false);
         if (s->poisoned) {
             size_t len = s->poison_len;
             if (unlikely(track_active())) track_open(p, len);

@@ -817,6 +817,11 @@ MH_INTERNAL void     stack_init(void);
 MH_INTERNAL void     stack_lock_all(void);        /* fork */
 MH_INTERNAL void     stack_unlock_all(void);
 MH_INTERNAL uint32_t stack_capture(void);            /* depot id, 0 when none */
+/* Allocation stacks are kept with stacks=1, and with a leak report even
+ * without: it knows the dynamic loader's blocks (a thread's DTV, which
+ * glibc keeps for a cached stack where no scan sees it) by their stacks,
+ * and without one every program that ran a thread exited 23. */
+static inline bool alloc_stacks(void) { return mh_opt.stacks || mh_opt.leak_report; }
 MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
 /* The stack of this thread, from the faulting pc and frame when pc != 0. */
 MH_INTERNAL void     stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp);

@@ -246,7 +246,7 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
     l->req = size;
     l->kind = (uint8_t)kind;
     l->free_stack = l->free_tid = 0;
-    if (mh_opt.stacks) {
+    if (alloc_stacks()) {
         l->alloc_stack = stack_capture();
         l->alloc_tid = mh_thread_number();
     }

@@ -39,7 +39,7 @@ static const option_def_t options[] = {
     {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab", false},
     {"seal_large", O(seal_large), 0, 1, {0, 1, 1}, "freed large blocks inaccessible while cached for reuse", false},
     {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 512}, "1 in N blocks between guard pages", true},
-    {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks", true},
+    {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks (allocation stacks also while leak_report=1)", true},
     {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack", false},
     {"leak_report", O(leak_report), 0, 1, {0, 0, 1}, "report unreachable blocks at exit", false},
     {"leak_system", O(leak_system), 0, 1, {0, 0, 0}, "also report leaks allocated wholly by system code or a language runtime", false},
@@ -97,7 +97,7 @@ void mh_config_update(void) {
     mh_cfg.canary_len = mh_opt.mode == MODE_DEBUG ? CANARY_DEBUG : CANARY_HARDENED;
     mh_cfg.quarantine = (size_t)mh_opt.quarantine_mb << 20;
     mh_cfg.hard = mh_opt.canary || mh_opt.mismatch || mh_cfg.front || mh_cfg.poison_len || mh_opt.fill_new ||
-                  mh_cfg.quarantine || mh_opt.stacks || mh_opt.sample_rate || mh_opt.check_every;
+                  mh_cfg.quarantine || mh_opt.stacks || mh_opt.leak_report || mh_opt.sample_rate || mh_opt.check_every;
 }
 
 static bool name_is(const char *s, size_t n, const char *name) {

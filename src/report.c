@@ -168,7 +168,7 @@ void mh_report_fault(const mh_fault_t *f) {
         buf_str(&b, f->detail);
         buf_str(&b, "\n");
     }
-    if (f->block && !f->alloc_stack && !mh_opt.stacks)
+    if (f->block && !mh_opt.stacks)
         buf_str(&b, "  (run with MINIHEAP_OPTIONS=mode=debug for allocation and free stacks)\n");
     buf_str(&b, "SUMMARY: miniheap: ");
     buf_str(&b, f->kind);

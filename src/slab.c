@@ -92,7 +92,7 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     /* A slab of 0-byte blocks is never touched: no poison, no front redzone;
      * its info words hold size 0 (what malloc_usable_size says). */
     bool zero = cls == mh_zero_cls;
-    bool poison = mh_cfg.poison_len != 0 && !zero, dbg = mh_opt.stacks;
+    bool poison = mh_cfg.poison_len != 0 && !zero, dbg = alloc_stacks();
     bool info16 = c->size <= INFO16_MAX_BLOCK; /* every size it holds fits in 13 bits */
     size_t bytes = desc_size(nwords, c->capacity, poison, info16 ? 2 : 4, dbg);
     slab_t *s = meta_alloc(bytes);

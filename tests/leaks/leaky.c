@@ -108,7 +108,21 @@ __attribute__((noinline)) static void *worker(void *mode) {
     for (;;) pause();
 }
 
+static void *joinee(void *arg) {
+    free(malloc(100));
+    return arg;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "joined") == 0) { /* threads that ran and were joined */
+        for (int i = 0; i < 4; i++) {
+            pthread_t t;
+            if (pthread_create(&t, NULL, joinee, NULL) != 0 || pthread_join(t, NULL) != 0) return 2;
+        }
+        leak_b();
+        clear_stack();
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "busy") == 0) {
         leak_b();
         clear_stack();
