@@ -38,7 +38,7 @@ static const option_def_t options[] = {
     {"random", O(random), 0, 1, {0, 1, 1}, "randomised slot choice", false},
     {"slab_guards", O(slab_guards), 0, 1, {0, 1, 1}, "guard page at the end of each slab", false},
     {"seal_large", O(seal_large), 0, 1, {0, 1, 1}, "freed large blocks inaccessible while cached for reuse", false},
-    {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 512}, "1 in N blocks between guard pages", true},
+    {"sample_rate", O(sample_rate), 0, 1u << 30, {0, 0, 2048}, "1 in N blocks between guard pages", true},
     {"stacks", O(stacks), 0, 1, {0, 0, 1}, "record allocation and free stacks (allocation stacks also while leak_report=1)", true},
     {"stack_depth", O(stack_depth), 1, 32, {16, 16, 16}, "frames kept per stack", false},
     {"leak_report", O(leak_report), 0, 1, {0, 0, 1}, "report unreachable blocks at exit", false},

@@ -15,7 +15,7 @@
 # LD_PRELOAD=$MH_LIB (default $BUILD/libminiheap.so) with
 # MINIHEAP_OPTIONS=mode=<fast|hardened|debug> plus the case's own keys.
 # Cases get sample_rate=0 unless they set keys of their own: debug mode
-# samples 1 in 512 blocks at random, which would make the outcome of a case
+# samples 1 in 2048 blocks at random, which would make the outcome of a case
 # depend on chance; the sampled path is tested by its own cases
 # (sample_rate=1) in every mode. The clean programs run with the bare
 # presets (opts "preset"), and again with sample_rate=1.
