@@ -324,7 +324,7 @@ void block_prefetch(void *tagged) {
     uint32_t idx;
     slab_t *s = slab_of_block(p, &idx);
     size_t len = s->poison_len < 1024 ? s->poison_len : 1024;
-    for (size_t off = 0; off < len; off += 64) __builtin_prefetch(p + off);
+    for (uintptr_t a = (uintptr_t)p & ~(uintptr_t)63; a < (uintptr_t)p + len; a += 64) __builtin_prefetch((void *)a);
 }
 
 /* Take one block of class cls: thread cache first. Tagged, not yet live. */

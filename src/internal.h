@@ -130,6 +130,7 @@ typedef struct mh_config {
     uint32_t poison_len;      /* 0, 32 or ~0 (whole block) */
     uint32_t canary_len;      /* tail canary bytes checked */
     size_t   quarantine;      /* bytes per thread */
+    bool     alloc_stacks;    /* allocation stacks kept (alloc_stacks()): fixed with the layout */
 } mh_config_t;
 MH_INTERNAL extern mh_config_t mh_cfg;
 MH_INTERNAL void mh_config_update(void);
@@ -257,7 +258,7 @@ MH_INTERNAL int sizeclass_for_aligned(size_t size, size_t align); /* -1 if none 
 
 /* ---- slabs (slab.c) ----------------------------------------------------- */
 struct miniheap;
-/* Per-block record kept in debug mode. Written by the block's owner, read
+/* Per-block record kept with stacks (alloc_stacks()). Written by the block's owner, read
  * by reports from any thread (a racing double free): relaxed atomics. */
 typedef struct block_dbg {
     uint32_t alloc_stack, free_stack;   /* stack depot ids */
@@ -821,7 +822,7 @@ MH_INTERNAL uint32_t stack_capture(void);            /* depot id, 0 when none */
  * without: it knows the dynamic loader's blocks (a thread's DTV, which
  * glibc keeps for a cached stack where no scan sees it) by their stacks,
  * and without one every program that ran a thread exited 23. */
-static inline bool alloc_stacks(void) { return mh_opt.stacks || mh_opt.leak_report; }
+static inline bool alloc_stacks(void) { return mh_cfg.alloc_stacks; }
 MH_INTERNAL void     stack_print(mh_buf_t *b, uint32_t id);
 /* The stack of this thread, from the faulting pc and frame when pc != 0. */
 MH_INTERNAL void     stack_print_current(mh_buf_t *b, uintptr_t pc, uintptr_t fp);
@@ -831,7 +832,7 @@ MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
 MH_INTERNAL uint32_t stack_frames(uint32_t id, const uintptr_t **frames); /* depth, 0 if none */
 MH_INTERNAL uint32_t mh_thread_number(void);
 MH_INTERNAL void     stack_altstack_changed(void);   /* the program set this thread's signal stack */
-/* A block's allocation (or free) stack and thread, in debug mode. */
+/* A block's allocation (or free) stack and thread (alloc_stacks()). */
 static inline void dbg_record(block_dbg_t *d, bool alloc) {
     uint32_t stack = stack_capture(), tid = mh_thread_number();
     if (alloc) {

@@ -249,6 +249,8 @@ static void *finish_alloc(large_t *l, size_t size, int kind, bool zero, size_t d
     if (alloc_stacks()) {
         l->alloc_stack = stack_capture();
         l->alloc_tid = mh_thread_number();
+    } else {
+        l->alloc_stack = l->alloc_tid = 0; /* (a reused mapping's are its last block's) */
     }
     if (dirty) track_open(user, l->usable); /* a cached block: inaccessible since its free */
     if (zero && dirty) memset(user, 0, size < dirty ? size : dirty);

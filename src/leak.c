@@ -1,4 +1,4 @@
-/* The leak report at exit (debug mode): blocks that nothing points to any
+/* The leak report at exit (leak_report=1, debug mode's default): blocks that nothing points to any
  * more, grouped by allocation stack, like LeakSanitizer's summary.
  *
  * Reachability is computed the way LSan does it, conservatively: every

@@ -96,8 +96,13 @@ void mh_config_update(void) {
     mh_cfg.poison_len = mh_opt.poison == 2 ? ~0u : mh_opt.poison == 1 ? 32 : 0;
     mh_cfg.canary_len = mh_opt.mode == MODE_DEBUG ? CANARY_DEBUG : CANARY_HARDENED;
     mh_cfg.quarantine = (size_t)mh_opt.quarantine_mb << 20;
+    /* Per-block records, so fixed with the layout, though leak_report
+     * itself may change at any time: a report switched on later finds no
+     * stacks for the blocks made before, and one switched off leaves no
+     * slab half recorded. */
+    if (!atomic_load(&mh_layout_fixed)) mh_cfg.alloc_stacks = mh_opt.stacks || mh_opt.leak_report;
     mh_cfg.hard = mh_opt.canary || mh_opt.mismatch || mh_cfg.front || mh_cfg.poison_len || mh_opt.fill_new ||
-                  mh_cfg.quarantine || mh_opt.stacks || mh_opt.leak_report || mh_opt.sample_rate || mh_opt.check_every;
+                  mh_cfg.quarantine || mh_cfg.alloc_stacks || mh_opt.sample_rate || mh_opt.check_every;
 }
 
 static bool name_is(const char *s, size_t n, const char *name) {

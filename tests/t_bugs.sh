@@ -474,7 +474,7 @@ make_table() {
     echo "nothing was reported and the program ran on; \"SIGSEGV, no report\" means it hit a guard page"
     echo "in a mode without a fault handler. Mixed results in a row show how many of its cases gave"
     echo "each. Except for the rows marked sample_rate=1 and the clean programs (bare presets), cases"
-    echo "run with \`sample_rate=0\` added (debug mode otherwise samples 1 block in 512 at random)."
+    echo "run with \`sample_rate=0\` added (debug mode otherwise samples 1 block in 2048 at random)."
     echo "† marks a known gap, where the allocator does not (yet) do what issue #3 requires:"
     echo
     local g key mode
