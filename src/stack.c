@@ -33,6 +33,17 @@ static __thread uint32_t t_number __attribute__((tls_model("initial-exec")));
 
 extern void *__libc_stack_end;
 
+/* A walk reads stack words the program never wrote (old frames' slots):
+ * MemorySanitizer would take each for a use of an uninitialised value. */
+#if defined(__has_feature)
+#if __has_feature(memory_sanitizer)
+#define NO_MSAN __attribute__((no_sanitize("memory")))
+#endif
+#endif
+#ifndef NO_MSAN
+#define NO_MSAN
+#endif
+
 uint32_t mh_thread_number(void) {
     if (!t_number) t_number = atomic_fetch_add(&next_thread, 1);
     return t_number;
@@ -98,7 +109,7 @@ static MH_NOINLINE void alt_query(void) {
 
 /* Inline: it runs at every capture (outlined, it cost debug-mode churn 3 %
  * more instructions). */
-static inline __attribute__((always_inline)) uintptr_t stack_top(uintptr_t sp, bool safe) {
+static inline __attribute__((always_inline)) NO_MSAN uintptr_t stack_top(uintptr_t sp, bool safe) {
     /* The hot walk on the signal stack: its end. The top found below would
      * be the thread's, above whatever lies between (unmapped pages, other
      * mappings), where a garbage frame pointer of code built without them
@@ -121,7 +132,7 @@ static inline __attribute__((always_inline)) uintptr_t stack_top(uintptr_t sp, b
  * which may start from a faulting frame whose rbp is anything) reads each
  * frame with os_read_self, so a bad pointer ends the trace instead of
  * faulting inside the report. */
-static inline __attribute__((always_inline)) uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n,
+static inline __attribute__((always_inline)) NO_MSAN uint32_t walk_from(uintptr_t fp, uintptr_t *frames, uint32_t n,
                                                                uint32_t max, bool safe) {
     uintptr_t top = stack_top(fp, safe);
     if (safe && top == fp) top = fp + ((uintptr_t)64 << 20); /* a stack of the program's own making */
@@ -147,7 +158,7 @@ static inline __attribute__((always_inline)) uint32_t walk_from(uintptr_t fp, ui
 
 /* The hot walk (a capture in debug mode), from our own frame: `safe` is
  * false here, so the compiler drops its reads and checks. */
-static MH_NOINLINE uint32_t walk(uintptr_t *frames, uint32_t max) {
+static MH_NOINLINE NO_MSAN uint32_t walk(uintptr_t *frames, uint32_t max) {
     return walk_from((uintptr_t)__builtin_frame_address(0), frames, 0, max, false);
 }
 
@@ -237,7 +248,7 @@ void stack_print(mh_buf_t *b, uint32_t id) {
     for (uint32_t i = 0; i < e->depth; i++) print_frame(b, i, e->frames[i]);
 }
 
-uint32_t stack_walk_current(uintptr_t *frames, uint32_t max, uintptr_t pc, uintptr_t fp) {
+NO_MSAN uint32_t stack_walk_current(uintptr_t *frames, uint32_t max, uintptr_t pc, uintptr_t fp) {
     if (pc) { /* +1: print_frame looks up pc - 1, right for return addresses */
         frames[0] = pc + 1;
         return walk_from(fp, frames, 1, max, true);
