@@ -457,7 +457,7 @@ static void report(leak_state_t *st) {
     buf_dec(&b, total);
     buf_str(&b, " bytes leaked in ");
     buf_dec(&b, nblocks);
-    buf_str(&b, " allocations.\n");
+    buf_str(&b, nblocks == 1 ? " allocation.\n" : " allocations.\n");
     os_write_stderr(text, b.len);
     os_unmap(groups, unreached * sizeof(group_t));
     mh_report_exit("memory-leak", text);
