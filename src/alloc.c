@@ -57,7 +57,8 @@ static void fork_child(void) {
     mh_unlock(&mh_heap_lock);
     /* The child draws its own slot choices: with the parent's generator
      * state, both would hand out the same slots in the same order. */
-    for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) mh_bins[c].rng = 0;
+    for (uint32_t a = 0; a < narenas(); a++)
+        for (uint32_t c = 0; c < mh_nclasses; c++) bins_of(a, c)->rng = 0;
     mh_random_after_fork();
     stats_after_fork_child();
     bins_unlock_all();
@@ -118,7 +119,13 @@ void mh_init_slow(void) {
         mh_secret = keys[0];
         mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
         sizeclass_init();
-        for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
+        /* The bins' locks start as zero bytes, which is the initializer on
+         * glibc and musl; writing them would make 130 KiB of bins resident
+         * in every process, most of them for arenas it never uses. */
+        static const mh_lock_t unlocked = PTHREAD_MUTEX_INITIALIZER;
+        static const mh_lock_t zero;
+        if (memcmp(&unlocked, &zero, sizeof zero) != 0)
+            for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
         tcache_init();
         stack_init();
         fault_init();
