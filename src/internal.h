@@ -163,9 +163,12 @@ MH_INTERNAL void   mh_random_restart(void);
 MH_INTERNAL void   mh_random_after_fork(void);  /* a forked child takes a sequence of its own */
 MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
-/* A detached thread with signals blocked as os_signals_block does (the
- * faults stay open), named for ps and gdb. */
+/* A helper thread with signals blocked as os_signals_block does (the
+ * faults stay open), named for ps and gdb. Joinable: whoever ends it waits
+ * for it (os_thread_join), so that the program's last thread, not ours,
+ * is the one that exits the process (helpers_stop). */
 MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out);
+MH_INTERNAL bool   os_thread_join(pthread_t t, uint32_t timeout_ms);
 /* Allocator work the program does not call and so cannot wrap in its own
  * signal mask (a thread's cache flushed at its exit, fork's handlers, the
  * exit-time reports) runs with every signal blocked: a handler that
@@ -569,6 +572,8 @@ MH_INTERNAL void  tcache_scrub_for_tools(void);   /* at exit, under memcheck */
 MH_INTERNAL void  tcache_lock_all(void);
 MH_INTERNAL void  tcache_unlock_all(void);
 MH_INTERNAL void  tcache_after_fork_child(void);  /* the other threads' caches become orphans */
+MH_INTERNAL bool  thread_count_self(void);        /* before starting a helper: false when this thread is exiting */
+MH_INTERNAL void  thread_mark_helper(void);       /* first thing in a helper thread of ours */
 MH_INTERNAL void  tcache_adopt_orphans(void);     /* from mh_tick: their blocks go back */
 /* Put a freed (poisoned) block in the thread's quarantine; returns a block
  * that leaves it (tagged), or NULL. */
@@ -639,6 +644,8 @@ MH_INTERNAL void mh_tick_reschedule(void);  /* decay_ms or background changed */
 MH_INTERNAL void purge_grew(size_t bytes);   /* fresh memory was taken: free memory may go back early */
 MH_INTERNAL void purge_pending(void);       /* something became free to give back (locks may be held) */
 MH_INTERNAL void purge_stop(void);          /* at exit */
+MH_INTERNAL void purge_end(void);           /* the program's last thread exits: end ours and join it */
+MH_INTERNAL void helpers_stop(void);        /* the program's last thread exits: end all our threads */
 MH_INTERNAL void purge_after_fork_child(void);
 MH_INTERNAL bool purge_thread_running(void);
 
@@ -857,6 +864,7 @@ MH_INTERNAL void fault_init(void);
 MH_INTERNAL void stats_init(void);               /* start-up */
 MH_INTERNAL void stats_start_if_wanted(void);    /* from slow paths: the statistics thread, if asked for */
 MH_INTERNAL void stats_after_fork_child(void);
+MH_INTERNAL void stats_end(void);           /* the program's last thread exits: end the thread and join it */
 MH_INTERNAL void leak_init(void);
 
 /* ---- bitmap helpers ------------------------------------------------------ */

@@ -238,7 +238,7 @@ bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
     for (int small = 1; small >= 0 && rc == EINVAL; small--) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_JOINABLE);
         if (small) pthread_attr_setstacksize(&attr, (size_t)128 << 10);
         rc = pthread_create(out, &attr, fn, NULL);
         pthread_attr_destroy(&attr);
@@ -247,6 +247,19 @@ bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
     errno = saved;
     os_signals_restore(&old);
     return rc == 0;
+}
+
+/* Waits up to timeout_ms for a thread of os_thread_start to end. */
+bool os_thread_join(pthread_t t, uint32_t timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(timeout_ms / 1000);
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    int saved = errno;
+    bool ok = pthread_timedjoin_np(t, NULL, &ts) == 0;
+    errno = saved;
+    return ok;
 }
 
 uint32_t os_cpu_count(void) {

@@ -22,13 +22,14 @@ static _Atomic uint64_t next_tick_ms;
 
 enum { PURGER_OFF, PURGER_STARTING, PURGER_RUNNING, PURGER_FAILED };
 static struct {
-    mh_lock_t lock;          /* guards cond, poked, stopping, stopped; never held while taking another */
+    mh_lock_t lock;          /* guards cond, poked, stopping, stopped, unjoined, thread; never held while taking another */
     pthread_cond_t cond;     /* the thread waits here; so does purge_stop for it to end */
     _Atomic int state;       /* PURGER_* */
     _Atomic int wanted;      /* something became free to give back and no thread runs: start one */
     _Atomic int idle;        /* the thread may be about to wait with nothing pending: wake it */
     _Atomic int allowed;     /* after libc's start-up (our constructor): threads may be created */
     bool poked, stopping, stopped;
+    bool unjoined;           /* thread was started and nobody joined it yet */
     pthread_t thread;
 } purger = {.lock = MH_LOCK_INIT, .cond = PTHREAD_COND_INITIALIZER};
 
@@ -138,6 +139,7 @@ void purge_pending(void) {
 
 static void *purge_main(void *arg) {
     (void)arg;
+    thread_mark_helper();
     mh_lock(&purger.lock);
     while (!purger.stopping && OPT(background)) {
         purger.poked = false;
@@ -178,17 +180,25 @@ static void *purge_main(void *arg) {
 static void purger_start(void) {
     atomic_store_explicit(&purger.wanted, 0, memory_order_relaxed);
     int expect = PURGER_OFF;
-    if (!OPT(background) || !atomic_load(&purger.allowed) ||
+    if (!OPT(background) || !atomic_load(&purger.allowed) || !thread_count_self() ||
         !atomic_compare_exchange_strong(&purger.state, &expect, PURGER_STARTING))
         return;
     mh_lock(&purger.lock);
     purger.stopping = purger.stopped = purger.poked = false;
+    bool old = purger.unjoined;
+    pthread_t old_thread = purger.thread;
+    purger.unjoined = false;
     mh_unlock(&purger.lock);
-    /* The thread is detached: a thread the program did not make must not
-     * need joining (pthread_join would be the program's business). */
-    if (os_thread_start(purge_main, "miniheap-purge", &purger.thread))
+    /* One that ended by itself (background=0 came and went): its stack. */
+    if (old) os_thread_join(old_thread, 1000);
+    pthread_t t;
+    if (os_thread_start(purge_main, "miniheap-purge", &t)) {
+        mh_lock(&purger.lock);
+        purger.thread = t;
+        purger.unjoined = true;
+        mh_unlock(&purger.lock);
         atomic_store(&purger.state, PURGER_RUNNING);
-    else
+    } else
         atomic_store(&purger.state, PURGER_FAILED); /* no threads here: the give-back clock alone */
 }
 
@@ -213,6 +223,28 @@ void purge_stop(void) {
     mh_unlock(&purger.lock);
 }
 
+/* The program's last counted thread is exiting (tcache.c): the thread
+ * ends, and is joined so that it is gone before the exiting thread ends;
+ * then glibc sees the program's last thread end and exits the process from
+ * it. The next slow path of a thread still running starts it again. */
+void purge_end(void) {
+    if (atomic_load(&purger.state) != PURGER_RUNNING) return;
+    mh_lock(&purger.lock);
+    purger.stopping = true;
+    pthread_cond_broadcast(&purger.cond);
+    bool mine = purger.unjoined;
+    pthread_t t = purger.thread;
+    purger.unjoined = false;
+    mh_unlock(&purger.lock);
+    if (mine) os_thread_join(t, 2000);
+    if (OPT(background)) atomic_store(&purger.wanted, 1);
+}
+
+void helpers_stop(void) {
+    purge_end();
+    stats_end();
+}
+
 /* The child has no purge thread (only the forking thread survives): it
  * starts its own at its next slow path if the parent had one. */
 void purge_after_fork_child(void) {
@@ -222,6 +254,7 @@ void purge_after_fork_child(void) {
     atomic_store(&purger.idle, 0);
     atomic_store(&purger.state, PURGER_OFF);
     atomic_store(&purger.wanted, had ? 1 : 0);
+    purger.unjoined = false; /* the parent's thread: not ours to join */
 }
 
 /* For the statistics and tests: is the thread running? */

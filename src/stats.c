@@ -197,6 +197,12 @@ __attribute__((destructor(102))) static void stats_at_exit(void) {
 
 static int wake_pipe[2] = {-1, -1};
 static _Atomic int thread_wanted, thread_allowed;
+/* The thread, while it runs (between a start and stats_end; a forked child
+ * has none). Only one thread at a time starts or ends it: the one that won
+ * thread_wanted, then the program's last. */
+static _Atomic int thread_running;
+static pthread_t stats_thread;
+
 
 static void on_stats_signal(int sig) {
     (void)sig;
@@ -208,6 +214,7 @@ static void on_stats_signal(int sig) {
  * it reports at exit only. */
 void stats_after_fork_child(void) {
     atomic_store(&thread_wanted, 0);
+    atomic_store(&thread_running, 0);
     /* A stats_file named after the pid is the parent's: open the child's own. */
     if (out_fd > 2 && mh_opt.stats_file[0]) os_close(out_fd);
     if (mh_opt.stats_file[0]) out_fd = -1;
@@ -219,13 +226,30 @@ void stats_after_fork_child(void) {
 
 static void *stats_main(void *arg) {
     (void)arg;
+    thread_mark_helper();
     for (;;) {
         char c;
         int r = os_wait_readable(wake_pipe[0], mh_opt.stats_interval_ms ? (int)mh_opt.stats_interval_ms : -1);
-        if (r > 0 && os_read_fd(wake_pipe[0], &c, 1) == 1) stats_emit("signal");
-        else if (r == 0) stats_emit("interval");
+        if (r > 0 && os_read_fd(wake_pipe[0], &c, 1) == 1) {
+            if (c == 'q') break; /* stats_end */
+            stats_emit("signal");
+        } else if (r == 0) {
+            stats_emit("interval");
+        }
     }
     return NULL;
+}
+
+/* The program's last counted thread is exiting (tcache.c, helpers_stop):
+ * the thread ends and is joined; a thread still running starts it again
+ * at its next slow path. */
+void stats_end(void) {
+    if (!atomic_load(&thread_running)) return;
+    char c = 'q';
+    os_write_fd(wake_pipe[1], &c, 1);
+    os_thread_join(stats_thread, 2000);
+    atomic_store(&thread_running, 0);
+    atomic_store(&thread_wanted, 1);
 }
 
 
@@ -246,13 +270,15 @@ void stats_init(void) {
 
 void stats_start_if_wanted(void) {
     if (!atomic_load_explicit(&thread_wanted, memory_order_relaxed) || !atomic_load(&thread_allowed)) return;
+    if (!thread_count_self()) return;
     int expect = 1;
     if (!atomic_compare_exchange_strong(&thread_wanted, &expect, 0)) return;
-    pthread_t t;
-    if (!os_thread_start(stats_main, "miniheap-stats", &t)) {
+    if (!os_thread_start(stats_main, "miniheap-stats", &stats_thread)) {
         static const char msg[] = "miniheap: warning: cannot start the statistics thread\n";
         os_write_stderr(msg, sizeof msg - 1);
+        return;
     }
+    atomic_store(&thread_running, 1);
 }
 
 __attribute__((constructor)) static void stats_allow(void) {

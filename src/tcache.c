@@ -13,6 +13,33 @@ static __thread uint8_t t_exiting __attribute__((tls_model("initial-exec")));
 #define t_home (mh_thread.home)
 
 static pthread_key_t tkey;
+
+/* The program's threads we know to be running: those with a cache, and
+ * those that started one of our helper threads. glibc ends the process when
+ * its last thread ends, counting ours: a program whose main() calls
+ * pthread_exit would live on, unkillable but by SIGKILL (our threads block
+ * signals), once its other threads end. So when the last counted thread
+ * exits, our helpers end first (helpers_stop). A thread we never counted
+ * may still run then: it starts them again when it needs them. */
+static _Atomic uint32_t live_threads;
+static __thread uint8_t t_counted __attribute__((tls_model("initial-exec")));
+static char no_cache; /* the key's value for a counted thread without a cache */
+
+static void count_self(void *key_value) {
+    if (!pthread_getspecific(tkey) || key_value != &no_cache) pthread_setspecific(tkey, key_value);
+    if (t_counted) return;
+    t_counted = 1;
+    atomic_fetch_add(&live_threads, 1);
+}
+
+/* Our own threads have no cache and are not counted. */
+void thread_mark_helper(void) { t_exiting = 1; }
+
+bool thread_count_self(void) {
+    if (t_exiting) return false;
+    count_self(&no_cache);
+    return true;
+}
 static mh_lock_t list_lock = MH_LOCK_INIT;
 static tcache_t *all_caches;
 static uint64_t dead_allocs, dead_frees; /* counts of exited threads */
@@ -77,7 +104,7 @@ tcache_t *tcache_get_slow(void) {
     mh_tcache = t;
     t_home = t;
     if (first) solo_start(t);
-    pthread_setspecific(tkey, t);
+    count_self(t);
     return t;
 }
 
@@ -226,20 +253,28 @@ static void tcache_release(tcache_t *t) {
  * the cache half flushed, or wait on a class lock the flush holds (the
  * deadlock test_fork's signal test met in CI). */
 static void tcache_destroy(void *arg) {
-    tcache_t *t = arg;
-    sigset_t saved;
-    os_signals_block(&saved);
-    op_enter();
-    while (t_home && !__atomic_load_n(&mh_tcache, __ATOMIC_ACQUIRE)) os_yield(); /* parked: until it is back */
-    quarantine_drain(t);
-    solo_forget(t);
-    t_exiting = 1;
-    mh_tcache = NULL;
-    t_home = NULL;
-    tcache_flush_all(t);
-    tcache_release(t);
-    op_exit();
-    os_signals_restore(&saved);
+    if (arg == &no_cache) {
+        t_exiting = 1;
+    } else {
+        tcache_t *t = arg;
+        sigset_t saved;
+        os_signals_block(&saved);
+        op_enter();
+        while (t_home && !__atomic_load_n(&mh_tcache, __ATOMIC_ACQUIRE)) os_yield(); /* parked: until it is back */
+        quarantine_drain(t);
+        solo_forget(t);
+        t_exiting = 1;
+        mh_tcache = NULL;
+        t_home = NULL;
+        tcache_flush_all(t);
+        tcache_release(t);
+        op_exit();
+        os_signals_restore(&saved);
+    }
+    if (t_counted) {
+        t_counted = 0;
+        if (atomic_fetch_sub(&live_threads, 1) == 1) helpers_stop();
+    }
 }
 
 void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees) {
@@ -312,6 +347,7 @@ void tcache_after_fork_child(void) {
     }
     all_caches = me;
     if (me) me->next = me->prev = NULL;
+    atomic_store(&live_threads, t_counted ? 1 : 0);
     mh_unlock(&list_lock);
 }
 

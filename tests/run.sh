@@ -114,6 +114,8 @@ run_test oom_plain          preload "$T/test_oom_plain"
 run_test idle_plain         preload "$T/test_idle_plain"
 run_test sigaction_plain    preload "$T/test_sigaction_plain"
 run_test seccomp_plain      preload "$T/test_seccomp_plain"
+run_test last_thread        direct  "$T/test_last_thread"
+run_test last_thread_plain  preload "$T/test_last_thread_plain"
 run_test programs           direct  tests/test_programs.sh
 
 for script in tests/t_*.sh; do

@@ -19,10 +19,11 @@ TEST_DEPS     := tests/mh_test.h include/miniheap.h tests/tests.mk
 TEST_PREFIXED := $(TEST_DIR)/test_api $(TEST_DIR)/test_threads $(TEST_DIR)/test_fork $(TEST_DIR)/test_oom \
                  $(TEST_DIR)/test_fork_modes $(TEST_DIR)/test_reports $(TEST_DIR)/test_faults \
                  $(TEST_DIR)/test_options $(TEST_DIR)/test_mesh $(TEST_DIR)/test_large_cache \
-                 $(TEST_DIR)/test_solo
+                 $(TEST_DIR)/test_solo $(TEST_DIR)/test_last_thread
 TEST_PLAIN    := $(TEST_DIR)/test_api_plain $(TEST_DIR)/test_threads_plain $(TEST_DIR)/test_fork_plain \
                  $(TEST_DIR)/test_spike_plain $(TEST_DIR)/test_oom_plain \
-                 $(TEST_DIR)/test_idle_plain $(TEST_DIR)/test_sigaction_plain $(TEST_DIR)/test_seccomp_plain
+                 $(TEST_DIR)/test_idle_plain $(TEST_DIR)/test_sigaction_plain $(TEST_DIR)/test_seccomp_plain \
+                 $(TEST_DIR)/test_last_thread_plain
 TEST_BINS     := $(TEST_PREFIXED) $(TEST_PLAIN)
 
 include tests/bugs/bugs.mk
