@@ -732,6 +732,20 @@ static inline void store_partial(uint8_t *p, uint64_t v, size_t len) {
 #ifndef MH_CHECK_READ
 #define MH_CHECK_READ static inline
 #endif
+/* Reads ThreadSanitizer must not instrument: a copy ordered by page
+ * protection it cannot see (mesh.c), and statistics that read other
+ * threads' counters without their locks, approximate by design. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MH_NO_TSAN __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#if !defined(MH_NO_TSAN) && defined(__SANITIZE_THREAD__)
+#define MH_NO_TSAN __attribute__((no_sanitize_thread))
+#endif
+#ifndef MH_NO_TSAN
+#define MH_NO_TSAN
+#endif
 typedef uint64_t __attribute__((may_alias, aligned(1))) mh_u64u;
 typedef uint32_t __attribute__((may_alias, aligned(1))) mh_u32u;
 typedef uint16_t __attribute__((may_alias, aligned(1))) mh_u16u;

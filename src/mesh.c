@@ -320,14 +320,6 @@ bool mesh_fault(uintptr_t addr) {
  * protection, which ThreadSanitizer cannot see, so this copy is not
  * instrumented (word by word, volatile, so it stays a loop and not a call
  * to an instrumented memcpy). Block sizes are multiples of 16. */
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MH_NO_TSAN __attribute__((no_sanitize("thread")))
-#endif
-#endif
-#ifndef MH_NO_TSAN
-#define MH_NO_TSAN
-#endif
 MH_NO_TSAN static void copy_block(uint8_t *dst, const uint8_t *src, size_t n) {
     volatile uint64_t *d = (volatile uint64_t *)(void *)dst;
     const volatile uint64_t *s = (const volatile uint64_t *)(const void *)src;

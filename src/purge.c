@@ -207,20 +207,29 @@ __attribute__((constructor)) static void purge_allow(void) { atomic_store(&purge
 
 /* At exit: end the thread before the exit-time checks walk the heap. It is
  * waited for a little only: a process that exits from inside the allocator
- * (a signal handler) must not hang here. */
+ * (a signal handler) must not hang here. A thread that ended (here, or by
+ * itself after background=0) is joined: it is gone, not leaked, when the
+ * process exits (ThreadSanitizer reports a finished thread nobody joined). */
 void purge_stop(void) {
-    if (atomic_load(&purger.state) != PURGER_RUNNING) return;
+    int st = atomic_load(&purger.state);
+    if (st != PURGER_RUNNING && st != PURGER_OFF) return;
     mh_lock(&purger.lock);
-    purger.stopping = true;
-    pthread_cond_broadcast(&purger.cond);
-    for (int i = 0; i < 10 && !purger.stopped; i++) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10 * 1000000;
-        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-        pthread_cond_timedwait(&purger.cond, &purger.lock, &ts);
+    if (st == PURGER_RUNNING) {
+        purger.stopping = true;
+        pthread_cond_broadcast(&purger.cond);
+        for (int i = 0; i < 10 && !purger.stopped; i++) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 10 * 1000000;
+            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+            pthread_cond_timedwait(&purger.cond, &purger.lock, &ts);
+        }
     }
+    bool join = purger.unjoined && purger.stopped;
+    pthread_t t = purger.thread;
+    if (join) purger.unjoined = false;
     mh_unlock(&purger.lock);
+    if (join) os_thread_join(t, 100); /* it set stopped as its last act: returns at once */
 }
 
 /* The program's last counted thread is exiting (tcache.c): the thread

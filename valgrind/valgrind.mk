@@ -161,7 +161,11 @@ ubsan-fuzz-corpus: $(VG_FUZZ_BINS)
 
 # ---- TSan: the thread tests ----------------------------------------------------
 # The library by the top-level rules in a sub-make (BUILD=$(BUILD)/tsan), the
-# prefixed thread tests against it. Nothing is suppressed. Two TSan options
+# prefixed thread tests against it, and test_threads once more with the
+# statistics thread reading every cache. Nothing is suppressed at run time;
+# two functions are built uninstrumented (MH_NO_TSAN in src/internal.h says
+# why). test_last_thread is not run: TSan's own background thread keeps a
+# process alive after its last thread ends, with or without us. Two TSan options
 # are set, each for a reason that is not a race: detect_deadlocks=0, since its
 # lock-order detector holds at most 64 locks and mh_check(), mh_stats() and
 # fork() take every class lock (up to 8 x 68); die_after_fork=0, since
@@ -185,7 +189,11 @@ tsan-test: $(VG_TSAN_BINS)
 	@set -e; for t in $(VG_TSAN_BINS); do \
 	    if $(VG_TSAN_ENV) $$t >$$t.log 2>&1; then echo "PASS tsan $$(basename $$t)"; \
 	    else tail -n 80 $$t.log; echo "FAIL tsan $$(basename $$t) (log: $$t.log)"; exit 1; fi; \
-	done
+	done; \
+	t=$(BUILD)/tsan/tests/test_threads; \
+	if $(VG_TSAN_ENV) MINIHEAP_OPTIONS=stats_interval_ms=5:stats_file=/dev/null $$t >$$t.stats.log 2>&1; \
+	then echo "PASS tsan test_threads with the statistics thread"; \
+	else tail -n 80 $$t.stats.log; echo "FAIL tsan test_threads with the statistics thread (log: $$t.stats.log)"; exit 1; fi
 
 ubsan-test: $(VG_UBSAN_BINS)
 	BUILD=$(BUILD) VG_QUIET=1 valgrind/run-tests.sh --mode=ubsan
