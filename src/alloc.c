@@ -912,8 +912,10 @@ static void *realloc_small(slab_t *s, uint32_t idx, void *p, size_t size) {
     }
     size_t need = size + s->canary;
     if (need <= room && (need > room / 2 || s->bsize <= 2 * MH_MIN_ALIGN) && !s->zero) {
-        /* Fits: stay, unless floating moves it to a fuller slab. */
-        void *q = mh_opt.float_pct ? slab_float(p, s, size) : NULL;
+        /* Fits: stay, unless floating moves it to a fuller slab. The
+         * unlocked hint first: a string grown by a few bytes at a time
+         * stays here thousands of times, and took the class lock each time. */
+        void *q = mh_opt.float_pct && sparse(s) ? slab_float(p, s, size) : NULL;
         if (q) {
             q = finish_block(q, size, KIND_MALLOC, false);
             if (track_active()) track_open(p, old);

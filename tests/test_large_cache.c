@@ -14,6 +14,10 @@
  *    mode keeps the one freed last from reuse);
  *  - nothing live: the cache keeps at most large_cache_mb, and after
  *    mh_trim() nothing, so a block allocated then is fresh;
+ *  - grown into the cache: a 256 KiB block realloc'ed to 500 KiB while a
+ *    512 KiB mapping is cached (open, fast mode) is copied into it, so its
+ *    new pages are resident before they are written; moving the block's
+ *    pages with mremap instead left them fresh (0 % resident);
  *  - sealed: a mapping made inaccessible at its free (fill_new=1 makes
  *    fast mode do that) is writable when reused after fill_new=0 (it was
  *    reused inaccessible, and the first write was reported as an overflow).
@@ -118,6 +122,34 @@ static void cache_follows_high_water(const char *mode)
     mh_free(q);
 }
 
+static void grown_into_cache(void)
+{
+    set_mode("fast", "");
+    unsigned char *p = mh_malloc(256 << 10);
+    void *c = mh_malloc(512 << 10);
+    REQUIRE(p && c, "malloc failed");
+    for (size_t i = 0; i < (256 << 10); i++)
+        p[i] = (unsigned char)(i * 7 + 3);
+    touch(c, 512 << 10);
+    mh_free(c);
+    mh_stats_t s0, s1;
+    mh_stats(&s0);
+    unsigned char *q = mh_realloc(p, 500 << 10);
+    REQUIRE(q, "realloc(256 KiB -> 500 KiB) failed");
+    mh_stats(&s1);
+    int pct = resident_pct(q + (256 << 10), (500 - 256) << 10);
+    CHECK(pct >= 99, "[fast] 256 KiB grown to 500 KiB with a 512 KiB mapping cached: new part %d%% resident, "
+                     "want the cached mapping reused (>= 99%%)", pct);
+    size_t bad = (size_t)-1;
+    for (size_t i = 0; i < (256 << 10) && bad == (size_t)-1; i++)
+        if (q[i] != (unsigned char)(i * 7 + 3)) bad = i;
+    CHECK(bad == (size_t)-1, "[fast] realloc into a cached mapping lost byte %zu", bad);
+    CHECK(s1.live_blocks == s0.live_blocks, "[fast] realloc into a cached mapping: live blocks %zu -> %zu",
+          (size_t)s0.live_blocks, (size_t)s1.live_blocks);
+    memset(q + (256 << 10), 5, (500 - 256) << 10);
+    mh_free(q);
+}
+
 static void sealed_then_reused(void)
 {
     set_mode("fast", ":fill_new=1");
@@ -149,6 +181,7 @@ int main(void)
         split_keeps_tail(modes[i]);
         cache_follows_high_water(modes[i]);
     }
+    grown_into_cache();
     sealed_then_reused();
     return mh_test_exit("test_large_cache");
 }
