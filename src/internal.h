@@ -147,6 +147,8 @@ MH_INTERNAL void  *os_map(size_t size);                       /* RW, zeroed */
 MH_INTERNAL uint32_t os_cpu_count(void);
 MH_INTERNAL size_t os_page_size(void);
 MH_INTERNAL bool   os_secure(void);
+MH_INTERNAL bool   os_address_space_limited(void);       /* RLIMIT_AS set */
+MH_INTERNAL bool   os_overcommit_strict(void);           /* vm.overcommit_memory=2 */
 MH_INTERNAL void  *os_map_aligned(size_t size, size_t align); /* RW, zeroed, aligned */
 MH_INTERNAL void  *os_reserve(size_t size);                   /* PROT_NONE, no memory */
 MH_INTERNAL void  *os_map_noreserve(size_t size);             /* RW, lazily backed tables */

@@ -198,6 +198,22 @@ size_t os_page_size(void) {
  * environment was chosen by a less privileged user. */
 bool os_secure(void) { return getauxval(AT_SECURE) != 0; }
 
+/* Is the address space limited (RLIMIT_AS)? */
+bool os_address_space_limited(void) {
+    int saved = errno;
+    struct rlimit as;
+    bool limited = getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur != RLIM_INFINITY;
+    errno = saved;
+    return limited;
+}
+
+/* Strict overcommit (vm.overcommit_memory=2): pages once writable stay
+ * charged while mapped. */
+bool os_overcommit_strict(void) {
+    char buf[16];
+    return os_read_file("/proc/sys/vm/overcommit_memory", buf, sizeof buf) > 0 && buf[0] == '2';
+}
+
 /* All but the faults: a blocked SIGSEGV is fatal when the access raises it,
  * and meshing's write barrier is a fault its handler waits out. glibc
  * leaves out the signals it uses itself (cancellation, setxid). */

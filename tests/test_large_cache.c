@@ -14,15 +14,20 @@
  *    mode keeps the one freed last from reuse);
  *  - nothing live: the cache keeps at most large_cache_mb, and after
  *    mh_trim() nothing, so a block allocated then is fresh;
- *  - grown into the cache: a 256 KiB block realloc'ed to 500 KiB while a
- *    512 KiB mapping is cached (open, fast mode) is copied into it, so its
- *    new pages are resident before they are written; moving the block's
- *    pages with mremap instead left them fresh (0 % resident);
+ *  - grown into the cache: a 256 KiB block realloc'ed to 600 KiB (past its
+ *    room) while a 640 KiB mapping is cached (open, fast mode) is copied
+ *    into it, so its new pages are resident before they are written;
+ *    moving the block's pages with mremap instead left them fresh;
+ *  - room: a new 1 MiB block grows to 1.5 MiB in place, and freed and
+ *    reused for 2 MiB it grows in place again (its room is kept in the
+ *    cache), where address space is not limited (else skipped, said so);
  *  - sealed: a mapping made inaccessible at its free (fill_new=1 makes
  *    fast mode do that) is writable when reused after fill_new=0 (it was
  *    reused inaccessible, and the first write was reported as an overflow).
  */
 #include <sys/mman.h>
+#include <stdbool.h>
+#include <sys/resource.h>
 
 #include "mh_test.h"
 
@@ -126,19 +131,19 @@ static void grown_into_cache(void)
 {
     set_mode("fast", "");
     unsigned char *p = mh_malloc(256 << 10);
-    void *c = mh_malloc(512 << 10);
+    void *c = mh_malloc(640 << 10);
     REQUIRE(p && c, "malloc failed");
     for (size_t i = 0; i < (256 << 10); i++)
         p[i] = (unsigned char)(i * 7 + 3);
-    touch(c, 512 << 10);
+    touch(c, 640 << 10);
     mh_free(c);
     mh_stats_t s0, s1;
     mh_stats(&s0);
-    unsigned char *q = mh_realloc(p, 500 << 10);
-    REQUIRE(q, "realloc(256 KiB -> 500 KiB) failed");
+    unsigned char *q = mh_realloc(p, 600 << 10);
+    REQUIRE(q, "realloc(256 KiB -> 600 KiB) failed");
     mh_stats(&s1);
-    int pct = resident_pct(q + (256 << 10), (500 - 256) << 10);
-    CHECK(pct >= 99, "[fast] 256 KiB grown to 500 KiB with a 512 KiB mapping cached: new part %d%% resident, "
+    int pct = resident_pct(q + (256 << 10), (600 - 256) << 10);
+    CHECK(pct >= 99, "[fast] 256 KiB grown to 600 KiB with a 640 KiB mapping cached: new part %d%% resident, "
                      "want the cached mapping reused (>= 99%%)", pct);
     size_t bad = (size_t)-1;
     for (size_t i = 0; i < (256 << 10) && bad == (size_t)-1; i++)
@@ -146,8 +151,54 @@ static void grown_into_cache(void)
     CHECK(bad == (size_t)-1, "[fast] realloc into a cached mapping lost byte %zu", bad);
     CHECK(s1.live_blocks == s0.live_blocks, "[fast] realloc into a cached mapping: live blocks %zu -> %zu",
           (size_t)s0.live_blocks, (size_t)s1.live_blocks);
-    memset(q + (256 << 10), 5, (500 - 256) << 10);
+    memset(q + (256 << 10), 5, (600 - 256) << 10);
     mh_free(q);
+}
+
+/* Is address space free here (what src/large.c's room_free asks)? */
+static bool address_space_free(void)
+{
+    struct rlimit as;
+    if (getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur != RLIM_INFINITY)
+        return false;
+    FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+    int mode = 0;
+    if (f) {
+        if (fscanf(f, "%d", &mode) != 1)
+            mode = 0;
+        fclose(f);
+    }
+    return mode != 2;
+}
+
+static void grows_in_room(const char *mode)
+{
+    if (!address_space_free()) {
+        printf("SKIP [%s] room: RLIMIT_AS or vm.overcommit_memory=2 here, blocks get no room\n", mode);
+        return;
+    }
+    set_mode(mode, ":large_cache_mb=64");
+    void *anchor = mh_malloc(8 * MiB);
+    unsigned char *a = mh_malloc(MiB);
+    REQUIRE(anchor && a, "malloc failed");
+    memset(a, 9, MiB);
+    unsigned char *b = mh_realloc(a, 3 * MiB / 2);
+    REQUIRE(b, "realloc(1 MiB -> 1.5 MiB) failed");
+    CHECK(b == a, "[%s] a new 1 MiB block grown to 1.5 MiB moved (%p -> %p): want it grown into its room", mode,
+          (void *)a, (void *)b);
+    CHECK(b[0] == 9 && b[MiB - 1] == 9, "[%s] realloc into the room lost the contents", mode);
+    memset(b, 3, 3 * MiB / 2);
+    mh_free(b);
+    /* Hardened mode keeps the mapping freed last from reuse: a small one. */
+    void *small = strcmp(mode, "fast") ? mh_malloc(256 << 10) : NULL;
+    mh_free(small);
+    unsigned char *c = mh_malloc(2 * MiB);
+    REQUIRE(c, "malloc(2 MiB) failed");
+    CHECK(c == b, "[%s] 2 MiB after a freed 1.5 MiB block with room: %p, want the cached mapping grown in place "
+                  "at %p", mode, (void *)c, (void *)b);
+    memset(c, 4, 2 * MiB);
+    mh_free(c);
+    mh_free(anchor);
 }
 
 static void sealed_then_reused(void)
@@ -180,6 +231,7 @@ int main(void)
     for (int i = 0; i < 2; i++) {
         split_keeps_tail(modes[i]);
         cache_follows_high_water(modes[i]);
+        grows_in_room(modes[i]);
     }
     grown_into_cache();
     sealed_then_reused();
