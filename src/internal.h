@@ -171,6 +171,7 @@ MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
  * is the one that exits the process (helpers_stop). */
 MH_INTERNAL bool   os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out);
 MH_INTERNAL bool   os_thread_join(pthread_t t, uint32_t timeout_ms);
+MH_INTERNAL struct timespec os_deadline(uint32_t ms); /* CLOCK_REALTIME, for timed waits */
 /* Allocator work the program does not call and so cannot wrap in its own
  * signal mask (a thread's cache flushed at its exit, fork's handlers, the
  * exit-time reports) runs with every signal blocked: a handler that

@@ -223,18 +223,24 @@ static bool canary_fault(const large_t *l, mh_fault_t *f, char *detail) {
 
 /* Room (PROT_NONE address space after the data, where the block grows in
  * place) is reserved for every new block, and kept while the block is
- * cached, only where address space costs nothing: no RLIMIT_AS (looked at
- * each time: a program may set one later), and no strict overcommit,
- * under which the room a move made writable stays charged. */
-static bool room_free(void) {
+ * cached, only where address space costs nothing: no RLIMIT_AS, and no
+ * strict overcommit, under which the room a move made writable stays
+ * charged. Asked again at each new mapping (a program may set a limit
+ * later; beside the mmap the question costs nothing), and the answer kept
+ * for the frees and reuses, which make no system call for it. */
+static _Atomic int rooms_ok;
+static bool rooms_free_now(void) {
     static _Atomic int strict; /* 0 not known yet, 1 no, 2 yes */
     int k = atomic_load_explicit(&strict, memory_order_relaxed);
     if (!k) {
         k = os_overcommit_strict() ? 2 : 1;
         atomic_store_explicit(&strict, k, memory_order_relaxed);
     }
-    return k == 1 && !os_address_space_limited();
+    bool ok = k == 1 && !os_address_space_limited();
+    atomic_store_explicit(&rooms_ok, ok, memory_order_relaxed);
+    return ok;
 }
+static bool room_free(void) { return atomic_load_explicit(&rooms_ok, memory_order_relaxed); }
 
 /* As much again as the data, up to ROOM_MAX. */
 static size_t room_for(size_t pages) { return (pages < ROOM_MAX ? pages : ROOM_MAX) & ~(MH_PAGE - 1); }
@@ -248,7 +254,7 @@ static size_t room_for(size_t pages) { return (pages < ROOM_MAX ? pages : ROOM_M
 static bool map_block(large_t *l, size_t pages, size_t align, bool guard) {
     size_t g = guard ? MH_PAGE : 0;
     size_t slack = align > MH_PAGE ? align : 0;
-    size_t room = guard && !slack && room_free() ? room_for(pages) : 0;
+    size_t room = guard && !slack && rooms_free_now() ? room_for(pages) : 0;
     size_t total = pages + 2 * g + slack + room;
     if (total < pages) return false;
     uint8_t *raw = guard || slack ? os_reserve(total) : os_map(total);
@@ -671,7 +677,6 @@ static void cache_trim(size_t max, large_t **evict) {
     while (*pp) evict_push(cache_unlink(pp), evict);
 }
 
-/* Free a claimed, checked block: quarantine, cache or unmap. */
 /* A freed block gives up its room where address space or commit charge is
  * limited (room_free), and every live block does when an allocation fails
  * (large_drop_rooms): the mapping is then guards and data only, the room's
@@ -688,6 +693,7 @@ static void drop_room(large_t *l, bool force) {
     track_region_add(map, l->map_size);
 }
 
+/* Free a claimed, checked block: quarantine, cache or unmap. */
 void large_release(large_t *l) {
     uint64_t now = os_now_ms();
     large_t *evict = NULL;
@@ -803,15 +809,6 @@ bool large_was_freed(const void *p, mh_fault_t *f) {
     return found;
 }
 
-/* Resize a claimed (and checked) block in place when it fits, else move
- * its pages with mremap (no copy) into a fresh guarded reservation; the
- * block stays claimed. *status: LARGE_DONE (the new address is returned),
- * LARGE_COPY (a sampled block, tools that cannot follow moved pages, or a
- * small enough block that the cache has resident pages for: the caller
- * allocates, copies and releases), LARGE_FAILED (ENOMEM, or a
- * mapping the program split: see realloc_large). The work
- * is done on a copy of the descriptor, published under the lock, so a
- * concurrent lookup of the old address finds the block, busy, throughout. */
 /* Does the cache hold a mapping that large_alloc would give a request of
  * `pages` without growing it, and open (not sealed: opening one changes
  * its protection, and its pages trap again when touched, as moved ones
@@ -827,6 +824,15 @@ static bool cache_fits(size_t pages) {
     return fits;
 }
 
+/* Resize a claimed (and checked) block in place when it fits, else move
+ * its pages with mremap (no copy) into a fresh guarded reservation; the
+ * block stays claimed. *status: LARGE_DONE (the new address is returned),
+ * LARGE_COPY (a sampled block, tools that cannot follow moved pages, or a
+ * small enough block that the cache has resident pages for: the caller
+ * allocates, copies and releases), LARGE_FAILED (ENOMEM, or a
+ * mapping the program split: see realloc_large). The work
+ * is done on a copy of the descriptor, published under the lock, so a
+ * concurrent lookup of the old address finds the block, busy, throughout. */
 void *large_resize(large_t *l, size_t size, int *status) {
     *status = LARGE_COPY;
     size_t need = size + mh_cfg.tail;
@@ -857,7 +863,7 @@ void *large_resize(large_t *l, size_t size, int *status) {
     /* Room for half as much again (up to ROOM_MAX) after a block that
      * moves to grow: a buffer grown by small steps (a string realloc'ed at
      * every append) then moves O(log n) times, not at every page. */
-    size_t room = (pages / 2 < ROOM_MAX ? pages / 2 : ROOM_MAX) & ~(MH_PAGE - 1);
+    size_t room = room_for(pages / 2);
     if (!resize_pages(&n, pages, guard, keep, room)) {
         track_resize(l_user(l), new_open, old_size, 0);
         errno = ENOMEM;

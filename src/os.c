@@ -265,13 +265,19 @@ bool os_thread_start(void *(*fn)(void *), const char *name, pthread_t *out) {
     return rc == 0;
 }
 
-/* Waits up to timeout_ms for a thread of os_thread_start to end. */
-bool os_thread_join(pthread_t t, uint32_t timeout_ms) {
+/* The CLOCK_REALTIME time ms from now, for the timed waits. */
+struct timespec os_deadline(uint32_t ms) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(timeout_ms / 1000);
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
     if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    return ts;
+}
+
+/* Waits up to timeout_ms for a thread of os_thread_start to end. */
+bool os_thread_join(pthread_t t, uint32_t timeout_ms) {
+    struct timespec ts = os_deadline(timeout_ms);
     int saved = errno;
     bool ok = pthread_timedjoin_np(t, NULL, &ts) == 0;
     errno = saved;

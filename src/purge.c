@@ -22,13 +22,13 @@ static _Atomic uint64_t next_tick_ms;
 
 enum { PURGER_OFF, PURGER_STARTING, PURGER_RUNNING, PURGER_FAILED };
 static struct {
-    mh_lock_t lock;          /* guards cond, poked, stopping, stopped, unjoined, thread; never held while taking another */
-    pthread_cond_t cond;     /* the thread waits here; so does purge_stop for it to end */
+    mh_lock_t lock;          /* guards cond, poked, stopping, unjoined, thread; never held while taking another */
+    pthread_cond_t cond;     /* the thread waits here */
     _Atomic int state;       /* PURGER_* */
     _Atomic int wanted;      /* something became free to give back and no thread runs: start one */
     _Atomic int idle;        /* the thread may be about to wait with nothing pending: wake it */
     _Atomic int allowed;     /* after libc's start-up (our constructor): threads may be created */
-    bool poked, stopping, stopped;
+    bool poked, stopping;
     bool unjoined;           /* thread was started and nobody joined it yet */
     pthread_t thread;
 } purger = {.lock = MH_LOCK_INIT, .cond = PTHREAD_COND_INITIALIZER};
@@ -159,18 +159,12 @@ static void *purge_main(void *arg) {
             atomic_store(&purger.idle, 0);
             uint64_t now = os_now_ms();
             uint64_t wait_ms = due > now + 10 ? due - now : 10; /* never spin */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(wait_ms / 1000);
-            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+            struct timespec ts = os_deadline(wait_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)wait_ms);
             pthread_cond_timedwait(&purger.cond, &purger.lock, &ts);
         }
     }
     atomic_store(&purger.idle, 0);
-    purger.stopped = true;
     atomic_store(&purger.state, PURGER_OFF);
-    pthread_cond_broadcast(&purger.cond);
     mh_unlock(&purger.lock);
     return NULL;
 }
@@ -184,7 +178,7 @@ static void purger_start(void) {
         !atomic_compare_exchange_strong(&purger.state, &expect, PURGER_STARTING))
         return;
     mh_lock(&purger.lock);
-    purger.stopping = purger.stopped = purger.poked = false;
+    purger.stopping = purger.poked = false;
     bool old = purger.unjoined;
     pthread_t old_thread = purger.thread;
     purger.unjoined = false;
@@ -205,48 +199,36 @@ static void purger_start(void) {
 /* Our constructors run after libc's: from then on threads may be made. */
 __attribute__((constructor)) static void purge_allow(void) { atomic_store(&purger.allowed, 1); }
 
-/* At exit: end the thread before the exit-time checks walk the heap. It is
- * waited for a little only: a process that exits from inside the allocator
- * (a signal handler) must not hang here. A thread that ended (here, or by
- * itself after background=0) is joined: it is gone, not leaked, when the
- * process exits (ThreadSanitizer reports a finished thread nobody joined). */
-void purge_stop(void) {
+/* Ends the thread and joins it, waiting up to timeout_ms: true if one was
+ * running. Also joins one that ended by itself (background=0), so that no
+ * finished thread is left unjoined (ThreadSanitizer reports one). */
+static bool purger_end(uint32_t timeout_ms) {
     int st = atomic_load(&purger.state);
-    if (st != PURGER_RUNNING && st != PURGER_OFF) return;
+    if (st != PURGER_RUNNING && st != PURGER_OFF) return false;
     mh_lock(&purger.lock);
     if (st == PURGER_RUNNING) {
         purger.stopping = true;
         pthread_cond_broadcast(&purger.cond);
-        for (int i = 0; i < 10 && !purger.stopped; i++) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 10 * 1000000;
-            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-            pthread_cond_timedwait(&purger.cond, &purger.lock, &ts);
-        }
     }
-    bool join = purger.unjoined && purger.stopped;
+    bool join = purger.unjoined;
     pthread_t t = purger.thread;
-    if (join) purger.unjoined = false;
+    purger.unjoined = false;
     mh_unlock(&purger.lock);
-    if (join) os_thread_join(t, 100); /* it set stopped as its last act: returns at once */
+    if (join) os_thread_join(t, timeout_ms);
+    return st == PURGER_RUNNING;
 }
+
+/* At exit: end the thread before the exit-time checks walk the heap. It is
+ * waited for a little only: a process that exits from inside the allocator
+ * (a signal handler) must not hang here. */
+void purge_stop(void) { purger_end(100); }
 
 /* The program's last counted thread is exiting (tcache.c): the thread
  * ends, and is joined so that it is gone before the exiting thread ends;
  * then glibc sees the program's last thread end and exits the process from
  * it. The next slow path of a thread still running starts it again. */
 void purge_end(void) {
-    if (atomic_load(&purger.state) != PURGER_RUNNING) return;
-    mh_lock(&purger.lock);
-    purger.stopping = true;
-    pthread_cond_broadcast(&purger.cond);
-    bool mine = purger.unjoined;
-    pthread_t t = purger.thread;
-    purger.unjoined = false;
-    mh_unlock(&purger.lock);
-    if (mine) os_thread_join(t, 2000);
-    if (OPT(background)) atomic_store(&purger.wanted, 1);
+    if (purger_end(2000) && OPT(background)) atomic_store(&purger.wanted, 1);
 }
 
 void helpers_stop(void) {

@@ -25,8 +25,11 @@ static _Atomic uint32_t live_threads;
 static __thread uint8_t t_counted __attribute__((tls_model("initial-exec")));
 static char no_cache; /* the key's value for a counted thread without a cache */
 
+/* A counted thread always has a key value (its cache, or &no_cache), so
+ * that the key's destructor sees it exit. */
 static void count_self(void *key_value) {
-    if (!pthread_getspecific(tkey) || key_value != &no_cache) pthread_setspecific(tkey, key_value);
+    if (t_counted && key_value == &no_cache) return; /* counted already */
+    pthread_setspecific(tkey, key_value);
     if (t_counted) return;
     t_counted = 1;
     atomic_fetch_add(&live_threads, 1);
@@ -395,7 +398,7 @@ void tcache_drop_current(void) {
     solo_forget(t);
     mh_tcache = NULL;
     t_home = NULL;
-    pthread_setspecific(tkey, NULL);
+    pthread_setspecific(tkey, t_counted ? &no_cache : NULL); /* still counted: its exit is still seen */
     tcache_release(t);
 }
 

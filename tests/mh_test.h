@@ -129,6 +129,19 @@ static inline void *opaque_ptr(void *p)
     return p;
 }
 
+/* vm.overcommit_memory (0 if unknown). */
+static inline int mh_test_overcommit_policy(void)
+{
+    FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+    int v = 0;
+    if (f) {
+        if (fscanf(f, "%d", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
 /* The process's resident size in bytes (0 if unknown), from
  * /proc/self/statm. Makes no allocation: test_idle reads it while the
  * program must make no allocator call. */

@@ -159,16 +159,7 @@ static void grown_into_cache(void)
 static bool address_space_free(void)
 {
     struct rlimit as;
-    if (getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur != RLIM_INFINITY)
-        return false;
-    FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
-    int mode = 0;
-    if (f) {
-        if (fscanf(f, "%d", &mode) != 1)
-            mode = 0;
-        fclose(f);
-    }
-    return mode != 2;
+    return getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur == RLIM_INFINITY && mh_test_overcommit_policy() != 2;
 }
 
 static void grows_in_room(const char *mode)

@@ -15,7 +15,10 @@
  *   fork:        a worker forks; in the child, the forking thread starts a
  *                thread and calls pthread_exit; that thread ends last
  *                (not with background=0: the child of a fork starts no
- *                statistics thread).
+ *                statistics thread);
+ *   reset:       (prefixed build) main() allocates, so it has a cache, and
+ *                calls mh_reset(), which drops it; then as worker-last.
+ *                main() must still be counted as a running thread.
  * The process (and in "fork" the child) must exit by itself with status 0
  * and run its atexit handler, within 20 s (it takes milliseconds; the bound
  * only turns a hang into a failure).
@@ -154,6 +157,12 @@ static int child(const char *scenario)
         if (pthread_create(&t, NULL, fork_worker, NULL) != 0)
             return 5;
     } else {
+#ifndef USE_PLAIN
+        if (strcmp(scenario, "reset") == 0) {
+            A_FREE(A_MALLOC(100));
+            mh_reset();
+        }
+#endif
         if (pthread_create(&t, NULL, worker, NULL) != 0)
             return 5;
     }
@@ -201,12 +210,16 @@ int main(int argc, char **argv)
     static const char *const options[] = {"", "mode=fast", "mode=debug", "tcache=0",
                                           "stats_interval_ms=20:stats_file=/dev/null",
                                           "background=0:stats_interval_ms=20:stats_file=/dev/null"};
-    static const char *const scenarios[] = {"worker-last", "main-last", "fork"};
+    static const char *const scenarios[] = {"worker-last", "main-last", "fork", "reset"};
     for (size_t o = 0; o < sizeof options / sizeof *options; o++)
         for (size_t s = 0; s < sizeof scenarios / sizeof *scenarios; s++) {
             /* A forked child starts no statistics thread (it reports at exit). */
             if (strstr(options[o], "background=0") && strcmp(scenarios[s], "fork") == 0)
                 continue;
+#ifdef USE_PLAIN
+            if (strcmp(scenarios[s], "reset") == 0) /* mh_reset belongs to the prefixed API */
+                continue;
+#endif
             run_case("/proc/self/exe", options[o], scenarios[s]);
         }
     return mh_test_exit("test_last_thread");

@@ -45,18 +45,6 @@ static void *watchdog(void *arg)
     return NULL;
 }
 
-static int overcommit_policy(void)
-{
-    FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
-    int v = 0;
-    if (f) {
-        if (fscanf(f, "%d", &v) != 1)
-            v = 0;
-        fclose(f);
-    }
-    return v;
-}
-
 /* Every entry point asked for n bytes must fail with NULL and ENOMEM. */
 static void expect_enomem(size_t n, const char *mode)
 {
@@ -106,7 +94,7 @@ static void expect_enomem(size_t n, const char *mode)
 
 static void test_huge_requests(const char *mode)
 {
-    if (overcommit_policy() == 1) {
+    if (mh_test_overcommit_policy() == 1) {
         printf("  [%s] SKIP huge requests: vm.overcommit_memory=1 promises any size (glibc's malloc succeeds too)\n",
                mode);
         return;
