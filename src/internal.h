@@ -704,8 +704,10 @@ MH_INTERNAL void buf_hex(mh_buf_t *b, uintptr_t v);
 #define CANARY_HARDENED 8  /* tail bytes checked in hardened mode */
 #define CANARY_DEBUG   256 /* ... and in debug mode */
 
+#define CANARY_MUL  0x9E3779B97F4A7C15ull
+#define CANARY_HIGH 0x8080808080808080ull
 static inline uint64_t canary_word(uintptr_t aligned) {
-    return (mh_secret ^ ((uint64_t)aligned * 0x9E3779B97F4A7C15ull)) | 0x8080808080808080ull;
+    return (mh_secret ^ ((uint64_t)aligned * CANARY_MUL)) | CANARY_HIGH;
 }
 /* The 8 canary bytes that belong at address a, whatever its alignment. */
 static inline uint64_t canary_at(uintptr_t a) {
@@ -752,6 +754,7 @@ static inline void store_partial(uint8_t *p, uint64_t v, size_t len) {
 typedef uint64_t __attribute__((may_alias, aligned(1))) mh_u64u;
 typedef uint32_t __attribute__((may_alias, aligned(1))) mh_u32u;
 typedef uint16_t __attribute__((may_alias, aligned(1))) mh_u16u;
+typedef uint64_t mh_v16 __attribute__((vector_size(16))); /* SSE2 / NEON register */
 
 MH_CHECK_READ uint64_t load_partial(const uint8_t *p, size_t len) {
     uint64_t v = 0;
@@ -761,12 +764,27 @@ MH_CHECK_READ uint64_t load_partial(const uint8_t *p, size_t len) {
     if (len & 1) v |= (uint64_t)*p << sh;
     return v;
 }
+/* Bytes up to the next 8-byte boundary, at most len: canaries are filled
+ * and checked by aligned words past them, each word one add away from the
+ * last (a canary after a block of any size starts unaligned, and
+ * canary_at there costs two words per word). */
+static inline size_t canary_head(const uint8_t *p, size_t len) {
+    size_t head = (size_t)(-(uintptr_t)p & 7);
+    return head < len ? head : len;
+}
 static inline void canary_fill(uint8_t *p, size_t len) {
-    for (; len >= 8; p += 8, len -= 8) {
-        uint64_t v = canary_at((uintptr_t)p);
+    size_t head = canary_head(p, len);
+    if (head) {
+        store_partial(p, canary_at((uintptr_t)p), head);
+        p += head;
+        len -= head;
+    }
+    uint64_t m = (uint64_t)(uintptr_t)p * CANARY_MUL;
+    for (; len >= 8; p += 8, len -= 8, m += 8 * CANARY_MUL) {
+        uint64_t v = (mh_secret ^ m) | CANARY_HIGH;
         memcpy(p, &v, 8);
     }
-    if (len) store_partial(p, canary_at((uintptr_t)p), len);
+    if (len) store_partial(p, canary_word((uintptr_t)p), len);
 }
 /* Offset of the first byte that is not its canary, or SIZE_MAX. */
 MH_CHECK_READ size_t canary_find_bad(const uint8_t *from, size_t len);
@@ -791,14 +809,28 @@ MH_CHECK_READ size_t canary_find_bad_short(const uint8_t *p, size_t len) {
 }
 MH_CHECK_READ size_t canary_find_bad(const uint8_t *from, size_t len) {
     const uint8_t *p = from;
-    for (; len >= 8; p += 8, len -= 8) {
-        uint64_t v = *(const mh_u64u *)p;
-        uint64_t x = v ^ canary_at((uintptr_t)p);
+    uint64_t x;
+    size_t head = canary_head(p, len);
+    if (head) {
+        x = load_partial(p, head) ^ (canary_at((uintptr_t)p) & (~(uint64_t)0 >> (64 - 8 * head)));
+        if (x) return (size_t)(__builtin_ctzll(x) / 8);
+        p += head;
+        len -= head;
+    }
+    uint64_t m = (uint64_t)(uintptr_t)p * CANARY_MUL, sec = mh_secret;
+    /* Four words per test while intact; the word that differs is found below. */
+    for (; len >= 32; p += 32, len -= 32, m += 32 * CANARY_MUL) {
+        const mh_u64u *w = (const mh_u64u *)p;
+        x = 0;
+        for (int i = 0; i < 4; i++) x |= w[i] ^ ((sec ^ (m + (uint64_t)i * 8 * CANARY_MUL)) | CANARY_HIGH);
+        if (x) break;
+    }
+    for (; len >= 8; p += 8, len -= 8, m += 8 * CANARY_MUL) {
+        x = *(const mh_u64u *)p ^ ((sec ^ m) | CANARY_HIGH);
         if (x) return (size_t)(p - from) + (size_t)(__builtin_ctzll(x) / 8);
     }
     if (len) {
-        uint64_t want = canary_at((uintptr_t)p) & (~(uint64_t)0 >> (64 - 8 * len));
-        uint64_t x = load_partial(p, len) ^ want;
+        x = load_partial(p, len) ^ (canary_word((uintptr_t)p) & (~(uint64_t)0 >> (64 - 8 * len)));
         if (x) return (size_t)(p - from) + (size_t)(__builtin_ctzll(x) / 8);
     }
     return SIZE_MAX;
@@ -827,6 +859,17 @@ MH_CHECK_READ size_t poison_find_bad(const uint8_t *from, size_t len) {
     if (len == 32) { /* hardened mode's poison: four words, one test when intact */
         const mh_u64u *w = (const mh_u64u *)from;
         if (((w[0] ^ pat) | (w[1] ^ pat) | (w[2] ^ pat) | (w[3] ^ pat)) == 0) return SIZE_MAX;
+    }
+    /* 64 bytes per test while intact (vector code); the word that differs
+     * is found below. */
+    for (; len >= 64; p += 64, len -= 64) {
+        mh_v16 a, b, c, d;
+        memcpy(&a, p, 16);
+        memcpy(&b, p + 16, 16);
+        memcpy(&c, p + 32, 16);
+        memcpy(&d, p + 48, 16);
+        mh_v16 x = (a ^ pat) | (b ^ pat) | (c ^ pat) | (d ^ pat);
+        if (x[0] | x[1]) break;
     }
     for (; len >= 8; p += 8, len -= 8) {
         uint64_t v = *(const mh_u64u *)p;
