@@ -342,13 +342,17 @@ static inline void *take_block(tcache_t *t, uint32_t cls) {
         count_op(t);
         if (likely(bin->count)) return bin->slots[--bin->count];
         mh_tick(false);
-        return tcache_refill(t, cls);
+        void *p = tcache_refill(t, cls);
+        helpers_start_if_wanted();
+        return p;
     }
     /* No thread cache (tcache=0, an exiting thread): the clock is read here,
      * or such a program would never give memory back. */
     mh_tick(false);
     void *p;
-    return slab_alloc_batch(0, cls, &p, 1) == 1 ? p : NULL;
+    if (slab_alloc_batch(0, cls, &p, 1) != 1) p = NULL;
+    helpers_start_if_wanted();
+    return p;
 }
 
 /* Hand a taken block to the program: checks and bookkeeping of the modes. */
@@ -431,7 +435,9 @@ static inline __attribute__((always_inline)) void *alloc_once(size_t size, size_
     }
     mh_tick(false);
     if (t) t->allocs++;
-    return large_alloc(size, align, zero, kind, false);
+    void *p = large_alloc(size, align, zero, kind, false);
+    helpers_start_if_wanted();
+    return p;
 oom:
     errno = ENOMEM;
     return NULL;
@@ -718,7 +724,7 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
         return;
     }
     if (mh_tcache) mh_tcache->frees++;
-    mh_tick(false); /* (and the purge thread, if this free is the first thing to give back) */
+    mh_tick(false);
 }
 
 /* free of a slab block in hardened and debug modes: its own function, so

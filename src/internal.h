@@ -648,6 +648,7 @@ MH_INTERNAL void purge_grew(size_t bytes);   /* fresh memory was taken: free mem
 MH_INTERNAL void purge_pending(void);       /* something became free to give back (locks may be held) */
 MH_INTERNAL void purge_stop(void);          /* at exit */
 MH_INTERNAL void purge_end(void);           /* the program's last thread exits: end ours and join it */
+MH_INTERNAL void helpers_start_if_wanted(void); /* from allocation paths: our threads, if wanted */
 MH_INTERNAL void helpers_stop(void);        /* the program's last thread exits: end all our threads */
 MH_INTERNAL void purge_after_fork_child(void);
 MH_INTERNAL bool purge_thread_running(void);
@@ -922,7 +923,7 @@ MH_INTERNAL const char *sym_lookup(uintptr_t pc);   /* "function file:line", or 
 /* ---- quarantine (tcache.c) and faults (fault.c) ---------------------------- */
 MH_INTERNAL void fault_init(void);
 MH_INTERNAL void stats_init(void);               /* start-up */
-MH_INTERNAL void stats_start_if_wanted(void);    /* from slow paths: the statistics thread, if asked for */
+MH_INTERNAL void stats_start_if_wanted(void);    /* from allocation paths: the statistics thread, if asked for */
 MH_INTERNAL void stats_after_fork_child(void);
 MH_INTERNAL void stats_end(void);           /* the program's last thread exits: end the thread and join it */
 MH_INTERNAL void leak_init(void);

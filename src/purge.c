@@ -7,12 +7,14 @@
  *
  * The purge thread runs the same passes while the program makes no
  * allocator call at all: a program that drops its data and sleeps gives the
- * memory back within decay_ms. It is started lazily, the first time
- * something becomes free to give back (never in a program that only
- * allocates), sleeps until the next piece of free memory falls due, and
- * waits without a timeout when nothing is pending, so it costs nothing then.
- * A forked child starts its own when it needs one; it is stopped at exit.
- * background=0 turns it off (a program that must stay single-threaded,
+ * memory back within decay_ms. It is started from an allocation path
+ * (helpers_start_if_wanted says why never from a free): the first
+ * allocation after something became free to give back, or after the heap
+ * took PURGER_AT_TAKEN from the kernel. It sleeps until the next piece of
+ * free memory falls due, and waits without a timeout when nothing is
+ * pending, so it costs nothing then. A forked child starts its own at its
+ * next allocation slow path. At exit it is stopped only before the heap is
+ * walked (leak.c). background=0 turns it off (a program that must stay single-threaded,
  * say for unshare(CLONE_NEWUSER)). It also empties the caches of threads
  * that made no allocator call for decay_ms (tcache_drain_idle). */
 #include "internal.h"
@@ -33,6 +35,14 @@ static struct {
     pthread_t thread;
 } purger = {.lock = MH_LOCK_INIT, .cond = PTHREAD_COND_INITIALIZER};
 
+/* The purge thread is wanted and none runs: the next allocation starts it
+ * (helpers_start_if_wanted). Called with allocator locks held. */
+static void want_purger(void) {
+    if (atomic_load_explicit(&purger.state, memory_order_relaxed) == PURGER_OFF && OPT(background) &&
+        !atomic_load_explicit(&purger.wanted, memory_order_relaxed))
+        atomic_store_explicit(&purger.wanted, 1, memory_order_relaxed);
+}
+
 static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 /* Growth: fresh memory taken (units never used or given back, for new
@@ -47,9 +57,17 @@ static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 #define GROW_TRIGGER ((size_t)2 << 20)
 #define GROW_DIV 8
 static _Atomic size_t grown;
+/* Fresh memory taken in all: past PURGER_AT_TAKEN the purge thread is
+ * started (at the next allocation) even before anything was freed, since
+ * a program that only frees from then on could not start it (see
+ * helpers_start_if_wanted). A smaller program (ls) gets no thread until
+ * it has something to give back and allocates again. */
+#define PURGER_AT_TAKEN ((size_t)4 << 20)
+static _Atomic size_t taken;
 
 void purge_grew(size_t bytes) {
     size_t before = atomic_fetch_add_explicit(&grown, bytes, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&taken, bytes, memory_order_relaxed) + bytes >= PURGER_AT_TAKEN) want_purger();
     if (before < GROW_TRIGGER && before + bytes >= GROW_TRIGGER)
         atomic_store_explicit(&next_tick_ms, 0, memory_order_relaxed); /* the next tick passes */
 }
@@ -76,11 +94,20 @@ static uint64_t purge_pass(uint64_t now, bool force) {
 
 static void purger_start(void);
 
+/* Our threads are created from allocation paths only, never from a free:
+ * glibc frees a finished thread's TLS with free() while it holds its stack
+ * cache lock (in pthread_join, and as a detached thread ends), and
+ * pthread_create takes that lock, so a thread started from such a free
+ * never returns (bench prodcons with tcache=0 hung in pthread_join). glibc
+ * allocates (a new thread's TLS) without the lock held. */
+void helpers_start_if_wanted(void) {
+    if (unlikely(atomic_load_explicit(&purger.wanted, memory_order_relaxed))) purger_start();
+    stats_start_if_wanted();
+}
+
 bool mh_tick_due(uint64_t now) { return now >= atomic_load_explicit(&next_tick_ms, memory_order_relaxed); }
 
 void mh_tick(bool force) {
-    if (unlikely(atomic_load_explicit(&purger.wanted, memory_order_relaxed))) purger_start();
-    stats_start_if_wanted();
     uint64_t now = os_now_ms();
     if (!force && now < atomic_load_explicit(&next_tick_ms, memory_order_relaxed)) return;
     if (force) mh_lock(&mh_tick_lock);
@@ -129,12 +156,8 @@ void mh_tick_reschedule(void) {
  * allocator locks held, so it never creates the thread itself. */
 void purge_pending(void) {
     int st = atomic_load_explicit(&purger.state, memory_order_relaxed);
-    if (st == PURGER_OFF) {
-        if (OPT(background) && !atomic_load_explicit(&purger.wanted, memory_order_relaxed))
-            atomic_store_explicit(&purger.wanted, 1, memory_order_relaxed);
-        return;
-    }
-    if (st == PURGER_RUNNING && atomic_load(&purger.idle)) poke();
+    if (st == PURGER_OFF) want_purger();
+    else if (st == PURGER_RUNNING && atomic_load(&purger.idle)) poke();
 }
 
 static void *purge_main(void *arg) {
@@ -169,7 +192,7 @@ static void *purge_main(void *arg) {
     return NULL;
 }
 
-/* From a slow path that holds no allocator lock (pthread_create allocates
+/* From an allocation path that holds no allocator lock (pthread_create allocates
  * through us). Only one caller gets to start it. */
 static void purger_start(void) {
     atomic_store_explicit(&purger.wanted, 0, memory_order_relaxed);
@@ -226,7 +249,7 @@ void purge_stop(void) { purger_end(100); }
 /* The program's last counted thread is exiting (tcache.c): the thread
  * ends, and is joined so that it is gone before the exiting thread ends;
  * then glibc sees the program's last thread end and exits the process from
- * it. The next slow path of a thread still running starts it again. */
+ * it. The next allocation slow path of a thread still running starts it again. */
 void purge_end(void) {
     if (purger_end(2000) && OPT(background)) atomic_store(&purger.wanted, 1);
 }
@@ -237,7 +260,7 @@ void helpers_stop(void) {
 }
 
 /* The child has no purge thread (only the forking thread survives): it
- * starts its own at its next slow path if the parent had one. */
+ * starts its own at its next allocation slow path if the parent had one. */
 void purge_after_fork_child(void) {
     bool had = atomic_load(&purger.state) == PURGER_RUNNING;
     pthread_mutex_init(&purger.lock, NULL);

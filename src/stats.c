@@ -242,7 +242,7 @@ static void *stats_main(void *arg) {
 
 /* The program's last counted thread is exiting (tcache.c, helpers_stop):
  * the thread ends and is joined; a thread still running starts it again
- * at its next slow path. */
+ * at its next allocation slow path. */
 void stats_end(void) {
     if (!atomic_load(&thread_running)) return;
     char c = 'q';
@@ -254,9 +254,10 @@ void stats_end(void) {
 
 
 /* From start-up (mh_init_slow): the pipe and the signal handler now; the
- * thread at the first slow path after our constructor ran (libc must have
- * finished its own start-up, and the allocator may start inside the
- * dynamic loader). Only when a signal or an interval is asked for. */
+ * thread at load (override.c) or at the first allocation slow path after
+ * our constructor ran (libc must have finished its own start-up, and the
+ * allocator may start inside the dynamic loader). Only when a signal or an
+ * interval is asked for. */
 void stats_init(void) {
     start_ms = os_now_ms();
     if (!mh_opt.stats_signal && !mh_opt.stats_interval_ms) return;

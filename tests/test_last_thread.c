@@ -18,7 +18,15 @@
  *                statistics thread);
  *   reset:       (prefixed build) main() allocates, so it has a cache, and
  *                calls mh_reset(), which drops it; then as worker-last.
- *                main() must still be counted as a running thread.
+ *                main() must still be counted as a running thread;
+ *   join:        main() starts 8 threads that do not allocate and a worker;
+ *                the worker ends (with tcache=0 it was the one thread
+ *                counted, so ours ended with it), then main() lets the 8
+ *                end, joins them and returns. Once its cache of thread
+ *                stacks passes 40 MiB, glibc frees their TLS with free()
+ *                while it holds its stack-cache lock, which pthread_create
+ *                takes too: a thread of ours started from such a free never
+ *                returned (bench prodcons with tcache=0 hung so).
  * The process (and in "fork" the child) must exit by itself with status 0
  * and run its atexit handler, within 20 s (it takes milliseconds; the bound
  * only turns a hang into a failure).
@@ -145,10 +153,48 @@ static void *fork_worker(void *arg)
     return NULL;
 }
 
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+
+static void *wait_at_gate(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&gate_lock);
+    while (!gate_open)
+        pthread_cond_wait(&gate_cond, &gate_lock);
+    pthread_mutex_unlock(&gate_lock);
+    return NULL;
+}
+
+static int join_many(void)
+{
+    enum { WAITERS = 8 }; /* 8 stacks of 8 MiB: past glibc's 40 MiB stack cache */
+    pthread_t waiter[WAITERS], t;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0 || pthread_attr_setstacksize(&attr, (size_t)8 << 20) != 0)
+        return 5;
+    for (int i = 0; i < WAITERS; i++)
+        if (pthread_create(&waiter[i], &attr, wait_at_gate, NULL) != 0)
+            return 5;
+    if (pthread_create(&t, NULL, worker, NULL) != 0)
+        return 5;
+    pthread_join(t, NULL);
+    pthread_mutex_lock(&gate_lock);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
+    for (int i = 0; i < WAITERS; i++)
+        pthread_join(waiter[i], NULL);
+    return 0;
+}
+
 static int child(const char *scenario)
 {
     atexit(said_bye);
     pthread_t t;
+    if (strcmp(scenario, "join") == 0)
+        return join_many();
     if (strcmp(scenario, "main-last") == 0) {
         if (pthread_create(&t, NULL, worker, NULL) != 0)
             return 5;
@@ -190,7 +236,7 @@ static void run_case(const char *self, const char *options, const char *scenario
     ssize_t n = read(out[0], buf, sizeof buf - 1);
     close(out[0]);
     buf[n > 0 ? n : 0] = 0;
-    CHECK(status != -1, "options '%s', %s: the process did not exit within 20 s after its last thread ended",
+    CHECK(status != -1, "options '%s', %s: the process did not exit within 20 s (it hung)",
           options, scenario);
     if (status == -1)
         return;
@@ -210,7 +256,7 @@ int main(int argc, char **argv)
     static const char *const options[] = {"", "mode=fast", "mode=debug", "tcache=0",
                                           "stats_interval_ms=20:stats_file=/dev/null",
                                           "background=0:stats_interval_ms=20:stats_file=/dev/null"};
-    static const char *const scenarios[] = {"worker-last", "main-last", "fork", "reset"};
+    static const char *const scenarios[] = {"worker-last", "main-last", "fork", "reset", "join"};
     for (size_t o = 0; o < sizeof options / sizeof *options; o++)
         for (size_t s = 0; s < sizeof scenarios / sizeof *scenarios; s++) {
             /* A forked child starts no statistics thread (it reports at exit). */
