@@ -14,9 +14,10 @@
  * free memory falls due, and waits without a timeout when nothing is
  * pending, so it costs nothing then. A forked child starts its own at its
  * next allocation slow path. At exit it is stopped only before the heap is
- * walked (leak.c). background=0 turns it off (a program that must stay single-threaded,
- * say for unshare(CLONE_NEWUSER)). It also empties the caches of threads
- * that made no allocator call for decay_ms (tcache_drain_idle). */
+ * walked (leak.c). background=0 turns it off (a program that must stay
+ * single-threaded, say for unshare(CLONE_NEWUSER)). It also empties the
+ * caches of threads that made no allocator call for decay_ms
+ * (tcache_drain_idle). */
 #include "internal.h"
 
 mh_lock_t mh_tick_lock = MH_LOCK_INIT;
@@ -192,8 +193,8 @@ static void *purge_main(void *arg) {
     return NULL;
 }
 
-/* From an allocation path that holds no allocator lock (pthread_create allocates
- * through us). Only one caller gets to start it. */
+/* From an allocation path that holds no allocator lock (pthread_create
+ * allocates through us). Only one caller gets to start it. */
 static void purger_start(void) {
     atomic_store_explicit(&purger.wanted, 0, memory_order_relaxed);
     int expect = PURGER_OFF;
@@ -249,7 +250,8 @@ void purge_stop(void) { purger_end(100); }
 /* The program's last counted thread is exiting (tcache.c): the thread
  * ends, and is joined so that it is gone before the exiting thread ends;
  * then glibc sees the program's last thread end and exits the process from
- * it. The next allocation slow path of a thread still running starts it again. */
+ * it. The next allocation slow path of a thread still running starts it
+ * again. */
 void purge_end(void) {
     if (purger_end(2000) && OPT(background)) atomic_store(&purger.wanted, 1);
 }
