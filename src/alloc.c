@@ -336,21 +336,20 @@ void block_prefetch(void *tagged) {
 
 /* Take one block of class cls: thread cache first. Tagged, not yet live. */
 static inline void *take_block(tcache_t *t, uint32_t cls) {
+    void *p;
     if (likely(t)) {
         tbin_t *bin = &t->bins[cls];
         t->allocs++;
         count_op(t);
         if (likely(bin->count)) return bin->slots[--bin->count];
         mh_tick(false);
-        void *p = tcache_refill(t, cls);
-        helpers_start_if_wanted();
-        return p;
+        p = tcache_refill(t, cls);
+    } else {
+        /* No thread cache (tcache=0, an exiting thread): the clock is read
+         * here, or such a program would never give memory back. */
+        mh_tick(false);
+        if (slab_alloc_batch(0, cls, &p, 1) != 1) p = NULL;
     }
-    /* No thread cache (tcache=0, an exiting thread): the clock is read here,
-     * or such a program would never give memory back. */
-    mh_tick(false);
-    void *p;
-    if (slab_alloc_batch(0, cls, &p, 1) != 1) p = NULL;
     helpers_start_if_wanted();
     return p;
 }

@@ -228,8 +228,9 @@ static bool canary_fault(const large_t *l, mh_fault_t *f, char *detail) {
  * charged. Asked again at each new mapping (a program may set a limit
  * later; beside the mmap the question costs nothing), and the answer kept
  * for the frees and reuses, which make no system call for it. */
-static _Atomic int rooms_ok;
-static bool rooms_free_now(void) {
+static _Atomic int room_ok;
+/* Asks (the overcommit policy once) and records the answer. */
+static bool room_allowed_now(void) {
     static _Atomic int strict; /* 0 not known yet, 1 no, 2 yes */
     int k = atomic_load_explicit(&strict, memory_order_relaxed);
     if (!k) {
@@ -237,10 +238,11 @@ static bool rooms_free_now(void) {
         atomic_store_explicit(&strict, k, memory_order_relaxed);
     }
     bool ok = k == 1 && !os_address_space_limited();
-    atomic_store_explicit(&rooms_ok, ok, memory_order_relaxed);
+    atomic_store_explicit(&room_ok, ok, memory_order_relaxed);
     return ok;
 }
-static bool room_free(void) { return atomic_load_explicit(&rooms_ok, memory_order_relaxed); }
+/* The answer of the last new mapping. */
+static bool room_allowed(void) { return atomic_load_explicit(&room_ok, memory_order_relaxed); }
 
 /* As much again as the data, up to ROOM_MAX. */
 static size_t room_for(size_t pages) { return (pages < ROOM_MAX ? pages : ROOM_MAX) & ~(MH_PAGE - 1); }
@@ -254,7 +256,7 @@ static size_t room_for(size_t pages) { return (pages < ROOM_MAX ? pages : ROOM_M
 static bool map_block(large_t *l, size_t pages, size_t align, bool guard) {
     size_t g = guard ? MH_PAGE : 0;
     size_t slack = align > MH_PAGE ? align : 0;
-    size_t room = guard && !slack && rooms_free_now() ? room_for(pages) : 0;
+    size_t room = guard && !slack && room_allowed_now() ? room_for(pages) : 0;
     size_t total = pages + 2 * g + slack + room;
     if (total < pages) return false;
     uint8_t *raw = guard || slack ? os_reserve(total) : os_map(total);
@@ -555,7 +557,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
         /* What could not be split off stays as slack: its pages are
          * resident already, and the next request may be larger. */
         if ((l->sealed && !os_commit(l_map(l) + g, l->map_size - 2 * g - l->room)) ||
-            !resize_pages(l, pages, guard, reuse_keep(pages), room_free() ? room_for(pages) : 0)) {
+            !resize_pages(l, pages, guard, reuse_keep(pages), room_allowed() ? room_for(pages) : 0)) {
             unmap_block(l); /* could not reuse it: map anew */
         } else {
             l->sealed = 0;
@@ -678,12 +680,12 @@ static void cache_trim(size_t max, large_t **evict) {
 }
 
 /* A freed block gives up its room where address space or commit charge is
- * limited (room_free), and every live block does when an allocation fails
+ * limited (room_allowed), and every live block does when an allocation fails
  * (large_drop_rooms): the mapping is then guards and data only, the room's
  * first page the back guard. (Its live_mapped share, map_size - room,
  * stays the same.) */
 static void drop_room(large_t *l, bool force) {
-    if (!l->room || (!force && room_free())) return;
+    if (!l->room || (!force && room_allowed())) return;
     uint8_t *map = l_map(l), *end = l_user(l) + l->usable + (l->guarded ? MH_PAGE : 0);
     track_region_remove(map, l->map_size);
     os_unmap(end, l->room);

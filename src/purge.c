@@ -253,7 +253,7 @@ void purge_stop(void) { purger_end(100); }
  * it. The next allocation slow path of a thread still running starts it
  * again. */
 void purge_end(void) {
-    if (purger_end(2000) && OPT(background)) atomic_store(&purger.wanted, 1);
+    if (purger_end(2000)) want_purger();
 }
 
 void helpers_stop(void) {

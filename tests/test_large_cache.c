@@ -155,7 +155,7 @@ static void grown_into_cache(void)
     mh_free(q);
 }
 
-/* Is address space free here (what src/large.c's room_free asks)? */
+/* Is address space free here (what src/large.c's room_allowed_now asks)? */
 static bool address_space_free(void)
 {
     struct rlimit as;
