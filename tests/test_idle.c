@@ -17,6 +17,7 @@
  */
 #include "mh_test.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -342,6 +343,88 @@ static int run_inside(void)
     return inside == 0 && after > inside ? 0 : 1;
 }
 
+/* Threads of ours named miniheap-purge in this process. */
+static int purge_threads(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[96], comm[32] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        ssize_t r = read(fd, comm, sizeof comm - 1);
+        close(fd);
+        if (r > 0 && strncmp(comm, "miniheap-purge", 14) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Small allocations and frees that go through the slow paths (refills and
+ * flushes of the thread cache): about 0.5 MB, well under the 4 MiB that
+ * starts the thread at once, also in debug mode, where the quarantine
+ * keeps what it frees and the next call takes fresh memory. */
+static void small_churn(void)
+{
+    static void *p[1000];
+    for (int i = 0; i < 1000; i++)
+        p[i] = malloc(16 + (size_t)(i % 64) * 16);
+    for (int i = 0; i < 1000; i++)
+        free(p[i]);
+}
+
+/* A forked child (decay_ms 4000) starts no purge thread while it is younger
+ * than decay_ms / 2 and has taken under 4 MiB, though its parent had one: a
+ * shell's children exec or exit at once, and each thread cost them about
+ * 0.4 ms. Past that age, its next allocation starts one, so a forked
+ * worker still gives memory back while idle. The child's first churn takes
+ * milliseconds against the 2 s window. */
+static int run_forked(void)
+{
+    for (int i = 0; i < 1000 && purge_threads() < 1; i++) {
+        void *big = malloc(8 * MiB);
+        if (!big)
+            return 2;
+        memset(big, 1, 8 * MiB);
+        free(big);
+        small_churn();
+        usleep(10000);
+    }
+    if (purge_threads() < 1) {
+        printf("  the parent started no purge thread\n");
+        return 3;
+    }
+    pid_t pid = fork();
+    if (pid < 0)
+        return 4;
+    if (pid == 0) {
+        small_churn();
+        int young = purge_threads();
+        sleep(2);
+        usleep(300000);
+        int old = 0;
+        for (int i = 0; i < 100 && old < 1; i++) {
+            small_churn();
+            old = purge_threads();
+            if (old < 1)
+                usleep(10000);
+        }
+        printf("  forked child: %d purge thread(s) in its first milliseconds, %d after 2.3 s\n", young, old);
+        _exit(young == 0 && old == 1 ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 5;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -355,7 +438,7 @@ int main(int argc, char **argv)
     if (argc == 4)
         return run_threads(atoi(argv[1]), (size_t)atol(argv[2]) * MiB);
     if (argc == 2)
-        return strcmp(argv[1], "inside") == 0 ? run_inside() : run_stress();
+        return strcmp(argv[1], "inside") == 0 ? run_inside() : strcmp(argv[1], "forked") == 0 ? run_forked() : run_stress();
     static const char *const modes[] = {"fast", "hardened", "debug"};
     for (int m = 0; m < 3; m++)
         for (int bg = 1; bg >= 0; bg--) {
@@ -434,6 +517,23 @@ int main(int argc, char **argv)
         waitpid(pid, &st, 0);
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
               "a thread's cache was emptied while it was inside free(), or not once it was outside (status %#x)", st);
+    }
+    for (int m = 0; m < 3; m++) {
+        char opts[128];
+        snprintf(opts, sizeof opts, "mode=%s:decay_ms=4000:leak_report=0", modes[m]);
+        fflush(stdout);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork");
+        if (pid == 0) {
+            setenv("MINIHEAP_OPTIONS", opts, 1);
+            execl("/proc/self/exe", argv[0], "forked", (char *)NULL);
+            _exit(127);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "[%s] a forked child started the purge thread in its first milliseconds, or not once older "
+              "than decay_ms / 2 (status %#x)", modes[m], st);
     }
     return mh_test_exit("test_idle");
 }
