@@ -10,6 +10,8 @@ __thread uint8_t mh_track_defer __attribute__((tls_model("initial-exec")));
 uintptr_t mh_ptr_key;
 uint64_t mh_secret;
 static mh_lock_t init_lock = MH_LOCK_INIT;
+/* Page-aligned, so that arena 0's bins and the other locks share one page. */
+_Alignas(4096) mh_locks_t mh_locks;
 
 MH_INTERNAL void tcache_init(void);
 
@@ -22,9 +24,9 @@ static void fork_prepare(void) {
     sigset_t mask;
     os_signals_block(&mask);
     report_lock_all();
-    mh_lock(&mh_tick_lock);
+    mh_lock(&mh_locks.tick);
     bins_lock_all();
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     large_lock_all();
     tcache_lock_all();
     meta_lock_all();
@@ -39,9 +41,9 @@ static void fork_parent(void) {
     meta_unlock_all();
     tcache_unlock_all();
     large_unlock_all();
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     bins_unlock_all();
-    mh_unlock(&mh_tick_lock);
+    mh_unlock(&mh_locks.tick);
     report_unlock_all();
     os_signals_restore(&mask);
 }
@@ -54,15 +56,15 @@ static void fork_child(void) {
     solo_after_fork_child();
     purge_after_fork_child();
     large_unlock_all();
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     /* The child draws its own slot choices: with the parent's generator
-     * state, both would hand out the same slots in the same order. */
-    for (uint32_t a = 0; a < narenas(); a++)
-        for (uint32_t c = 0; c < mh_nclasses; c++) bins_of(a, c)->rng = 0;
+     * state, both would hand out the same slots in the same order (each
+     * bin draws again at its next use, so the fork writes none). */
+    mh_locks.forks++;
     mh_random_after_fork();
     stats_after_fork_child();
     bins_unlock_all();
-    mh_unlock(&mh_tick_lock);
+    mh_unlock(&mh_locks.tick);
     report_unlock_all();
     os_signals_restore(&mask);
 }
@@ -119,13 +121,13 @@ void mh_init_slow(void) {
         mh_secret = keys[0];
         mh_ptr_key = keys[1] & ~(uintptr_t)0xffff; /* keep low bits: alignment checks still work */
         sizeclass_init();
-        /* The bins' locks start as zero bytes, which is the initializer on
-         * glibc and musl; writing them would make 130 KiB of bins resident
-         * in every process, most of them for arenas it never uses. */
+        /* The locks start as zero bytes, which is the initializer on glibc
+         * and musl; writing them would make 22 KiB resident in every
+         * process, most of it for arenas it never uses. */
         static const mh_lock_t unlocked = PTHREAD_MUTEX_INITIALIZER;
         static const mh_lock_t zero;
         if (memcmp(&unlocked, &zero, sizeof zero) != 0)
-            for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_bins[c].lock, NULL);
+            for (uint32_t c = 0; c < MH_ARENAS * MH_MAX_CLASSES; c++) pthread_mutex_init(&mh_locks.bins[c], NULL);
         tcache_init();
         stack_init();
         fault_init();
@@ -1071,7 +1073,7 @@ MH_API int mh_trim(size_t pad) {
 
 MH_API void mh_reset(void) {
     mh_ensure_init();
-    mh_lock(&mh_tick_lock);
+    mh_lock(&mh_locks.tick);
     tcache_reset_all();
     tcache_drop_current();
     slab_reset_all();
@@ -1079,5 +1081,5 @@ MH_API void mh_reset(void) {
     large_reset_all();
     mh_random_restart();
     atomic_store(&mh_layout_fixed, 0);
-    mh_unlock(&mh_tick_lock);
+    mh_unlock(&mh_locks.tick);
 }

@@ -138,9 +138,9 @@ MH_API int mh_check(void) {
     check_ctx_t c;
     memset(&c, 0, sizeof c);
     bins_lock_all();
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     miniheap_foreach(check_miniheap, &c);
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     for (uint32_t bi = 0; bi < narenas() * MH_MAX_CLASSES; bi++) {
         class_bins_t *b = &mh_bins[bi];
         uint32_t k = bi % MH_MAX_CLASSES;

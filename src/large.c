@@ -57,7 +57,6 @@ typedef struct large {
  * up by the thousand within decay_ms). */
 #define CACHE_MAX_BLOCKS 256
 
-static mh_lock_t large_lock = MH_LOCK_INIT;
 static large_t *table[HASH_SIZE];
 static large_t *cache;
 static large_t *live_list;
@@ -147,7 +146,7 @@ static void unmap_block(large_t *l) {
     meta_free(l, sizeof *l);
 }
 
-/* A freed block leaves the cache or the quarantine for unmapping (large_lock
+/* A freed block leaves the cache or the quarantine for unmapping (mh_locks.large
  * held): its address stays known as freed, so a second free of it is still
  * a double free (it said invalid-free once a decay pass, mh_trim or a full
  * cache had unmapped it: fuzz_bugs). */
@@ -425,7 +424,7 @@ static inline size_t reuse_keep(size_t pages) { return 7 * pages + ((size_t)1 <<
  * beyond the request if it is larger. */
 static inline size_t cost(size_t u, size_t pages) { return u < pages ? pages - u : (u - pages) / 4; }
 
-/* Take *pp out of the cache (large_lock held). */
+/* Take *pp out of the cache (mh_locks.large held). */
 static large_t *cache_unlink(large_t **pp) {
     large_t *l = *pp;
     *pp = l->next;
@@ -435,7 +434,7 @@ static large_t *cache_unlink(large_t **pp) {
     return l;
 }
 
-/* What the cache may hold (large_lock held; `pending`: bytes of a mapping
+/* What the cache may hold (mh_locks.large held; `pending`: bytes of a mapping
  * on its way from the cache to the program): large_cache_mb, or more while
  * the live blocks take less than they did at their high-water mark, so a
  * program that frees and allocates big buffers in turn reuses their pages
@@ -486,9 +485,9 @@ static void split_tail(large_t *l, size_t pages) {
     track_region_add(map, l->map_size);
     track_region_add(cut + g, r->map_size);
     large_t *evict = NULL;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     cache_insert(r, l->freed_ms, true, cache_max_with(l->map_size), &evict);
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     unmap_list(evict);
 }
 
@@ -496,9 +495,9 @@ static void split_tail(large_t *l, size_t pages) {
  * child) never finds a listed block whose canary is not written yet. */
 static void *publish(large_t *l, size_t size, int kind, bool zero, size_t dirty) {
     void *p = finish_alloc(l, size, kind, zero, dirty);
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     hash_insert(l);
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     return p;
 }
 
@@ -518,7 +517,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
     size_t pages = ((need ? need : 1) + MH_PAGE - 1) & ~(MH_PAGE - 1); /* size 0: one page */
     if (align < MH_PAGE) align = MH_PAGE;
     large_t *l = NULL;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     bool guard = sampled || n_live < GUARDED_MAX;
     if (align == MH_PAGE) {
         /* Reuse a cached mapping, resized: its resident pages save faults.
@@ -545,7 +544,7 @@ void *large_alloc(size_t size, size_t align, bool zero, int kind, bool sampled) 
         }
         if (best) l = cache_unlink(best);
     }
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     if (l) {
         size_t g = l->guarded ? MH_PAGE : 0;
         /* Whole data pages again (it may have been a sampled block). */
@@ -626,14 +625,14 @@ static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, con
  * block's live bit is. */
 large_t *large_claim(const void *p, bool *busy) {
     *busy = false;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     large_t *l = hash_find(p);
     if (l && __atomic_load_n(&l->busy, __ATOMIC_ACQUIRE)) {
         *busy = true;
         l = NULL;
     }
     if (l) __atomic_store_n(&l->busy, 1, __ATOMIC_RELAXED);
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     return l;
 }
 
@@ -648,7 +647,7 @@ bool large_check_claimed(large_t *l, bool has_size, size_t sized, int kind, cons
     return check_on_free(l, has_size, sized, kind, where);
 }
 
-/* Into the cache (large_lock held), which is kept newest first: a block
+/* Into the cache (mh_locks.large held), which is kept newest first: a block
  * just freed at the head, a remainder split off an older mapping (`split`)
  * where its age puts it. Over max bytes, the oldest leave for *evict. */
 static void cache_insert(large_t *l, uint64_t now, bool split, size_t max, large_t **evict) {
@@ -664,7 +663,7 @@ static void cache_insert(large_t *l, uint64_t now, bool split, size_t max, large
     cache_trim(max, evict);
 }
 
-/* Over max bytes or CACHE_MAX_BLOCKS (large_lock held), the oldest cached
+/* Over max bytes or CACHE_MAX_BLOCKS (mh_locks.large held), the oldest cached
  * mappings leave for *evict: the newest that fit stay, found in one walk
  * (it runs at every large free). */
 static void cache_trim(size_t max, large_t **evict) {
@@ -712,7 +711,7 @@ void large_release(large_t *l) {
      * mstress, 8 threads: 5,000 context switches against 800). */
     bool seal = l->sampled || mh_cfg.quarantine || (OPT(seal_large) && OPT(decay_ms) > 0 && OPT(large_cache_mb) > 0);
     if (seal) os_protect_none(l_map(l), l->map_size);
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     hash_unlink(l, l_user(l));
     __atomic_store_n(&l->busy, 0, __ATOMIC_RELAXED);
     size_t max = cache_max();
@@ -743,7 +742,7 @@ void large_release(large_t *l) {
     }
     if (l) remember_gone(l);
     cache_trim(max, &evict); /* less is live: the cache may hold less */
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     if (l) unmap_block(l);
     unmap_list(evict);
 }
@@ -771,10 +770,10 @@ bool large_usable(const void *p, size_t *size, const char *check_where) {
         large_unclaim(l);
         return true;
     }
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     l = hash_find(p);
     if (l) *size = l_size(l);
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     return l != NULL;
 }
 
@@ -789,7 +788,7 @@ static void large_fault(mh_fault_t *f, const large_t *l, const char *kind, const
  * quarantine? Fills a double-free report if so. */
 bool large_was_freed(const void *p, mh_fault_t *f) {
     bool found = false;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     for (uint32_t i = 0; i < GONE_SLOTS && !found; i++) {
         const gone_t *g = &gone[i];
         if (!g->user_m || UNMANGLE(g->user_m) != p) continue;
@@ -807,7 +806,7 @@ bool large_was_freed(const void *p, mh_fault_t *f) {
             break;
         }
     }
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     return found;
 }
 
@@ -817,12 +816,12 @@ bool large_was_freed(const void *p, mh_fault_t *f) {
  * do; the copy won nothing in hardened mode and kept 8 % more resident)? */
 static bool cache_fits(size_t pages) {
     bool fits = false;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     for (large_t *c = cache; c && !fits; c = c->next) {
         size_t u = data_pages(c);
         fits = u >= pages && u - pages <= reuse_keep(pages) && !c->sealed && !(mh_cfg.hard && c == cache_newest);
     }
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     return fits;
 }
 
@@ -847,10 +846,10 @@ void *large_resize(large_t *l, size_t size, int *status) {
     }
     /* The copy under the lock: l's live-list links change when a
      * neighbour on the list is freed (a race ThreadSanitizer found). */
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     bool guard = n_live < GUARDED_MAX;
     large_t n = *l;
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     /* It would move: copied into resident pages instead, if the cache has
      * some that fit (COPY_MAX). */
     if (pages > n.usable + n.room && n.usable <= COPY_MAX && cache_fits(pages)) {
@@ -883,7 +882,7 @@ void *large_resize(large_t *l, size_t size, int *status) {
         track_noaccess(user + size, slack);
     }
     uint32_t moved_stack = user != l_user(l) && mh_opt.stacks ? stack_capture() : 0;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     void *old_key = l_user(l);
     hash_unlink(l, old_key);
     if (user != old_key) { /* the old address was freed by this realloc: a later free of it is a double free */
@@ -894,7 +893,7 @@ void *large_resize(large_t *l, size_t size, int *status) {
     n.next = NULL;
     *l = n;
     hash_insert(l);
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     *status = LARGE_DONE;
     return user;
 }
@@ -902,7 +901,7 @@ void *large_resize(large_t *l, size_t size, int *status) {
 uint64_t large_purge(uint64_t now, uint64_t decay, bool force) {
     large_t *evict = NULL;
     uint64_t due = UINT64_MAX;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     for (large_t **pp = &cache; *pp;) {
         large_t *l = *pp;
         if (purge_ripe(now, l->freed_ms, decay, force, &due)) evict_push(cache_unlink(pp), &evict);
@@ -910,7 +909,7 @@ uint64_t large_purge(uint64_t now, uint64_t decay, bool force) {
     }
     /* Memory went back: the footprint to stay under is what is held now. */
     if (evict) live_hwm = live_mapped + cached_bytes;
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     unmap_list(evict);
     return due;
 }
@@ -922,36 +921,36 @@ uint64_t large_purge(uint64_t now, uint64_t decay, bool force) {
 /* Out of address space or commit: the rooms of live blocks go (not of a
  * block being freed or resized: its owner works on it unlocked). */
 void large_drop_rooms(void) {
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     for (large_t *l = live_list; l; l = l->lnext)
         if (l->room && !__atomic_load_n(&l->busy, __ATOMIC_ACQUIRE)) drop_room(l, true);
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
 }
 
 void large_release_quarantine(void) {
     large_t *evict = NULL;
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     while (quar_head) {
         evict_push(quarantine_take_oldest(), &evict);
     }
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     unmap_list(evict);
 }
 
 void large_stats(size_t *blocks, size_t *bytes, size_t *mapped, size_t *cached) {
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     *blocks = n_live;
     size_t b = 0; /* what malloc_usable_size says of each */
     for (large_t *l = live_list; l; l = l->lnext) b += l_size(l);
     *bytes = b;
     *mapped = live_mapped;
     *cached = cached_bytes;
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
 }
 
 /* Canaries of every live large block (mh_check). */
 int large_check(void) {
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     for (large_t *l = live_list; l; l = l->lnext) {
         if (__atomic_load_n(&l->busy, __ATOMIC_ACQUIRE)) continue; /* being freed or resized: its owner checks it */
         uint8_t *user = l_user(l);
@@ -959,11 +958,11 @@ int large_check(void) {
                         .alloc_tid = l->alloc_tid};
         char detail[200];
         if (!canary_fault(l, &f, detail)) continue;
-        mh_unlock(&large_lock);
+        mh_unlock(&mh_locks.large);
         mh_report_fault(&f);
         return -1;
     }
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
     return 0;
 }
 
@@ -980,7 +979,7 @@ void large_foreach_live(large_visit_fn fn, void *arg) {
  * inside a quarantined one? Runs in a signal handler: takes the lock only if
  * it is free. */
 bool large_explain(uintptr_t addr, mh_fault_t *f) {
-    bool locked = mh_trylock(&large_lock);
+    bool locked = mh_trylock(&mh_locks.large);
     bool found = false;
     for (large_t *l = cache; l && !found; l = l->next) {
         uintptr_t map = (uintptr_t)l_map(l);
@@ -1007,12 +1006,12 @@ bool large_explain(uintptr_t addr, mh_fault_t *f) {
             found = true;
         }
     }
-    if (locked) mh_unlock(&large_lock);
+    if (locked) mh_unlock(&mh_locks.large);
     return found;
 }
 
 void large_reset_all(void) {
-    mh_lock(&large_lock);
+    mh_lock(&mh_locks.large);
     while (live_list) {
         large_t *l = live_list;
         live_list = l->lnext;
@@ -1029,8 +1028,8 @@ void large_reset_all(void) {
     while (quar_head) unmap_block(quarantine_take_oldest());
     n_live = live_bytes = live_mapped = cached_bytes = n_cached = quar_bytes = n_quar = live_hwm = 0;
     memset(gone, 0, sizeof gone);
-    mh_unlock(&large_lock);
+    mh_unlock(&mh_locks.large);
 }
 
-void large_lock_all(void) { mh_lock(&large_lock); }
-void large_unlock_all(void) { mh_unlock(&large_lock); }
+void large_lock_all(void) { mh_lock(&mh_locks.large); }
+void large_unlock_all(void) { mh_unlock(&mh_locks.large); }

@@ -470,7 +470,7 @@ static void leak_check_at_exit(void) {
     /* The heap's locks before the other threads stop (one of them may be
      * about to take one), in fork_prepare's order. */
     bins_lock_all();
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     large_lock_all();
     struct sigaction old;
     size_t nstopped = stop_others(&old);
@@ -486,7 +486,7 @@ static void leak_check_at_exit(void) {
     }
     resume_others(&old);
     large_unlock_all();
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     bins_unlock_all();
     if (st.n) report(&st);
     if (st.spans) os_unmap(st.spans, st.cap * sizeof(span_t));

@@ -464,7 +464,7 @@ typedef struct cand {
     uint64_t own[4], gran[4];
 } cand_t;
 
-/* Passes run one at a time (under mh_tick_lock), so one table serves. */
+/* Passes run one at a time (under mh_locks.tick), so one table serves. */
 #define MAX_CANDS 4096
 static cand_t cands[MAX_CANDS];
 static uint32_t order[MAX_CANDS];

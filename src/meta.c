@@ -35,7 +35,6 @@ typedef struct meta_page {
 
 typedef struct page_list { meta_page_t *head, *tail; } page_list_t;
 
-static mh_lock_t meta_lock_ = MH_LOCK_INIT;
 static page_list_t partial[META_SMALL];        /* small pages with free and used objects */
 static page_list_t free_dirty[META_NBUCKETS];  /* free pages (index 0) and runs, oldest first */
 static page_list_t free_clean[META_NBUCKETS];  /* ... given back */
@@ -131,7 +130,7 @@ void *meta_alloc(size_t size) {
     size_t bsize = (size_t)1 << (b + META_MIN_SHIFT);
     bool zero = true;
     void *p = NULL;
-    mh_lock(&meta_lock_);
+    mh_lock(&mh_locks.meta);
     if (b < META_SMALL) {
         meta_page_t *d = partial[b].head;
         if (!d) {
@@ -157,7 +156,7 @@ void *meta_alloc(size_t size) {
         p = page_addr(d);
     }
 out:
-    mh_unlock(&meta_lock_);
+    mh_unlock(&mh_locks.meta);
     if (p && !zero) memset(p, 0, bsize);
     return p;
 }
@@ -172,7 +171,7 @@ void meta_free(void *p, size_t size) {
     if (!p) return;
     unsigned b = bucket_of(size);
     meta_page_t *d = desc_of(p);
-    mh_lock(&meta_lock_);
+    mh_lock(&mh_locks.meta);
     if (d->bucket != b || (d->kind != PAGE_SMALL && d->kind != PAGE_RUN))
         mh_fatal("metadata-corruption: metadata freed with a wrong size");
     if (b < META_SMALL) {
@@ -189,7 +188,7 @@ void meta_free(void *p, size_t size) {
     } else {
         make_free(d, b);
     }
-    mh_unlock(&meta_lock_);
+    mh_unlock(&mh_locks.meta);
     /* No purge_pending(): metadata is freed when a slab, miniheap, large
      * block or thread cache goes, and that pokes the give-back already. */
 }
@@ -198,7 +197,7 @@ void meta_free(void *p, size_t size) {
  * when the next falls due (UINT64_MAX: none). Oldest first on each list. */
 uint64_t meta_purge(uint64_t now, uint64_t decay, bool force) {
     uint64_t due = UINT64_MAX;
-    mh_lock(&meta_lock_);
+    mh_lock(&mh_locks.meta);
     for (unsigned k = 0; k < META_NBUCKETS; k++) {
         if (k && k < META_SMALL) continue;
         meta_page_t *d;
@@ -210,16 +209,16 @@ uint64_t meta_purge(uint64_t now, uint64_t decay, bool force) {
             list_push(&free_clean[k], d);
         }
     }
-    mh_unlock(&meta_lock_);
+    mh_unlock(&mh_locks.meta);
     return due;
 }
 
 size_t meta_resident_bytes(void) {
-    mh_lock(&meta_lock_);
+    mh_lock(&mh_locks.meta);
     size_t m = resident;
-    mh_unlock(&meta_lock_);
+    mh_unlock(&mh_locks.meta);
     return m;
 }
 
-void meta_lock_all(void) { mh_lock(&meta_lock_); }
-void meta_unlock_all(void) { mh_unlock(&meta_lock_); }
+void meta_lock_all(void) { mh_lock(&mh_locks.meta); }
+void meta_unlock_all(void) { mh_unlock(&mh_locks.meta); }

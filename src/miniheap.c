@@ -9,7 +9,6 @@
 #include "track.h"
 
 _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
-mh_lock_t mh_heap_lock = MH_LOCK_INIT;
 
 static miniheap_t *by_used[MH_USABLE_UNITS + 1]; /* index: used units */
 static uint64_t nonempty;                         /* bit i: by_used[i] has miniheaps */
@@ -67,7 +66,7 @@ static int find_run_resident(const miniheap_t *mh, uint32_t units) {
 }
 
 /* The radix slot of a miniheap at base, its leaf mapped on first use (under
- * mh_heap_lock). Leaves stay mapped: there are few, and a lookup racing
+ * mh_locks.heap). Leaves stay mapped: there are few, and a lookup racing
  * with a give-back must never read an unmapped leaf. */
 static _Atomic(miniheap_t *) *radix_slot(const uint8_t *base) {
     uintptr_t a = (uintptr_t)base;
@@ -123,7 +122,7 @@ static void miniheap_destroy(miniheap_t *mh) {
 }
 
 miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units) {
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     miniheap_t *found = NULL;
     int first = -1;
     /* Fullest first: walk the lists from the most used down; empty ones last. */
@@ -139,7 +138,7 @@ miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *
     if (!found) found = by_used[0];
     if (!found) found = miniheap_create();
     if (!found) {
-        mh_unlock(&mh_heap_lock);
+        mh_unlock(&mh_locks.heap);
         return NULL;
     }
     if (first < 0) first = find_run_resident(found, units);
@@ -150,7 +149,7 @@ miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *
     found->dirty_units &= ~mask;
     found->used_units += units;
     list_insert(found);
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     *first_unit = (uint32_t)first;
     return found;
 }
@@ -158,7 +157,7 @@ miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *
 void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty) {
     uint64_t mask = (((uint64_t)1 << units) - 1) << first;
     uint64_t now = os_now_ms();
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     for (uint32_t u = first; u < first + units; u++) mh->unit_slab[u] = NULL;
     list_remove(mh);
     mh->free_units |= mask;
@@ -168,7 +167,7 @@ void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint
     list_insert(mh);
     if (mh->dirty_units) mark_dirty(mh, now);
     if (mh->used_units == 0 && n_empty > OPT(miniheap_cache)) purge_pending(); /* to be unmapped */
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
 }
 
 static void purge_units(miniheap_t *mh, os_purge_batch_t *batch) {
@@ -189,7 +188,7 @@ uint64_t miniheap_purge(uint64_t now, uint64_t decay, bool force) {
     uint64_t due = UINT64_MAX;
     os_purge_batch_t batch;
     batch.n = 0;
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     miniheap_t **pp = &dirty_list;
     while (*pp) {
         miniheap_t *mh = *pp;
@@ -218,7 +217,7 @@ uint64_t miniheap_purge(uint64_t now, uint64_t decay, bool force) {
         }
         mh = next;
     }
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     return due;
 }
 
@@ -228,7 +227,7 @@ void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg) {
 }
 
 void miniheap_reset_all(void) {
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     for (uint32_t i = 0; i <= MH_USABLE_UNITS; i++) {
         while (by_used[i]) {
             miniheap_t *mh = by_used[i];
@@ -237,7 +236,7 @@ void miniheap_reset_all(void) {
         }
     }
     dirty_list = NULL;
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
 }
 
 MH_INTERNAL uint32_t miniheap_count(void);

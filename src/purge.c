@@ -22,7 +22,6 @@
  * (tcache_drain_idle). */
 #include "internal.h"
 
-mh_lock_t mh_tick_lock = MH_LOCK_INIT;
 static _Atomic uint64_t next_tick_ms;
 
 enum { PURGER_OFF, PURGER_STARTING, PURGER_RUNNING, PURGER_FAILED };
@@ -127,10 +126,10 @@ bool mh_tick_due(uint64_t now) { return now >= atomic_load_explicit(&next_tick_m
 void mh_tick(bool force) {
     uint64_t now = os_now_ms();
     if (!force && now < atomic_load_explicit(&next_tick_ms, memory_order_relaxed)) return;
-    if (force) mh_lock(&mh_tick_lock);
-    else if (!mh_trylock(&mh_tick_lock)) return;
+    if (force) mh_lock(&mh_locks.tick);
+    else if (!mh_trylock(&mh_locks.tick)) return;
     purge_pass(now, force);
-    mh_unlock(&mh_tick_lock);
+    mh_unlock(&mh_locks.tick);
 }
 
 /* An allocation failed: what the caches hold that no slab or block uses
@@ -142,14 +141,14 @@ void mh_tick(bool force) {
  * at 125 and 157 with this). */
 bool mh_release_unused(void) {
     uint64_t before = os_given_back();
-    mh_lock(&mh_tick_lock);
+    mh_lock(&mh_locks.tick);
     uint64_t now = os_now_ms();
     miniheap_purge(now, 0, true);
     large_purge(now, 0, true);
     large_release_quarantine();
     large_drop_rooms();
     meta_purge(now, 0, true);
-    mh_unlock(&mh_tick_lock);
+    mh_unlock(&mh_locks.tick);
     return os_given_back() != before;
 }
 
@@ -187,10 +186,10 @@ static void *purge_main(void *arg) {
         /* Idle from before the pass: whatever becomes pending while it runs
          * (after it looked) pokes, so the wait below cannot miss it. */
         atomic_store(&purger.idle, 1);
-        mh_lock(&mh_tick_lock);
+        mh_lock(&mh_locks.tick);
         uint64_t now = os_now_ms();
         uint64_t due = min_u64(tcache_drain_idle(now, OPT(decay_ms)), purge_pass(now, false));
-        mh_unlock(&mh_tick_lock);
+        mh_unlock(&mh_locks.tick);
         mh_lock(&purger.lock);
         if (purger.stopping || purger.poked) continue;
         if (due == UINT64_MAX) {

@@ -8,7 +8,6 @@
 
 static mh_error_handler_t handler;
 static void *handler_arg;
-static mh_lock_t report_lock = MH_LOCK_INIT;
 
 /* Each thread writes its reports into a buffer of its own, mapped at its
  * first report, so the text a handler receives is not overwritten by
@@ -18,8 +17,8 @@ static __thread char *t_text __attribute__((tls_model("initial-exec")));
 static __thread uint8_t t_reporting __attribute__((tls_model("initial-exec")));
 static char shared_text[REPORT_BYTES]; /* when a thread's buffer cannot be mapped: used under the lock */
 
-void report_lock_all(void) { mh_lock(&report_lock); }
-void report_unlock_all(void) { mh_unlock(&report_lock); }
+void report_lock_all(void) { mh_lock(&mh_locks.report); }
+void report_unlock_all(void) { mh_unlock(&mh_locks.report); }
 
 /* A report from inside a report (a fault while walking its stack, an
  * allocation from the program's SIGABRT handler that finds the heap broken):
@@ -129,7 +128,7 @@ void mh_report_fault(const mh_fault_t *f) {
     if (t_reporting) nested_report(f->kind);
     t_reporting = 1;
     if (!t_text) t_text = os_map(REPORT_BYTES);
-    mh_lock(&report_lock);
+    mh_lock(&mh_locks.report);
     char *text = t_text ? t_text : shared_text;
     mh_buf_t b = {text, 0, REPORT_BYTES};
     buf_str(&b, "miniheap: ERROR: ");
@@ -178,9 +177,9 @@ void mh_report_fault(const mh_fault_t *f) {
         mh_error_handler_t h = handler;
         if (text == shared_text) { /* the text is only ours under the lock */
             h(&err, handler_arg);
-            mh_unlock(&report_lock);
+            mh_unlock(&mh_locks.report);
         } else {
-            mh_unlock(&report_lock);
+            mh_unlock(&mh_locks.report);
             t_reporting = 0;
             h(&err, handler_arg);
         }
@@ -191,7 +190,7 @@ void mh_report_fault(const mh_fault_t *f) {
     /* Lock and flag stay taken: another report from this thread (the
      * program's SIGABRT handler) ends at once, other threads wait. */
     if (mh_opt.abort_on_error || f->fatal) os_abort();
-    mh_unlock(&report_lock);
+    mh_unlock(&mh_locks.report);
     t_reporting = 0;
 }
 

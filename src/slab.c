@@ -15,11 +15,11 @@ uint32_t mh_narenas = 1;
 
 void bins_lock_all(void) {
     for (uint32_t a = 0; a < narenas(); a++)
-        for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(&bins_of(a, c)->lock);
+        for (uint32_t c = 0; c < mh_nclasses; c++) mh_lock(bin_lock(bins_of(a, c)));
 }
 void bins_unlock_all(void) {
     for (uint32_t a = narenas(); a-- > 0;)
-        for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(&bins_of(a, c)->lock);
+        for (uint32_t c = mh_nclasses; c-- > 0;) mh_unlock(bin_lock(bins_of(a, c)));
 }
 
 /* Empty slabs a class keeps before giving them back to their miniheap. */
@@ -277,10 +277,13 @@ static slab_t *pick_slab(class_bins_t *b) {
 uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n) {
     class_bins_t *b = bins_of(arena, cls);
     uint32_t got = 0;
-    mh_lock(&b->lock);
+    mh_lock(bin_lock(b));
     uint64_t *rng = NULL;
     if (mh_opt.random) {
-        if (!b->rng) mh_random(&b->rng, sizeof b->rng);
+        if (!b->rng || b->rng_forks != mh_locks.forks) { /* (a child's own: not its parent's sequence) */
+            mh_random(&b->rng, sizeof b->rng);
+            b->rng_forks = mh_locks.forks;
+        }
         b->rng |= 1;
         rng = &b->rng;
     }
@@ -294,7 +297,7 @@ uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n) 
         rebucket(b, s);
     }
     b->allocs += got;
-    mh_unlock(&b->lock);
+    mh_unlock(bin_lock(b));
     return got;
 }
 
@@ -369,10 +372,10 @@ void slab_free_batch(uint32_t cls, void **ptrs, uint32_t n) {
             if (b) {
                 release_list(b, rel, nrel);
                 nrel = 0;
-                mh_unlock(&b->lock);
+                mh_unlock(bin_lock(b));
             }
             b = ob;
-            mh_lock(&b->lock);
+            mh_lock(bin_lock(b));
         }
         slab_t *s = slab_put(b, ptrs[i], now);
         b->frees++;
@@ -384,7 +387,7 @@ void slab_free_batch(uint32_t cls, void **ptrs, uint32_t n) {
     }
     if (b) {
         release_list(b, rel, nrel);
-        mh_unlock(&b->lock);
+        mh_unlock(bin_lock(b));
     }
 }
 
@@ -398,10 +401,10 @@ bool slab_block_cached(void *p, uint32_t cls) {
     if (!s || interior || s->cls != cls) return false;
     uint64_t bit = (uint64_t)1 << (idx & 63);
     class_bins_t *b = bins_of(s->arena, cls);
-    mh_lock(&b->lock);
+    mh_lock(bin_lock(b));
     bool cached = !slab_live(s, idx) &&
                   !(s->free_map[idx >> 6] & bit);
-    mh_unlock(&b->lock);
+    mh_unlock(bin_lock(b));
     return cached;
 }
 
@@ -450,7 +453,7 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, uint64_t decay, bool f
     uint32_t settled = 0;
     os_purge_batch_t batch;
     batch.n = 0;
-    mh_lock(&b->lock);
+    mh_lock(bin_lock(b));
     for (slab_t **pp = &b->dirty; *pp;) {
         slab_t *s = *pp;
         if (purge_ripe(now, s->dirty_ms, decay, force, &due)) {
@@ -476,7 +479,7 @@ static uint64_t purge_bins(class_bins_t *b, uint64_t now, uint64_t decay, bool f
         }
         for (uint32_t i = 0; i < nrel; i++) slab_release(rel[i]);
     }
-    mh_unlock(&b->lock);
+    mh_unlock(bin_lock(b));
     return due;
 }
 
@@ -495,7 +498,7 @@ uint64_t slab_purge_class(uint32_t cls, uint64_t now, uint64_t decay, bool force
 void *slab_float(void *p, slab_t *s, size_t size) {
     class_bins_t *b = bins_of(s->arena, s->cls);
     void *q = NULL;
-    mh_lock(&b->lock);
+    mh_lock(bin_lock(b));
     if ((uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity) {
         slab_t *t = NULL;
         for (uint32_t k = MH_BUCKETS - 1; k >= 1 && k >= s->bucket && !t; k--) {
@@ -508,7 +511,7 @@ void *slab_float(void *p, slab_t *s, size_t size) {
             b->allocs++;
         }
     }
-    mh_unlock(&b->lock);
+    mh_unlock(bin_lock(b));
     return q; /* tagged: the caller prepares it */
 }
 
@@ -527,9 +530,9 @@ static void drop_slabs(miniheap_t *mh, void *arg) {
 
 void slab_reset_all(void) {
     bins_lock_all();
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     miniheap_foreach(drop_slabs, NULL);
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     for (uint32_t i = 0; i < MH_ARENAS * MH_MAX_CLASSES; i++) {
         class_bins_t *b = &mh_bins[i];
         memset(b->bucket, 0, sizeof b->bucket);

@@ -22,7 +22,6 @@ typedef struct depot_entry {
     uintptr_t frames[];
 } depot_entry_t;
 
-static mh_lock_t depot_lock = MH_LOCK_INIT;
 static uint32_t *buckets;              /* DEPOT_BUCKETS heads */
 static depot_entry_t **entries;        /* by id */
 static uint8_t *store, *store_end, *store_cur;
@@ -77,8 +76,8 @@ static int find_self(struct dl_phdr_info *info, size_t size, void *arg) {
 }
 
 void stack_init(void) { dl_iterate_phdr(find_self, (void *)(uintptr_t)&stack_init); }
-void stack_lock_all(void) { mh_lock(&depot_lock); }
-void stack_unlock_all(void) { mh_unlock(&depot_lock); }
+void stack_lock_all(void) { mh_lock(&mh_locks.depot); }
+void stack_unlock_all(void) { mh_unlock(&mh_locks.depot); }
 
 /* The depot is mapped on first use (debug mode only); caller holds the lock. */
 static bool depot_map(void) {
@@ -179,16 +178,16 @@ uint32_t stack_capture(void) {
             id = e->next;
         }
     }
-    mh_lock(&depot_lock);
+    mh_lock(&mh_locks.depot);
     if (!depot_map()) {
-        mh_unlock(&depot_lock);
+        mh_unlock(&mh_locks.depot);
         return 0;
     }
     uint32_t *head = &buckets[h & (DEPOT_BUCKETS - 1)];
     for (uint32_t id = *head; id; id = entries[id]->next) {
         depot_entry_t *e = entries[id];
         if (e->hash == h && e->depth == n) {
-            mh_unlock(&depot_lock);
+            mh_unlock(&mh_locks.depot);
             return id;
         }
     }
@@ -206,7 +205,7 @@ uint32_t stack_capture(void) {
         __atomic_store_n(&n_entries, id + 1, __ATOMIC_RELEASE);
         __atomic_store_n(head, id, __ATOMIC_RELEASE);
     }
-    mh_unlock(&depot_lock);
+    mh_unlock(&mh_locks.depot);
     return id;
 }
 

@@ -43,9 +43,9 @@ MH_API void mh_stats(mh_stats_t *st) {
     memset(st, 0, sizeof *st);
     walk_t w = {st};
     bins_lock_all();
-    mh_lock(&mh_heap_lock);
+    mh_lock(&mh_locks.heap);
     miniheap_foreach(walk_miniheap, &w);
-    mh_unlock(&mh_heap_lock);
+    mh_unlock(&mh_locks.heap);
     bins_unlock_all();
     size_t lblocks, lbytes, lmapped, lcached, tcached;
     large_stats(&lblocks, &lbytes, &lmapped, &lcached);

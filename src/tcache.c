@@ -43,7 +43,6 @@ bool thread_count_self(void) {
     count_self(&no_cache);
     return true;
 }
-static mh_lock_t list_lock = MH_LOCK_INIT;
 static tcache_t *all_caches;
 static uint64_t dead_allocs, dead_frees; /* counts of exited threads */
 
@@ -98,12 +97,12 @@ tcache_t *tcache_get_slow(void) {
          * half the time). */
         t->sample_left = (int32_t)(1 + r % (2 * mh_opt.sample_rate - 1));
     }
-    mh_lock(&list_lock);
+    mh_lock(&mh_locks.caches);
     bool first = all_caches == NULL;
     t->next = all_caches;
     if (all_caches) all_caches->prev = t;
     all_caches = t;
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
     mh_tcache = t;
     t_home = t;
     if (first) solo_start(t);
@@ -231,7 +230,7 @@ void quarantine_drain(tcache_t *t) {
     quarantine_hold(q, false);
 }
 
-/* Free an unlisted cache (its blocks are gone already); list_lock held. */
+/* Free an unlisted cache (its blocks are gone already); mh_locks.caches held. */
 static void free_cache_locked(tcache_t *t) {
     quarantine_hold(&t->q, false); /* an orphan's (its blocks went back to their slabs) */
     if (t->q.slots) os_unmap(t->q.slots, QUARANTINE_SLOTS * sizeof(void *));
@@ -245,11 +244,11 @@ static void free_cache_locked(tcache_t *t) {
 
 /* Unlist a cache and free it (its blocks are gone already). */
 static void tcache_release(tcache_t *t) {
-    mh_lock(&list_lock);
+    mh_lock(&mh_locks.caches);
     if (t->prev) t->prev->next = t->next; else all_caches = t->next;
     if (t->next) t->next->prev = t->prev;
     free_cache_locked(t);
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
 }
 
 /* At thread exit, with signals blocked: the program's handler would find
@@ -285,7 +284,7 @@ static void tcache_destroy(void *arg) {
 MH_NO_TSAN void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees) {
     size_t bytes = 0;
     uint64_t a, f;
-    mh_lock(&list_lock);
+    mh_lock(&mh_locks.caches);
     a = dead_allocs;
     f = dead_frees;
     for (tcache_t *t = all_caches; t; t = t->next) {
@@ -293,7 +292,7 @@ MH_NO_TSAN void tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *f
         a += t->allocs;
         f += t->frees;
     }
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
     *cached_bytes = bytes;
     *allocs = a;
     *frees = f;
@@ -307,7 +306,7 @@ static tcache_t *orphans;
 
 /* mh_reset: the blocks the caches hold are about to be unmapped. */
 void tcache_reset_all(void) {
-    mh_lock(&list_lock);
+    mh_lock(&mh_locks.caches);
     for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
         t->arena = 0; /* valid whatever the arena count the next allocation fixes */
@@ -319,7 +318,7 @@ void tcache_reset_all(void) {
         orphans = t->next;
         free_cache_locked(t);
     }
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
 }
 
 /* At exit, under a tool that scans memory for leaks (memcheck): slots of
@@ -327,7 +326,7 @@ void tcache_reset_all(void) {
  * of pointers to blocks handed out since; cleared, so a leaked block is
  * reported as lost, not as reachable through them. */
 void tcache_scrub_for_tools(void) {
-    mh_lock(&list_lock);
+    mh_lock(&mh_locks.caches);
     for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) {
             tbin_t *b = &t->bins[c];
@@ -336,11 +335,11 @@ void tcache_scrub_for_tools(void) {
         quarantine_t *q = &t->q;
         for (uint32_t i = q->count; q->slots && i < q->cap; i++) q->slots[(q->head + i) % q->cap] = NULL;
     }
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
 }
 
-void tcache_lock_all(void) { mh_lock(&list_lock); }
-void tcache_unlock_all(void) { mh_unlock(&list_lock); }
+void tcache_lock_all(void) { mh_lock(&mh_locks.caches); }
+void tcache_unlock_all(void) { mh_unlock(&mh_locks.caches); }
 
 void tcache_after_fork_child(void) {
     tcache_t *me = mh_tcache;
@@ -353,7 +352,7 @@ void tcache_after_fork_child(void) {
     all_caches = me;
     if (me) me->next = me->prev = NULL;
     atomic_store(&live_threads, t_counted ? 1 : 0);
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
 }
 
 /* One block an orphan held: to its slab if it is really a cached one (the
@@ -374,18 +373,18 @@ static void adopt_block(void *tagged, bool quarantined) {
 /* From mh_tick (tick_lock held): the orphans' quarantined and cached blocks
  * go back to their slabs, so they pin no pages. */
 void tcache_adopt_orphans(void) {
-    mh_lock(&list_lock);
+    mh_lock(&mh_locks.caches);
     tcache_t *o = orphans;
     orphans = NULL;
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
     while (o) {
         tcache_t *next = o->next;
         for (uint32_t i = 0; i < o->q.count; i++) adopt_block(o->q.slots[(o->q.head + i) % o->q.cap], true);
         for (uint32_t c = 0; c < mh_nclasses; c++)
             for (uint32_t i = 0; i < o->bins[c].count; i++) adopt_block(o->bins[c].slots[i], false);
-        mh_lock(&list_lock);
+        mh_lock(&mh_locks.caches);
         free_cache_locked(o);
-        mh_unlock(&list_lock);
+        mh_unlock(&mh_locks.caches);
         o = next;
     }
 }
@@ -434,7 +433,7 @@ uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
     uint64_t due = UINT64_MAX;
     tcache_t *parked[DRAIN_MAX];
     uint32_t n = 0;
-    mh_lock(&list_lock);
+    mh_lock(&mh_locks.caches);
     tcache_t *t = all_caches;
     for (; t && n < DRAIN_MAX; t = t->next) {
         uint64_t active = __atomic_load_n(&t->active_ms, __ATOMIC_RELAXED);
@@ -456,7 +455,7 @@ uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
         }
         __atomic_store_n(t->owner_cache, t, __ATOMIC_RELEASE);
     }
-    mh_unlock(&list_lock);
+    mh_unlock(&mh_locks.caches);
     return due;
 }
 #else
