@@ -700,6 +700,7 @@ MH_INTERNAL void mh_report_exit(const char *kind, const char *summary);
  * canary of `len` bytes at `from` (after the block, or in front of it) has
  * its first bad byte at offset `bad`. Returns buf. */
 MH_INTERNAL const char *canary_detail(char *buf, size_t cap, const uint8_t *from, size_t len, size_t bad, bool front);
+MH_INTERNAL void *report_handler_arg(void);
 MH_INTERNAL void report_lock_all(void);     /* fork */
 MH_INTERNAL void report_unlock_all(void);
 /* Tiny formatter used by reports and stats: appends to buf, never allocates. */

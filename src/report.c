@@ -85,6 +85,10 @@ const char *canary_detail(char *buf, size_t cap, const uint8_t *from, size_t len
     return buf;
 }
 
+/* The argument the program registered: a root of the leak scan (leak.c
+ * does not scan our own data). */
+void *report_handler_arg(void) { return handler_arg; }
+
 MH_API void mh_set_error_handler(mh_error_handler_t h, void *arg) {
     handler = h;
     handler_arg = arg;

@@ -49,6 +49,10 @@ cp "$LIB" "$W/liballoc-copy.so"
 check renamed 23 '^SUMMARY: miniheap: memory-leak: 2650 bytes leaked in 6 allocations' ' in (stack_capture|mh_malloc|alloc_generic) ' \
     -- env LD_PRELOAD="$W/liballoc-copy.so" MINIHEAP_OPTIONS=mode=debug $P
 
+# A block the program registered with mh_set_error_handler is held for it
+# (the scan does not read the library's own data, where the argument is).
+check handler_arg 23 '^SUMMARY: miniheap: memory-leak: 2000 bytes leaked in 2 allocations' '' -- run mode=debug $P handler
+
 # Threads still running at exit are stopped while the heap is scanned: what
 # they hold on their stacks, in registers or in TLS is not a leak. Before,
 # the worker's block was reported, and exit() called on a thread other than

@@ -19,6 +19,10 @@
  *                   leak_a's 600 bytes and calls exit() while main waits
  *   leaky blocked   as worker, but the worker blocks SIGURG, so it cannot
  *                   be stopped for the scan: its 4321 bytes are reported too
+ *   leaky handler   registers an error handler (mh_set_error_handler, found
+ *                   with dlsym) whose argument is a block it keeps no other
+ *                   pointer to, and leaks leak_b's: the handler's block
+ *                   is the program's still, not a leak
  *   leaky busy      main leaks leak_b's, then 4 threads go on allocating,
  *                   freeing and reallocating blocks of up to 400 bytes
  *                   that they keep in a local array until main returns:
@@ -108,6 +112,8 @@ __attribute__((noinline)) static void *worker(void *mode) {
     for (;;) pause();
 }
 
+static void on_error(const void *err, void *arg) { (void)err; (void)arg; }
+
 static void *joinee(void *arg) {
     free(malloc(100));
     return arg;
@@ -119,6 +125,15 @@ int main(int argc, char **argv) {
             pthread_t t;
             if (pthread_create(&t, NULL, joinee, NULL) != 0 || pthread_join(t, NULL) != 0) return 2;
         }
+        leak_b();
+        clear_stack();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "handler") == 0) {
+        void (*set)(void (*)(const void *, void *), void *) =
+            (void (*)(void (*)(const void *, void *), void *))dlsym(RTLD_DEFAULT, "mh_set_error_handler");
+        if (!set) return 2;
+        set(on_error, malloc(555));
         leak_b();
         clear_stack();
         return 0;
