@@ -365,15 +365,15 @@ static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t room = s->bsize - s->front;
     if (unlikely(track_active())) track_open(raw, s->bsize);
-    if (zero) memset(p, 0, n);
-    else if (unlikely(mh_opt.fill_new)) memset(p, FILL_NEW, n);
     if (s->front) canary_fill(raw, s->front);
     size_t slack = s->canary ? room - n : 0, clen = slack < s->canary_len ? slack : s->canary_len;
     if (clen <= 8) {
-        if (clen) canary_fill_short((uint8_t *)p + n, clen);
+        if (clen) canary_fill_new((uint8_t *)p + n, clen); /* (first: it writes over the block's last bytes) */
     } else {
         canary_fill((uint8_t *)p + n, clen);
     }
+    if (zero) memset(p, 0, n);
+    else if (unlikely(mh_opt.fill_new)) memset(p, FILL_NEW, n);
     if (unlikely(s->dbg != NULL)) {
         dbg_record(&s->dbg[idx], true);
     }

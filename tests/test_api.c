@@ -1022,6 +1022,40 @@ static void error_child(void)
     }
     memset(&log, 0, sizeof log);
 
+    /* The tail canary is one 8-byte window that ends where the canary does,
+     * written before the block's bytes: for every size, a change to any
+     * canary byte is reported at that byte, the block's own bytes (those
+     * the window covers included) may be written freely, and calloc's
+     * zeros cover them. Sizes up to 112, whose slots (16-byte classes up
+     * to 128, one byte of canary at least) are known: the canary is the
+     * slack, up to 8 bytes, every length and alignment. */
+    for (size_t n = 1; n <= 112; n++) {
+        unsigned char *z = mh_calloc(1, n);
+        REQUIRE(z != NULL, "mh_calloc(1, %zu) failed", n);
+        for (size_t i = 0; i < n; i++)
+            if (z[i]) {
+                CHECK(0, "hardened: byte %zu of calloc(1, %zu) is %#x", i, n, z[i]);
+                break;
+            }
+        memset(z, 0xff, n);
+        mh_free(z);
+        CHECK(log.count == 0, "hardened: a %zu-byte block written whole was reported (%s)", n,
+              log.count ? log.kind[0] : "");
+        memset(&log, 0, sizeof log);
+        size_t slack = (n + 1 + 15) / 16 * 16 - n, len = slack < 8 ? slack : 8;
+        for (size_t k = 0; k < len; k++) {
+            volatile unsigned char *c = mh_malloc(n);
+            REQUIRE(c != NULL, "mh_malloc(%zu) failed", n);
+            c[n + k] ^= 0x01;
+            mh_free(opaque_ptr((void *)c));
+            CHECK(log.count == 1 && strcmp(log.kind[0], "heap-buffer-overflow") == 0 && log.addr[0] == c + n + k,
+                  "hardened: canary byte %zu after a %zu-byte block changed: %d reports, first \"%s\" at %p "
+                  "(want %p)", k, n, log.count, log.count ? log.kind[0] : "", log.count ? log.addr[0] : NULL,
+                  (void *)(c + n + k));
+            memset(&log, 0, sizeof log);
+        }
+    }
+
     /* The heap survived: consistent, the neighbour intact, still working. */
     CHECK(mh_check() == 0, "mh_check() failed after the reported errors");
     const uint8_t *k = keep;
