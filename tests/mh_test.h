@@ -348,6 +348,33 @@ static inline long long mh_read_rollup(const char *key)
     return -1;
 }
 
+#include <dirent.h>
+/* How many of this process's threads have a name that starts with prefix
+ * ("miniheap-": ours), from /proc/self/task; -1 if it cannot be read. */
+static inline int mh_test_threads_named(const char *prefix)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[96], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        ssize_t r = read(fd, comm, sizeof comm - 1);
+        close(fd);
+        if (r > 0 && strncmp(comm, prefix, strlen(prefix)) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
 #include <sys/wait.h>
 /* Wait for a child whose output went to the temporary file fd (path); read
  * that output into out (NUL-terminated), remove the file, and return the

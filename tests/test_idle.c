@@ -17,7 +17,6 @@
  */
 #include "mh_test.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -344,29 +343,7 @@ static int run_inside(void)
 }
 
 /* Threads of ours named miniheap-purge in this process. */
-static int purge_threads(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/task");
-    if (!d)
-        return -1;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char path[96], comm[32] = "";
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-        int fd = open(path, O_RDONLY);
-        if (fd < 0)
-            continue;
-        ssize_t r = read(fd, comm, sizeof comm - 1);
-        close(fd);
-        if (r > 0 && strncmp(comm, "miniheap-purge", 14) == 0)
-            n++;
-    }
-    closedir(d);
-    return n;
-}
+static int purge_threads(void) { return mh_test_threads_named("miniheap-purge"); }
 
 /* Small allocations and frees that go through the slow paths (refills and
  * flushes of the thread cache): about 0.5 MB, well under the 4 MiB that
@@ -425,6 +402,23 @@ static int run_forked(void)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 5;
 }
 
+/* This program again, in a fresh process with MINIHEAP_OPTIONS=opts and
+ * up to three arguments (NULL ends them); returns its wait status. */
+static int run_self(const char *argv0, const char *opts, const char *a1, const char *a2, const char *a3)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        setenv("MINIHEAP_OPTIONS", opts, 1);
+        execl("/proc/self/exe", argv0, a1, a2, a3, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return st;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -440,24 +434,14 @@ int main(int argc, char **argv)
     if (argc == 2)
         return strcmp(argv[1], "inside") == 0 ? run_inside() : strcmp(argv[1], "forked") == 0 ? run_forked() : run_stress();
     static const char *const modes[] = {"fast", "hardened", "debug"};
+    char opts[160], arg[8], kept[8];
     for (int m = 0; m < 3; m++)
         for (int bg = 1; bg >= 0; bg--) {
-            char opts[128];
             snprintf(opts, sizeof opts, "mode=%s:decay_ms=%d:background=%d:leak_report=0", modes[m], DECAY_MS, bg);
-            fflush(stdout);
-            pid_t pid = fork();
-            REQUIRE(pid >= 0, "fork");
-            if (pid == 0) {
-                setenv("MINIHEAP_OPTIONS", opts, 1);
-                /* debug: 16 MiB of small blocks and 16 MiB of sampled ones in quarantine */
-                char arg[4], kept[8];
-                snprintf(arg, sizeof arg, "%d", bg);
-                snprintf(kept, sizeof kept, "%d", m == 2 ? 32 : 0);
-                execl("/proc/self/exe", argv[0], arg, kept, (char *)NULL);
-                _exit(127);
-            }
-            int st = 0;
-            waitpid(pid, &st, 0);
+            /* debug: 16 MiB of small blocks and 16 MiB of sampled ones in quarantine */
+            snprintf(arg, sizeof arg, "%d", bg);
+            snprintf(kept, sizeof kept, "%d", m == 2 ? 32 : 0);
+            int st = run_self(argv[0], opts, arg, kept, NULL);
             CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "[%s] %s: the resident size %s (status %#x)", modes[m],
                   bg ? "with the purge thread" : "background=0 (control)",
                   bg ? "did not fall within 2 x decay_ms" : "fell without the thread", st);
@@ -465,72 +449,30 @@ int main(int argc, char **argv)
     /* Idle threads with full caches (and, in debug mode, quarantines). */
     for (int m = 0; m < 3; m++)
         for (int bg = 1; bg >= 0; bg--) {
-            char opts[128];
             /* (debug: a 1 MiB quarantine, so that what it keeps on purpose
              * stays small beside what the caches and rings held) */
             snprintf(opts, sizeof opts, "mode=%s:decay_ms=%d:background=%d:leak_report=0%s", modes[m], DECAY_MS, bg,
                      m == 2 ? ":quarantine_mb=1" : "");
-            fflush(stdout);
-            pid_t pid = fork();
-            REQUIRE(pid >= 0, "fork");
-            if (pid == 0) {
-                setenv("MINIHEAP_OPTIONS", opts, 1);
-                char arg[4];
-                snprintf(arg, sizeof arg, "%d", bg);
-                /* debug: 10 MB more (its sampled blocks; emptied 6-9 MB, kept 33) */
-                execl("/proc/self/exe", argv[0], arg, m == 2 ? "10" : "0", "threads", (char *)NULL);
-                _exit(127);
-            }
-            int st = 0;
-            waitpid(pid, &st, 0);
+            snprintf(arg, sizeof arg, "%d", bg);
+            /* debug: 10 MB more (its sampled blocks; emptied 6-9 MB, kept 33) */
+            int st = run_self(argv[0], opts, arg, m == 2 ? "10" : "0", "threads");
             CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "[%s] %d idle threads, %s: the resident size %s (status %#x)",
                   modes[m], TN, bg ? "with the purge thread" : "background=0 (control)",
                   bg ? "did not fall within 3 x decay_ms" : "fell without the thread", st);
         }
     for (int m = 0; m < 3; m++) {
-        char opts[128];
         snprintf(opts, sizeof opts, "mode=%s:decay_ms=2:leak_report=0", modes[m]);
-        fflush(stdout);
-        pid_t pid = fork();
-        REQUIRE(pid >= 0, "fork");
-        if (pid == 0) {
-            setenv("MINIHEAP_OPTIONS", opts, 1);
-            execl("/proc/self/exe", argv[0], "stress", (char *)NULL);
-            _exit(127);
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
+        int st = run_self(argv[0], opts, "stress", NULL, NULL);
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
               "[%s] caches emptied while their threads run: a block changed, mh_check failed or no cache was emptied "
               "(status %#x)", modes[m], st);
     }
-    {
-        fflush(stdout);
-        pid_t pid = fork();
-        REQUIRE(pid >= 0, "fork");
-        if (pid == 0) {
-            setenv("MINIHEAP_OPTIONS", "mode=fast:decay_ms=2:abort_on_error=0:leak_report=0", 1);
-            execl("/proc/self/exe", argv[0], "inside", (char *)NULL);
-            _exit(127);
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
-        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "a thread's cache was emptied while it was inside free(), or not once it was outside (status %#x)", st);
-    }
+    int st = run_self(argv[0], "mode=fast:decay_ms=2:abort_on_error=0:leak_report=0", "inside", NULL, NULL);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "a thread's cache was emptied while it was inside free(), or not once it was outside (status %#x)", st);
     for (int m = 0; m < 3; m++) {
-        char opts[128];
         snprintf(opts, sizeof opts, "mode=%s:decay_ms=4000:leak_report=0", modes[m]);
-        fflush(stdout);
-        pid_t pid = fork();
-        REQUIRE(pid >= 0, "fork");
-        if (pid == 0) {
-            setenv("MINIHEAP_OPTIONS", opts, 1);
-            execl("/proc/self/exe", argv[0], "forked", (char *)NULL);
-            _exit(127);
-        }
-        int st = 0;
-        waitpid(pid, &st, 0);
+        st = run_self(argv[0], opts, "forked", NULL, NULL);
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
               "[%s] a forked child started the purge thread in its first milliseconds, or not once older "
               "than decay_ms / 2 (status %#x)", modes[m], st);

@@ -33,35 +33,12 @@
  */
 #include "mh_test.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 
 /* How many threads of ours (named miniheap-*) the process runs. */
-static int helper_threads(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/task");
-    if (!d)
-        return -1;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[96], comm[32] = "";
-        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-        int fd = open(path, O_RDONLY);
-        if (fd < 0)
-            continue;
-        ssize_t r = read(fd, comm, sizeof comm - 1);
-        close(fd);
-        if (r > 0 && strncmp(comm, "miniheap-", 9) == 0)
-            n++;
-    }
-    closedir(d);
-    return n;
-}
+static int helper_threads(void) { return mh_test_threads_named("miniheap-"); }
 
 /* Allocate and free (small blocks and a large one, so there is memory to
  * give back) until a thread of ours runs; exits the process with 3 when
