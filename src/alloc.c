@@ -60,7 +60,6 @@ static void fork_child(void) {
     /* The child draws its own slot choices: with the parent's generator
      * state, both would hand out the same slots in the same order (each
      * bin draws again at its next use, so the fork writes none). */
-    mh_locks.forks++;
     mh_random_after_fork();
     stats_after_fork_child();
     bins_unlock_all();

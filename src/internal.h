@@ -163,6 +163,9 @@ MH_INTERNAL void   os_random(void *buf, size_t n);
 MH_INTERNAL void   mh_random(void *buf, size_t n);
 MH_INTERNAL void   mh_random_restart(void);
 MH_INTERNAL void   mh_random_after_fork(void);  /* a forked child takes a sequence of its own */
+/* Forks this process is the child of: what a generator drawn from mh_random
+ * (a bin's slot generator) compares to know it is its parent's. */
+MH_INTERNAL extern uint32_t mh_random_forks;
 MH_INTERNAL uint64_t os_now_ms(void);
 MH_INTERNAL void   os_write_stderr(const char *s, size_t n);
 /* A helper thread with signals blocked as os_signals_block does (the
@@ -379,7 +382,7 @@ typedef struct class_bins {
     slab_t *dirty;
     uint64_t allocs, frees;          /* slab-level counts, under the lock */
     uint64_t rng;                    /* slot randomisation */
-    uint32_t rng_forks;              /* mh_locks.forks when rng was drawn: a child draws its own */
+    uint32_t rng_forks;              /* mh_random_forks when rng was drawn: a child draws its own */
     char pad[64];
 } class_bins_t;
 /* Slabs are grouped in arenas, one per two CPUs (up to MH_ARENAS; option
@@ -410,7 +413,6 @@ typedef struct mh_locks {
     mh_lock_t caches;                /* the list of thread caches */
     mh_lock_t meta;                  /* the metadata allocator */
     mh_lock_t depot;                 /* the stack depot */
-    uint32_t forks;                  /* forks this process is the child of */
     mh_lock_t bins[MH_ARENAS * MH_MAX_CLASSES]; /* mh_bins', arena by arena */
 } mh_locks_t;
 MH_INTERNAL extern mh_locks_t mh_locks;
@@ -818,9 +820,7 @@ MH_CHECK_READ size_t canary_find_bad(const uint8_t *from, size_t len);
  * a block just taken, before anything is written to it (calloc's zeros
  * come after); a load to keep the block's bytes missed on cold blocks
  * (bench mstress +7 %). */
-static inline uint64_t canary_window_mask(size_t len) { /* the top len bytes; 0 for 0 */
-    return (~(uint64_t)0 << (4 * (8 - len))) << (4 * (8 - len));
-}
+static inline uint64_t canary_window_mask(size_t len) { return ~(uint64_t)0 << (64 - 8 * len); } /* top len bytes */
 static inline void canary_fill_new(uint8_t *p, size_t len) {
     uint8_t *w = p + len - 8;
     uint64_t v = canary_at((uintptr_t)w);

@@ -96,7 +96,7 @@ static MH_TRACK_NO_SANITIZE void scan_range(leak_state_t *st, uintptr_t lo, uint
     for (uintptr_t a = lo; a + 8 <= hi; a += 8) mark_word(st, *(const uintptr_t *)a);
 }
 
-static char st_self_marker; /* (in our own writable segment) */
+static char self_marker; /* (in our own writable segment) */
 
 /* The writable segments of every loaded object, noted before anything
  * stops: a stopped thread may hold the loader's lock. Not libminiheap.so's
@@ -109,7 +109,7 @@ static char st_self_marker; /* (in our own writable segment) */
 static int note_object(struct dl_phdr_info *info, size_t size, void *arg) {
     (void)size;
     leak_state_t *st = arg;
-    uintptr_t ours = (uintptr_t)&st_self_marker;
+    uintptr_t ours = (uintptr_t)&self_marker;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W)) continue;

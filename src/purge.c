@@ -279,8 +279,9 @@ void helpers_stop(void) {
     stats_end();
 }
 
-/* The child has no purge thread (only the forking thread survives): it
- * starts its own at its next allocation slow path if the parent had one. */
+/* The child has no purge thread (only the forking thread survives): if
+ * the parent had one, it starts its own as worth_a_thread says, its age
+ * and what it took counted from the fork. */
 void purge_after_fork_child(void) {
     bool had = atomic_load(&purger.state) == PURGER_RUNNING;
     pthread_mutex_init(&purger.lock, NULL);

@@ -7,6 +7,7 @@
 
 static _Atomic uint64_t drawn; /* words drawn from the seeded sequence */
 static uint64_t stream;         /* which sequence: 0, or one of a forked child's */
+uint32_t mh_random_forks;
 
 static uint64_t mix(uint64_t z) { /* splitmix64's finaliser */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -35,6 +36,7 @@ void mh_random_restart(void) { atomic_store_explicit(&drawn, 0, memory_order_rel
 /* With seed=N a child still repeats from run to run: its sequence depends
  * only on the parent's and on how far the parent had drawn. */
 void mh_random_after_fork(void) {
+    mh_random_forks++;
     stream = mix(stream ^ (atomic_load(&drawn) + 0x5851f42d4c957f2dull));
     atomic_store_explicit(&drawn, 0, memory_order_relaxed);
 }

@@ -280,9 +280,9 @@ uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n) 
     mh_lock(bin_lock(b));
     uint64_t *rng = NULL;
     if (mh_opt.random) {
-        if (!b->rng || b->rng_forks != mh_locks.forks) { /* (a child's own: not its parent's sequence) */
+        if (!b->rng || b->rng_forks != mh_random_forks) { /* (a child's own: not its parent's sequence) */
             mh_random(&b->rng, sizeof b->rng);
-            b->rng_forks = mh_locks.forks;
+            b->rng_forks = mh_random_forks;
         }
         b->rng |= 1;
         rng = &b->rng;
