@@ -549,6 +549,7 @@ MH_INTERNAL void   large_foreach_live(large_visit_fn fn, void *arg); /* large_lo
 /* ---- thread caches (tcache.c) ------------------------------------------ */
 typedef struct tbin {
     uint32_t count, cap;
+    uint32_t fill;        /* blocks the next refill takes: doubles up to cap / 2 */
     void **slots;
 } tbin_t;
 typedef struct quarantine {

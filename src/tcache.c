@@ -64,6 +64,14 @@ static uint32_t bin_cap(uint32_t cls) {
     return n < 2 ? 2 : n > 128 ? 128 : n;
 }
 
+/* A bin's first refill takes a few blocks, and each one after twice as many
+ * as the one before, up to half the bin: a thread that allocates a block or
+ * two of a class (a thread per request, a short-lived helper) takes no more
+ * than it uses. Taking half a bin of every class it touched, then handing
+ * them all back at its exit, cost a thread that made 64 allocations of
+ * different classes 25 us. */
+#define FIRST_FILL 4
+
 tcache_t *tcache_get_slow(void) {
     mh_ensure_init();
     if (!mh_opt.tcache || t_exiting) return NULL;
@@ -77,6 +85,7 @@ tcache_t *tcache_get_slow(void) {
     void **store = (void **)(t + 1);
     for (uint32_t c = 0; c < mh_nclasses; c++) {
         t->bins[c].cap = bin_cap(c);
+        t->bins[c].fill = t->bins[c].cap / 2 < FIRST_FILL ? t->bins[c].cap / 2 : FIRST_FILL; /* (cap >= 2) */
         t->bins[c].slots = store;
         store += t->bins[c].cap;
     }
@@ -112,8 +121,16 @@ tcache_t *tcache_get_slow(void) {
 
 void *tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
-    uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, bin->cap / 2); /* (cap >= 2) */
+    uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, bin->fill);
     if (!n) return NULL;
+    /* The bin hands blocks out last first: in the order the slab chose
+     * them (address order, without random), batch after batch. */
+    for (uint32_t i = 0, j = n - 1; i < j; i++, j--) {
+        void *x = bin->slots[i];
+        bin->slots[i] = bin->slots[j];
+        bin->slots[j] = x;
+    }
+    if (bin->fill < bin->cap / 2) bin->fill = bin->fill * 2 < bin->cap / 2 ? bin->fill * 2 : bin->cap / 2;
     bin->count = n - 1;
     return bin->slots[n - 1];
 }

@@ -223,6 +223,40 @@ static long obs_cache_held(const char *opts)
     return (long)after.cached_bytes - (long)before.cached_bytes;
 }
 
+/* Bytes a new thread's cache holds after its first malloc of 1000 B (class
+ * 1024, a bin of 32 blocks): the first refill takes 4 blocks, so 3 wait in
+ * the cache (it took half the bin, 16, before). The main thread allocates a
+ * block of the class first, so the slab exists and the refill takes no
+ * empty one (which counts in cached_bytes too). */
+static pthread_barrier_t fill_barrier;
+static void *first_malloc(void *arg)
+{
+    void *p = mh_malloc(1000);
+    *(void **)arg = p;
+    pthread_barrier_wait(&fill_barrier); /* taken: the main thread measures */
+    pthread_barrier_wait(&fill_barrier);
+    return NULL;
+}
+
+static long obs_first_fill(const char *opts)
+{
+    set(opts);
+    void *mine = mh_malloc(1000), *theirs = NULL;
+    mh_stats_t before, after;
+    mh_stats(&before);
+    pthread_t t;
+    pthread_barrier_init(&fill_barrier, NULL, 2);
+    REQUIRE(pthread_create(&t, NULL, first_malloc, &theirs) == 0, "pthread_create failed");
+    pthread_barrier_wait(&fill_barrier);
+    mh_stats(&after);
+    pthread_barrier_wait(&fill_barrier);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&fill_barrier);
+    mh_free(theirs);
+    mh_free(mine);
+    return (long)after.cached_bytes - (long)before.cached_bytes;
+}
+
 /* Are 64 fresh blocks of 48 B handed out in address order (one way or the
  * other: a thread cache hands out its batch last first)? */
 static int obs_sequential(const char *opts)
@@ -627,6 +661,11 @@ static void run_all(void)
            "one block each %d\n", "quarantine_mb", a, b, c);
     /* 2048-byte bins: 16 blocks with 32 KiB (8 to 16 stay), 4 with 8 KiB
      * (2 to 4 stay). decay_ms keeps a give-back tick from emptying it. */
+    long first_fast = obs_first_fill("mode=fast:decay_ms=600000");
+    long first_hard = obs_first_fill("mode=hardened:decay_ms=600000");
+    CHECK(first_fast == 3 * 1024 && first_hard == 3 * 1024,
+          "a new thread's first malloc(1000) left %ld (fast) and %ld (hardened) bytes in its cache, not 3 KiB",
+          first_fast, first_hard);
     long held32 = obs_cache_held("mode=fast:decay_ms=600000:tcache_kb=32");
     long held8 = obs_cache_held("mode=fast:decay_ms=600000:tcache_kb=8");
     CHECK(held32 >= 8 * 2048 && held32 <= 32768 && held8 >= 2 * 2048 && held8 <= 8192,
