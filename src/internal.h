@@ -245,6 +245,7 @@ static inline uint64_t os_given_back(void) { return atomic_load(&os_purged_total
 
 /* ---- metadata allocator (meta.c): never beside user data --------------- */
 MH_INTERNAL void  *meta_alloc(size_t size);   /* zeroed */
+MH_INTERNAL void  *meta_alloc_part(size_t size, size_t zeroed); /* only its first zeroed bytes are */
 MH_INTERNAL void   meta_free(void *p, size_t size);
 MH_INTERNAL size_t meta_resident_bytes(void);  /* in use or kept free, not given back */
 MH_INTERNAL uint64_t meta_purge(uint64_t now, uint64_t decay, bool force); /* free metadata pages back (purge.c's pass) */

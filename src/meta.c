@@ -124,7 +124,9 @@ static meta_page_t *take_free(unsigned k, bool *zero) {
     return d;
 }
 
-void *meta_alloc(size_t size) {
+void *meta_alloc(size_t size) { return meta_alloc_part(size, SIZE_MAX); }
+
+void *meta_alloc_part(size_t size, size_t zeroed) {
     if (size > ((size_t)1 << (META_NBUCKETS - 1 + META_MIN_SHIFT))) return NULL;
     unsigned b = bucket_of(size);
     size_t bsize = (size_t)1 << (b + META_MIN_SHIFT);
@@ -157,7 +159,7 @@ void *meta_alloc(size_t size) {
     }
 out:
     mh_unlock(&mh_locks.meta);
-    if (p && !zero) memset(p, 0, bsize);
+    if (p && !zero) memset(p, 0, zeroed < bsize ? zeroed : bsize);
     return p;
 }
 
