@@ -576,6 +576,10 @@ typedef struct tcache {
     uint32_t *owner_in_op;           /* the owner's mh_thread.in_op */
     uint64_t active_ms;              /* the owner's last give-back tick (relaxed atomic) */
     uint64_t drained_ms;             /* when the purge thread last emptied it (list lock) */
+    /* A cache its thread left behind for the next one (tcache.c, list lock): */
+    bool spare;
+    struct tcache *spare_next;
+    uint64_t spare_ms;               /* when its thread exited */
 } tcache_t;
 /* The thread's own state, one TLS block (one offset to load on the fast
  * paths): its cache, and the count of allocator operations it is inside
@@ -601,6 +605,7 @@ MH_INTERNAL void  tcache_after_fork_child(void);  /* the other threads' caches b
 MH_INTERNAL bool  thread_count_self(void);        /* before starting a helper: false when this thread is exiting */
 MH_INTERNAL void  thread_mark_helper(void);       /* first thing in a helper thread of ours */
 MH_INTERNAL void  tcache_adopt_orphans(void);     /* from mh_tick: their blocks go back */
+MH_INTERNAL uint64_t tcache_release_spares(uint64_t now, uint64_t decay, bool force); /* from a give-back pass */
 /* Put a freed (poisoned) block in the thread's quarantine; returns a block
  * that leaves it (tagged), or NULL. */
 MH_INTERNAL void  quarantine_push(tcache_t *t, void *tagged, size_t bytes);

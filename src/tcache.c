@@ -72,18 +72,108 @@ static uint32_t bin_cap(uint32_t cls) {
  * different classes 25 us. */
 #define FIRST_FILL 4
 
+/* ---- spare caches ---------------------------------------------------------
+ * An exiting thread leaves its cache, blocks and all, for the next thread
+ * that needs one (up to SPARES_MAX of them wait). A program that runs a
+ * thread per task paid, for each thread, to take blocks into a new cache
+ * class by class under the class locks, and to flush them all back at its
+ * exit. A spare nobody took for decay_ms is flushed and freed by the next
+ * give-back pass (tcache_release_spares), so an exited thread's blocks
+ * still go back. Spares stay on all_caches (statistics, fork, reset), and
+ * the idle drain passes them by. */
+#define SPARES_MAX 4
+static tcache_t *spares; /* the most recently left first, through spare_next */
+static uint32_t nspares;
+static tcache_t *spare_owner_cache; /* what a spare's owner fields point to */
+static uint32_t spare_owner_in_op;
+
+static bool spare_leave(tcache_t *t) {
+    mh_lock(&mh_locks.caches);
+    bool kept = nspares < SPARES_MAX;
+    if (kept) {
+        t->spare = true;
+        t->spare_ms = os_now_ms();
+        t->owner_cache = &spare_owner_cache;
+        t->owner_in_op = &spare_owner_in_op;
+        t->spare_next = spares;
+        __atomic_store_n(&spares, t, __ATOMIC_RELAXED); /* (peeked at unlocked) */
+        nspares++;
+    }
+    mh_unlock(&mh_locks.caches);
+    if (kept) purge_pending(); /* (its blocks go back after decay_ms) */
+    return kept;
+}
+
+/* The most recently left spare, made the calling thread's. */
+static tcache_t *spare_take(void) {
+    if (!__atomic_load_n(&spares, __ATOMIC_RELAXED)) return NULL;
+    mh_lock(&mh_locks.caches);
+    tcache_t *t = spares;
+    if (t) {
+        __atomic_store_n(&spares, t->spare_next, __ATOMIC_RELAXED);
+        nspares--;
+        t->spare = false;
+        t->owner_cache = &mh_tcache;
+        t->owner_in_op = &mh_thread.in_op;
+        t->active_ms = os_now_ms();
+    }
+    mh_unlock(&mh_locks.caches);
+    return t;
+}
+
+/* Unlink spare t (list lock held). */
+static void spare_unlink(tcache_t *t) {
+    tcache_t **pp = &spares;
+    while (*pp != t) pp = &(*pp)->spare_next;
+    __atomic_store_n(pp, t->spare_next, __ATOMIC_RELAXED);
+    nspares--;
+    t->spare = false;
+}
+
+static void tcache_release(tcache_t *t);
+
+uint64_t tcache_release_spares(uint64_t now, uint64_t decay, bool force) {
+    uint64_t due = UINT64_MAX;
+    if (!__atomic_load_n(&spares, __ATOMIC_RELAXED)) return due;
+    tcache_t *out[SPARES_MAX];
+    uint32_t n = 0;
+    mh_lock(&mh_locks.caches);
+    for (tcache_t *t = spares, *next; t; t = next) {
+        next = t->spare_next;
+        if (force || t->spare_ms + decay <= now) {
+            spare_unlink(t);
+            out[n++] = t;
+        } else if (t->spare_ms + decay < due) {
+            due = t->spare_ms + decay;
+        }
+    }
+    mh_unlock(&mh_locks.caches);
+    for (uint32_t i = 0; i < n; i++) {
+        tcache_flush_all(out[i]);
+        tcache_release(out[i]);
+    }
+    return due;
+}
+
 tcache_t *tcache_get_slow(void) {
     mh_ensure_init();
     if (!mh_opt.tcache || t_exiting) return NULL;
     if (mh_tcache) return mh_tcache;
     if (t_home) return NULL; /* parked: the purge thread is emptying it */
+    tcache_t *t = spare_take();
+    if (t) {
+        mh_tcache = t;
+        t_home = t;
+        count_self(t);
+        return t;
+    }
     size_t slots = 0;
     for (uint32_t c = 0; c < mh_nclasses; c++) slots += bin_cap(c);
     size_t bytes = sizeof(tcache_t) + slots * sizeof(void *);
     /* The slots need no zeroing: a bin reads only those below its count
      * (and a cache freed while a tool watches was cleared, see
      * free_cache_locked). Zeroing them was 9 % of a short thread's time. */
-    tcache_t *t = meta_alloc_part(bytes, sizeof *t);
+    t = meta_alloc_part(bytes, sizeof *t);
     if (!t) return NULL;
     void **store = (void **)(t + 1);
     for (uint32_t c = 0; c < mh_nclasses; c++) {
@@ -288,8 +378,10 @@ static void tcache_destroy(void *arg) {
         t_exiting = 1;
         mh_tcache = NULL;
         t_home = NULL;
-        tcache_flush_all(t);
-        tcache_release(t);
+        if (!spare_leave(t)) {
+            tcache_flush_all(t);
+            tcache_release(t);
+        }
         op_exit();
         os_signals_restore(&saved);
     }
@@ -327,6 +419,13 @@ static tcache_t *orphans;
 /* mh_reset: the blocks the caches hold are about to be unmapped. */
 void tcache_reset_all(void) {
     mh_lock(&mh_locks.caches);
+    while (spares) { /* (the options set next may lay a cache out otherwise) */
+        tcache_t *t = spares;
+        spare_unlink(t);
+        if (t->prev) t->prev->next = t->next; else all_caches = t->next;
+        if (t->next) t->next->prev = t->prev;
+        free_cache_locked(t);
+    }
     for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
         t->arena = 0; /* valid whatever the arena count the next allocation fixes */
@@ -371,6 +470,8 @@ void tcache_after_fork_child(void) {
     }
     all_caches = me;
     if (me) me->next = me->prev = NULL;
+    __atomic_store_n(&spares, NULL, __ATOMIC_RELAXED); /* (orphans now, with the others) */
+    nspares = 0;
     atomic_store(&live_threads, t_counted ? 1 : 0);
     mh_unlock(&mh_locks.caches);
 }
@@ -456,6 +557,7 @@ uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
     mh_lock(&mh_locks.caches);
     tcache_t *t = all_caches;
     for (; t && n < DRAIN_MAX; t = t->next) {
+        if (t->spare) continue; /* (tcache_release_spares) */
         uint64_t active = __atomic_load_n(&t->active_ms, __ATOMIC_RELAXED);
         if (active <= t->drained_ms || !purge_ripe(now, active, decay, false, &due)) continue;
         __atomic_store_n(t->owner_cache, NULL, __ATOMIC_RELAXED);

@@ -257,6 +257,50 @@ static long obs_first_fill(const char *opts)
     return (long)after.cached_bytes - (long)before.cached_bytes;
 }
 
+/* An exiting thread leaves its cache for the next thread. Thread A mallocs
+ * 8 blocks of 1000 B, frees them in order and exits; thread B's first
+ * malloc(1000) takes A's last freed block, the top of A's cache (with the
+ * cache flushed at A's exit, B took 4 blocks from the slab, the lowest
+ * first in fast mode: A's first). Then the cache sits unused, both threads
+ * gone, for decay_ms, and the program makes a give-back tick: thread C's
+ * first malloc(1000) must not take B's block from it. */
+static void *spare_blocks[8];
+static void *eight_blocks(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 8; i++)
+        spare_blocks[i] = mh_malloc(1000);
+    for (int i = 0; i < 8; i++)
+        mh_free(spare_blocks[i]);
+    return NULL;
+}
+static void *one_block(void *arg)
+{
+    void *p = mh_malloc(1000);
+    mh_free(p);
+    *(void **)arg = p;
+    return NULL;
+}
+static void obs_spare(const char *opts, int *reused, int *released)
+{
+    set(opts);
+    void *mine = mh_malloc(64); /* (this thread has a cache: it takes no spare) */
+    void *b = NULL, *c = NULL;
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, eight_blocks, NULL) == 0, "pthread_create failed");
+    pthread_join(t, NULL);
+    REQUIRE(pthread_create(&t, NULL, one_block, &b) == 0, "pthread_create failed");
+    pthread_join(t, NULL);
+    usleep(150 * 1000);
+    for (int i = 0; i < 1000; i++) /* (ticks: one every 256 operations) */
+        mh_free(mh_malloc(64));
+    REQUIRE(pthread_create(&t, NULL, one_block, &c) == 0, "pthread_create failed");
+    pthread_join(t, NULL);
+    mh_free(mine);
+    *reused = b == spare_blocks[7];
+    *released = c != b;
+}
+
 /* Are 64 fresh blocks of 48 B handed out in address order (one way or the
  * other: a thread cache hands out its batch last first)? */
 static int obs_sequential(const char *opts)
@@ -666,6 +710,13 @@ static void run_all(void)
     CHECK(first_fast == 3 * 1024 && first_hard == 3 * 1024,
           "a new thread's first malloc(1000) left %ld (fast) and %ld (hardened) bytes in its cache, not 3 KiB",
           first_fast, first_hard);
+    int reused, released;
+    obs_spare("mode=fast:decay_ms=50:background=0", &reused, &released);
+    CHECK(reused && released,
+          "an exited thread's cache: the next thread took its last freed block %d, and not after decay_ms %d",
+          reused, released);
+    printf("  %-16s the next thread takes an exited one's cache: %d, until decay_ms passed: %d\n", "tcache", reused,
+           released);
     long held32 = obs_cache_held("mode=fast:decay_ms=600000:tcache_kb=32");
     long held8 = obs_cache_held("mode=fast:decay_ms=600000:tcache_kb=8");
     CHECK(held32 >= 8 * 2048 && held32 <= 32768 && held8 >= 2 * 2048 && held8 <= 8192,
