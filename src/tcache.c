@@ -1,8 +1,8 @@
 /* Thread caches: a small stack of free blocks per size class and thread, so
  * most mallocs and frees take no lock. Blocks move to and from the class
- * bins in batches; a cache is flushed when its thread exits (through a
- * pthread key destructor, which needs no allocation). A block freed by
- * another thread simply joins that thread's cache. */
+ * bins in batches; when its thread exits (a pthread key destructor, which
+ * needs no allocation), a cache waits for the next thread, or is flushed.
+ * A block freed by another thread simply joins that thread's cache. */
 #include "internal.h"
 #include "track.h"
 
