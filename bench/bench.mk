@@ -10,7 +10,7 @@
 #   make bench-quick   bench/run --quick --reps 1
 
 BENCH_BUILD  := $(BUILD)/bench
-BENCH_PROGS  := churn larson xmalloc prodcons mstress realloc large bigreuse memory scale
+BENCH_PROGS  := churn larson xmalloc prodcons mstress tasks realloc large bigreuse memory scale
 BENCH_BINS   := $(BENCH_PROGS:%=$(BENCH_BUILD)/%) $(BENCH_BUILD)/runpeak
 BENCH_OPT    ?= -O2
 BENCH_CFLAGS := $(CSTD) $(BENCH_OPT) -g $(WARN) -pthread
