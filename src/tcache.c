@@ -352,12 +352,15 @@ static void free_cache_locked(tcache_t *t) {
     meta_free(t, t->bytes);
 }
 
-/* Unlist a cache and free it (its blocks are gone already). */
-static void tcache_release(tcache_t *t) {
-    mh_lock(&mh_locks.caches);
+/* Unlist a cache and free it (its blocks are gone already); list lock held. */
+static void release_locked(tcache_t *t) {
     if (t->prev) t->prev->next = t->next; else all_caches = t->next;
     if (t->next) t->next->prev = t->prev;
     free_cache_locked(t);
+}
+static void tcache_release(tcache_t *t) {
+    mh_lock(&mh_locks.caches);
+    release_locked(t);
     mh_unlock(&mh_locks.caches);
 }
 
@@ -422,9 +425,7 @@ void tcache_reset_all(void) {
     while (spares) { /* (the options set next may lay a cache out otherwise) */
         tcache_t *t = spares;
         spare_unlink(t);
-        if (t->prev) t->prev->next = t->next; else all_caches = t->next;
-        if (t->next) t->next->prev = t->prev;
-        free_cache_locked(t);
+        release_locked(t);
     }
     for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
