@@ -71,6 +71,7 @@ static uint32_t bin_cap(uint32_t cls) {
  * them all back at its exit, cost a thread that made 64 allocations of
  * different classes 25 us. */
 #define FIRST_FILL 4
+static uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
 /* ---- spare caches ---------------------------------------------------------
  * An exiting thread leaves its cache, blocks and all, for the next thread
@@ -155,30 +156,20 @@ uint64_t tcache_release_spares(uint64_t now, uint64_t decay, bool force) {
     return due;
 }
 
-tcache_t *tcache_get_slow(void) {
-    mh_ensure_init();
-    if (!mh_opt.tcache || t_exiting) return NULL;
-    if (mh_tcache) return mh_tcache;
-    if (t_home) return NULL; /* parked: the purge thread is emptying it */
-    tcache_t *t = spare_take();
-    if (t) {
-        mh_tcache = t;
-        t_home = t;
-        count_self(t);
-        return t;
-    }
+/* A new cache, listed; *first: it is the process's first. */
+static tcache_t *tcache_new(bool *first) {
     size_t slots = 0;
     for (uint32_t c = 0; c < mh_nclasses; c++) slots += bin_cap(c);
     size_t bytes = sizeof(tcache_t) + slots * sizeof(void *);
     /* The slots need no zeroing: a bin reads only those below its count
      * (and a cache freed while a tool watches was cleared, see
      * free_cache_locked). Zeroing them was 9 % of a short thread's time. */
-    t = meta_alloc_part(bytes, sizeof *t);
+    tcache_t *t = meta_alloc_part(bytes, sizeof *t);
     if (!t) return NULL;
     void **store = (void **)(t + 1);
     for (uint32_t c = 0; c < mh_nclasses; c++) {
         t->bins[c].cap = bin_cap(c);
-        t->bins[c].fill = t->bins[c].cap / 2 < FIRST_FILL ? t->bins[c].cap / 2 : FIRST_FILL; /* (cap >= 2) */
+        t->bins[c].fill = min_u32(FIRST_FILL, t->bins[c].cap / 2); /* (cap >= 2) */
         t->bins[c].slots = store;
         store += t->bins[c].cap;
     }
@@ -200,11 +191,23 @@ tcache_t *tcache_get_slow(void) {
         t->sample_left = (int32_t)(1 + r % (2 * mh_opt.sample_rate - 1));
     }
     mh_lock(&mh_locks.caches);
-    bool first = all_caches == NULL;
+    *first = all_caches == NULL;
     t->next = all_caches;
     if (all_caches) all_caches->prev = t;
     all_caches = t;
     mh_unlock(&mh_locks.caches);
+    return t;
+}
+
+tcache_t *tcache_get_slow(void) {
+    mh_ensure_init();
+    if (!mh_opt.tcache || t_exiting) return NULL;
+    if (mh_tcache) return mh_tcache;
+    if (t_home) return NULL; /* parked: the purge thread is emptying it */
+    bool first = false;
+    tcache_t *t = spare_take();
+    if (!t) t = tcache_new(&first);
+    if (!t) return NULL;
     mh_tcache = t;
     t_home = t;
     if (first) solo_start(t);
@@ -223,7 +226,7 @@ void *tcache_refill(tcache_t *t, uint32_t cls) {
         bin->slots[i] = bin->slots[j];
         bin->slots[j] = x;
     }
-    if (bin->fill < bin->cap / 2) bin->fill = bin->fill * 2 < bin->cap / 2 ? bin->fill * 2 : bin->cap / 2;
+    bin->fill = min_u32(bin->fill * 2, bin->cap / 2);
     bin->count = n - 1;
     return bin->slots[n - 1];
 }
@@ -422,11 +425,12 @@ static tcache_t *orphans;
 /* mh_reset: the blocks the caches hold are about to be unmapped. */
 void tcache_reset_all(void) {
     mh_lock(&mh_locks.caches);
-    while (spares) { /* (the options set next may lay a cache out otherwise) */
-        tcache_t *t = spares;
-        spare_unlink(t);
+    for (tcache_t *t = spares, *next; t; t = next) { /* (the options set next may lay a cache out otherwise) */
+        next = t->spare_next;
         release_locked(t);
     }
+    __atomic_store_n(&spares, NULL, __ATOMIC_RELAXED);
+    nspares = 0;
     for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) t->bins[c].count = 0;
         t->arena = 0; /* valid whatever the arena count the next allocation fixes */

@@ -184,21 +184,47 @@ static int obs_quarantine_share(const char *opts, int others, int each)
     return again;
 }
 
+/* The cached_bytes a second thread adds by running work(arg), measured
+ * while it still runs (its cache in place). */
+typedef struct thread_work {
+    void (*work)(void *);
+    void *arg;
+} thread_work_t;
+static pthread_barrier_t work_barrier;
+static void *work_then_wait(void *p)
+{
+    thread_work_t *w = p;
+    w->work(w->arg);
+    pthread_barrier_wait(&work_barrier); /* done: the main thread measures */
+    pthread_barrier_wait(&work_barrier);
+    return NULL;
+}
+static long cached_by_thread(void (*work)(void *), void *arg)
+{
+    thread_work_t w = {work, arg};
+    mh_stats_t before, after;
+    mh_stats(&before);
+    pthread_t t;
+    pthread_barrier_init(&work_barrier, NULL, 2);
+    REQUIRE(pthread_create(&t, NULL, work_then_wait, &w) == 0, "pthread_create failed");
+    pthread_barrier_wait(&work_barrier);
+    mh_stats(&after);
+    pthread_barrier_wait(&work_barrier);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&work_barrier);
+    return (long)after.cached_bytes - (long)before.cached_bytes;
+}
+
 /* Bytes a second thread's cache holds after it frees 64 of the main
  * thread's 2000-byte blocks (class 2048) and allocates none: a bin flushes
  * half of itself when full, so it ends with between half its cap and its
  * cap. Every other block stays live, so no slab empties (an empty slab
  * counts in cached_bytes too). */
-static void *const *cache_blocks;
-static pthread_barrier_t cache_barrier;
-static void *free_odd_blocks(void *arg)
+static void free_odd_blocks(void *arg)
 {
-    (void)arg;
+    void **b = arg;
     for (int i = 1; i < 128; i += 2)
-        mh_free(cache_blocks[i]);
-    pthread_barrier_wait(&cache_barrier); /* freed: the main thread measures */
-    pthread_barrier_wait(&cache_barrier);
-    return NULL;
+        mh_free(b[i]);
 }
 
 static long obs_cache_held(const char *opts)
@@ -207,20 +233,10 @@ static long obs_cache_held(const char *opts)
     static void *b[128];
     for (int i = 0; i < 128; i++)
         b[i] = mh_malloc(2000);
-    cache_blocks = b;
-    mh_stats_t before, after;
-    mh_stats(&before);
-    pthread_t t;
-    pthread_barrier_init(&cache_barrier, NULL, 2);
-    REQUIRE(pthread_create(&t, NULL, free_odd_blocks, NULL) == 0, "pthread_create failed");
-    pthread_barrier_wait(&cache_barrier);
-    mh_stats(&after);
-    pthread_barrier_wait(&cache_barrier);
-    pthread_join(t, NULL);
-    pthread_barrier_destroy(&cache_barrier);
+    long held = cached_by_thread(free_odd_blocks, b);
     for (int i = 0; i < 128; i += 2)
         mh_free(b[i]);
-    return (long)after.cached_bytes - (long)before.cached_bytes;
+    return held;
 }
 
 /* Bytes a new thread's cache holds after its first malloc of 1000 B (class
@@ -228,33 +244,19 @@ static long obs_cache_held(const char *opts)
  * the cache (it took half the bin, 16, before). The main thread allocates a
  * block of the class first, so the slab exists and the refill takes no
  * empty one (which counts in cached_bytes too). */
-static pthread_barrier_t fill_barrier;
-static void *first_malloc(void *arg)
+static void first_malloc(void *arg)
 {
-    void *p = mh_malloc(1000);
-    *(void **)arg = p;
-    pthread_barrier_wait(&fill_barrier); /* taken: the main thread measures */
-    pthread_barrier_wait(&fill_barrier);
-    return NULL;
+    *(void **)arg = mh_malloc(1000);
 }
 
 static long obs_first_fill(const char *opts)
 {
     set(opts);
     void *mine = mh_malloc(1000), *theirs = NULL;
-    mh_stats_t before, after;
-    mh_stats(&before);
-    pthread_t t;
-    pthread_barrier_init(&fill_barrier, NULL, 2);
-    REQUIRE(pthread_create(&t, NULL, first_malloc, &theirs) == 0, "pthread_create failed");
-    pthread_barrier_wait(&fill_barrier);
-    mh_stats(&after);
-    pthread_barrier_wait(&fill_barrier);
-    pthread_join(t, NULL);
-    pthread_barrier_destroy(&fill_barrier);
+    long held = cached_by_thread(first_malloc, &theirs);
     mh_free(theirs);
     mh_free(mine);
-    return (long)after.cached_bytes - (long)before.cached_bytes;
+    return held;
 }
 
 /* An exiting thread leaves its cache for the next thread. Thread A mallocs
