@@ -32,7 +32,11 @@ lib: $(BUILD)/libminiheap.so $(BUILD)/libminiheap.a $(BUILD)/libminiheap_prefixe
 
 # The entry points keep their stack frames (no sibling calls), so the stacks
 # that valgrind and the sanitizers print go through malloc, free, mh_*, new.
-$(BUILD)/obj/alloc.o $(BUILD)/obj/override.o: CFLAGS_LIB += -fno-optimize-sibling-calls
+# Under valgrind, malloc and free (override.c) keep theirs too: they make the
+# block's client request after the call. Outside it they jump to mh_malloc
+# and mh_free: the call and frame of the hop were 26 of the 207 instructions
+# of a fast-mode malloc and free.
+$(BUILD)/obj/alloc.o: CFLAGS_LIB += -fno-optimize-sibling-calls
 $(BUILD)/obj/new.o: CXXFLAGS_LIB += -fno-optimize-sibling-calls
 
 $(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile
