@@ -107,6 +107,7 @@ void mh_init_slow(void) {
              * summary, which must read as it does on glibc. */
             mh_opt.background = 0;
             mh_config_update();
+            os_guards_plain();
         }
 #ifdef MH_TRACK_ASAN
         /* ASan too sees a use after free only while the block is not reused. */

@@ -75,6 +75,20 @@ static void dirty_add(class_bins_t *b, slab_t *s, uint64_t now) {
 
 _Atomic int32_t slab_guard_budget = 8192;
 
+/* Make [p, p + size) inaccessible: in the page tables where the kernel can
+ * (no mapping is split), else with mprotect while the mapping budget
+ * lasts (each such guard splits a mapping in three). */
+static bool guard_install(void *p, size_t size) {
+    if (os_guard_light(p, size)) return true;
+    if (atomic_fetch_sub(&slab_guard_budget, 1) > 0 && os_protect_none(p, size)) return true;
+    atomic_fetch_add(&slab_guard_budget, 1);
+    return false;
+}
+static void guard_remove(void *p, size_t size) {
+    os_guard_remove(p, size);
+    atomic_fetch_add(&slab_guard_budget, 1); /* (a light guard's refund is never drawn on) */
+}
+
 /* info: bytes per info word. */
 static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, size_t info, bool dbg) {
     size_t b = sizeof(slab_t) + (1 + (poison ? 1 : 0)) * (size_t)nwords * sizeof(uint64_t);
@@ -107,10 +121,9 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     if (clean) purge_grew((size_t)__builtin_popcountll(clean) * MH_UNIT_SIZE);
     uint8_t *start = mh_base(mh) + (size_t)first * MH_UNIT_SIZE;
     size_t room = (size_t)c->units * MH_UNIT_SIZE;
-    /* Hardened: the slab's last page becomes a guard, while the kernel's
-     * mapping budget lasts (each guard splits a mapping in three). Guards
-     * stay in place when a slab is released (mh->guard_units), so a new slab
-     * of the same shape over the same units costs no system call. */
+    /* Hardened: the slab's last page becomes a guard (guard_install).
+     * Guards stay in place when a slab is released (mh->guard_units), so a
+     * new slab of the same shape over the same units costs no system call. */
     uint32_t last = first + c->units - 1;
     uint64_t mine = (((uint64_t)1 << c->units) - 1) << first, lastbit = (uint64_t)1 << last;
     bool want = mh_opt.slab_guards && room - MH_PAGE >= c->size && !zero;
@@ -118,26 +131,19 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     while (stale) { /* guards left inside this slab's room by an earlier slab */
         uint32_t u = (uint32_t)__builtin_ctzll(stale);
         stale &= stale - 1;
-        os_commit(mh_base(mh) + (size_t)(u + 1) * MH_UNIT_SIZE - MH_PAGE, MH_PAGE);
+        guard_remove(mh_base(mh) + (size_t)(u + 1) * MH_UNIT_SIZE - MH_PAGE, MH_PAGE);
         atomic_fetch_and(&mh->guard_units, ~((uint64_t)1 << u));
-        atomic_fetch_add(&slab_guard_budget, 1);
     }
     if (want) {
         if (atomic_load(&mh->guard_units) & lastbit) {
             s->guarded = 1;
-        } else if (atomic_fetch_sub(&slab_guard_budget, 1) > 0 &&
-                   os_protect_none(start + room - MH_PAGE, MH_PAGE)) {
+        } else if (guard_install(start + room - MH_PAGE, MH_PAGE)) {
             atomic_fetch_or(&mh->guard_units, lastbit);
             s->guarded = 1;
-        } else {
-            atomic_fetch_add(&slab_guard_budget, 1);
         }
         if (s->guarded) room -= MH_PAGE;
     }
-    if (zero) { /* inaccessible while the kernel's mapping budget lasts; else it just does not fault */
-        if (atomic_fetch_sub(&slab_guard_budget, 1) > 0 && os_protect_none(start, room)) s->zero = 1;
-        else atomic_fetch_add(&slab_guard_budget, 1);
-    }
+    if (zero && guard_install(start, room)) s->zero = 1; /* (else it just does not fault) */
     uint32_t capacity = (uint32_t)(room / c->size);
     if (capacity > c->capacity) capacity = c->capacity;
     s->mh = mh;
@@ -194,10 +200,7 @@ static void slab_release(slab_t *s) {
         uint64_t pages = (s->purged[u / 4] >> ((u % 4) * 16)) & 0xffff;
         if (pages != 0xffff) dirty |= (uint64_t)1 << (s->first_unit + u);
     }
-    if (s->zero) { /* its units go back accessible */
-        os_commit(start, (size_t)s->units * MH_UNIT_SIZE);
-        atomic_fetch_add(&slab_guard_budget, 1);
-    }
+    if (s->zero) guard_remove(start, (size_t)s->units * MH_UNIT_SIZE); /* its units go back accessible */
     mesh_slab_release(s);
     miniheap_release_units(s->mh, s->first_unit, s->units, dirty);
     meta_free(s, s->desc_bytes);
