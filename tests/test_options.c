@@ -324,10 +324,9 @@ static int obs_sequential(const char *opts)
     return seq;
 }
 
-/* Is the last page of the first 4 KiB-block slab a guard page? Told by a
- * write to it (reported, in a child): /proc/self/maps shows an mprotect
- * guard, but not one in the page tables (MADV_GUARD_INSTALL). */
-static int obs_slab_guard(const char *opts)
+/* Does poke() fault, reported (the report's abort), in a child run with
+ * opts? */
+static int write_faults(const char *opts, void (*poke)(void))
 {
     fflush(stdout);
     pid_t pid = fork();
@@ -336,14 +335,23 @@ static int obs_slab_guard(const char *opts)
         mh_set_options(opts);
         int fd = open("/dev/null", 1);
         dup2(fd, 2);
-        char *p = mh_malloc(4096);
-        *(volatile char *)(((uintptr_t)p & ~(uintptr_t)0xffff) + 60 * KiB) = 1;
+        poke();
         _exit(0);
     }
     int st = 0;
     waitpid(pid, &st, 0);
     return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
 }
+
+/* Is the last page of the first 4 KiB-block slab a guard page? Told by a
+ * write to it: /proc/self/maps shows an mprotect guard, but not one in the
+ * page tables (MADV_GUARD_INSTALL). */
+static void write_slab_end(void)
+{
+    char *p = mh_malloc(4096);
+    *(volatile char *)(((uintptr_t)p & ~(uintptr_t)0xffff) + 60 * KiB) = 1;
+}
+static int obs_slab_guard(const char *opts) { return write_faults(opts, write_slab_end); }
 
 /* Is a freed 256 KiB block's mapping inaccessible while it is cached? */
 static int obs_sealed(const char *opts)
@@ -676,25 +684,14 @@ static int obs_guard_mappings(const char *opts)
     return after - before;
 }
 
-/* Does writing to malloc(0)'s block fault (reported, in a child)? */
-static int obs_zero_faults(const char *opts)
+/* Does writing to malloc(0)'s block fault? */
+static void write_zero_block(void)
 {
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        mh_reset();
-        mh_set_options(opts);
-        int fd = open("/dev/null", 1);
-        dup2(fd, 2);
-        volatile char *p = mh_malloc(0);
-        p[0] = 1;
-        mh_free((void *)p);
-        _exit(0);
-    }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+    volatile char *p = mh_malloc(0);
+    p[0] = 1;
+    mh_free((void *)p);
 }
+static int obs_zero_faults(const char *opts) { return write_faults(opts, write_zero_block); }
 
 static int obs_aborts(const char *opts)
 {
