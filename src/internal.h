@@ -155,8 +155,9 @@ MH_INTERNAL void  *os_map_noreserve(size_t size);             /* RW, lazily back
 MH_INTERNAL void   os_unmap(void *p, size_t size);
 MH_INTERNAL bool   os_commit(void *p, size_t size);           /* PROT_NONE -> RW */
 MH_INTERNAL bool   os_protect_none(void *p, size_t size);
-MH_INTERNAL bool   os_guard_light(void *p, size_t size);     /* page-table guard (MADV_GUARD_INSTALL); false: use mprotect */
-MH_INTERNAL void   os_guard_remove(void *p, size_t size);    /* a guard of either kind off: RW again */
+MH_INTERNAL bool   os_guards_light(void);                    /* guards in miniheaps are page-table marks (else mprotect) */
+MH_INTERNAL bool   os_guard_mark(void *p, size_t size);      /* MADV_GUARD_INSTALL */
+MH_INTERNAL void   os_guard_unmark(void *p, size_t size);    /* MADV_GUARD_REMOVE */
 MH_INTERNAL void   os_guards_plain(void);                    /* guards by mprotect only (valgrind) */
 MH_INTERNAL void   os_purge(void *p, size_t size);            /* give pages back; they read as 0 */
 MH_INTERNAL bool   os_discard(void *p, size_t size);          /* the same, not counted (tool shadow) */

@@ -100,14 +100,14 @@ bool os_protect_none(void *p, size_t size) {
  * vm.max_map_count bounds. Markers survive MADV_DONTNEED and fork. Not
  * used for mesh=1's shared file (a forked child maps a copy over it), under
  * valgrind (its address-space manager sees only mprotect) or with
- * LeakSanitizer (below); an older kernel, or a seccomp filter, refuses it
- * once and mprotect takes over. */
+ * LeakSanitizer (below); on an older kernel, or under a seccomp filter
+ * that refuses it, the probe fails and mprotect is used. */
 static int seg_fd = -1;          /* >= 0: miniheaps are views of this file */
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
 #define MADV_GUARD_REMOVE 103
 #endif
-static _Atomic int light_guards = -1; /* -1 not tried yet, 0 refused or off, 1 in use */
+static _Atomic int light_guards = -1; /* -1 not probed yet, 0 mprotect, 1 marks */
 
 /* LeakSanitizer reads every mapping that /proc/self/maps calls readable,
  * and a page-table guard is one: its tracer died of SIGSEGV on them (a
@@ -118,26 +118,38 @@ extern void __lsan_ignore_object(const void *p) __attribute__((weak));
 
 void os_guards_plain(void) { atomic_store(&light_guards, 0); }
 
-bool os_guard_light(void *p, size_t size) {
-    if (seg_fd >= 0 || atomic_load_explicit(&light_guards, memory_order_relaxed) == 0) return false;
-    if (__lsan_ignore_object) {
-        os_guards_plain();
-        return false;
+/* Are guards inside miniheaps marks? One answer while miniheaps live (the
+ * backing changes only when none does, at start or mh_reset), so a guard is
+ * taken off as it was put on: probed once, on a page of its own, and the
+ * first answer stored is everyone's. */
+bool os_guards_light(void) {
+    if (seg_fd >= 0) return false;
+    int m = atomic_load_explicit(&light_guards, memory_order_acquire);
+    if (m >= 0) return m;
+    int ok = 0;
+    if (!__lsan_ignore_object) {
+        int saved = errno;
+        void *p = map_raw(NULL, MH_PAGE, PROT_READ | PROT_WRITE, 0);
+        if (p) {
+            ok = madvise(p, MH_PAGE, MADV_GUARD_INSTALL) == 0;
+            os_unmap(p, MH_PAGE);
+        }
+        errno = saved;
     }
+    atomic_compare_exchange_strong(&light_guards, &m, ok);
+    return atomic_load(&light_guards);
+}
+
+bool os_guard_mark(void *p, size_t size) {
     int saved = errno;
     bool ok = madvise(p, size, MADV_GUARD_INSTALL) == 0;
-    if (!ok && errno != ENOMEM && atomic_load(&light_guards) < 0) atomic_store(&light_guards, 0);
-    if (ok && atomic_load_explicit(&light_guards, memory_order_relaxed) < 0) atomic_store(&light_guards, 1);
     errno = saved;
     return ok;
 }
 
-/* Either kind of guard off: a page may carry a marker from before mesh=1
- * was set (miniheap_cache keeps empty miniheaps across mh_reset). */
-void os_guard_remove(void *p, size_t size) {
+void os_guard_unmark(void *p, size_t size) {
     int saved = errno;
-    if (atomic_load_explicit(&light_guards, memory_order_relaxed) == 1) madvise(p, size, MADV_GUARD_REMOVE);
-    mprotect(p, size, PROT_READ | PROT_WRITE);
+    madvise(p, size, MADV_GUARD_REMOVE);
     errno = saved;
 }
 

@@ -79,14 +79,18 @@ _Atomic int32_t slab_guard_budget = 8192;
  * (no mapping is split), else with mprotect while the mapping budget
  * lasts (each such guard splits a mapping in three). */
 static bool guard_install(void *p, size_t size) {
-    if (os_guard_light(p, size)) return true;
+    if (os_guards_light()) return os_guard_mark(p, size);
     if (atomic_fetch_sub(&slab_guard_budget, 1) > 0 && os_protect_none(p, size)) return true;
     atomic_fetch_add(&slab_guard_budget, 1);
     return false;
 }
 static void guard_remove(void *p, size_t size) {
-    os_guard_remove(p, size);
-    atomic_fetch_add(&slab_guard_budget, 1); /* (a light guard's refund is never drawn on) */
+    if (os_guards_light()) {
+        os_guard_unmark(p, size);
+        return;
+    }
+    os_commit(p, size);
+    atomic_fetch_add(&slab_guard_budget, 1);
 }
 
 /* info: bytes per info word. */
