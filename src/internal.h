@@ -429,6 +429,7 @@ static inline mh_lock_t *bin_lock(const class_bins_t *b) { return &mh_locks.bins
 static inline void *untag(void *p) { return (void *)((uintptr_t)p & ~(uintptr_t)15); }
 MH_INTERNAL uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n);
 MH_INTERNAL void     slab_free_batch(uint32_t cls, void **ptrs, uint32_t n);
+MH_INTERNAL void     slab_free_batch_since(uint32_t cls, void **ptrs, uint32_t n, uint64_t since);
 MH_INTERNAL bool     slab_block_cached(void *p, uint32_t cls);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
@@ -490,7 +491,10 @@ typedef struct miniheap {
 typedef _Atomic(miniheap_t *) radix_leaf_t[MH_LEAF_ENTRIES];
 MH_INTERNAL extern _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
 MH_INTERNAL miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units);
-MH_INTERNAL void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty);
+/* dirty: units with pages not given back, free since dirty_since (their
+ * slab's give-back clock goes on) */
+MH_INTERNAL void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty,
+                                        uint64_t dirty_since);
 MH_INTERNAL uint64_t miniheap_purge(uint64_t now, uint64_t decay, bool force);
 MH_INTERNAL void miniheap_reset_all(void);
 MH_INTERNAL void miniheap_foreach(void (*fn)(miniheap_t *, void *), void *arg); /* lock held by caller */

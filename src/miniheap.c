@@ -155,7 +155,7 @@ miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *
     return found;
 }
 
-void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty) {
+void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint64_t dirty, uint64_t dirty_since) {
     uint64_t mask = (((uint64_t)1 << units) - 1) << first;
     uint64_t now = os_now_ms();
     mh_lock(&mh_locks.heap);
@@ -166,7 +166,7 @@ void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint
     mh->used_units -= units;
     if (mh->used_units == 0) mh->empty_ms = now;
     list_insert(mh);
-    if (mh->dirty_units) mark_dirty(mh, now);
+    if (mh->dirty_units) mark_dirty(mh, dirty_since < now ? dirty_since : now);
     if (mh->used_units == 0 && n_empty > OPT(miniheap_cache)) purge_pending(); /* to be unmapped */
     mh_unlock(&mh_locks.heap);
 }

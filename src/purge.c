@@ -189,7 +189,10 @@ static void *purge_main(void *arg) {
         atomic_store(&purger.idle, 1);
         mh_lock(&mh_locks.tick);
         uint64_t now = os_now_ms();
-        uint64_t due = min_u64(tcache_drain_idle(now, OPT(decay_ms)), purge_pass(now, false));
+        /* Idle caches first: what they held was unused for decay_ms
+         * already, so this very pass gives its pages back. */
+        uint64_t due = tcache_drain_idle(now, OPT(decay_ms));
+        due = min_u64(due, purge_pass(now, false));
         mh_unlock(&mh_locks.tick);
         mh_lock(&purger.lock);
         if (purger.stopping || purger.poked) continue;

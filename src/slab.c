@@ -206,7 +206,9 @@ static void slab_release(slab_t *s) {
     }
     if (s->zero) guard_remove(start, (size_t)s->units * MH_UNIT_SIZE); /* its units go back accessible */
     mesh_slab_release(s);
-    miniheap_release_units(s->mh, s->first_unit, s->units, dirty);
+    /* (on the dirty list, or marked for release from it: its free pages
+     * wait from when they became free, not afresh) */
+    miniheap_release_units(s->mh, s->first_unit, s->units, dirty, s->on_dirty ? s->dirty_ms : UINT64_MAX);
     meta_free(s, s->desc_bytes);
 }
 
@@ -363,12 +365,14 @@ static void release_list(class_bins_t *b, slab_t **rel, uint32_t nrel) {
 }
 
 /* The blocks may belong to slabs of different arenas (a thread frees what
- * others allocated): hold one arena's lock at a time. */
-void slab_free_batch(uint32_t cls, void **ptrs, uint32_t n) {
+ * others allocated): hold one arena's lock at a time. `since`: when they
+ * went unused (a cache emptied for being idle held them that long), the
+ * clock their pages' give-back runs on. */
+void slab_free_batch_since(uint32_t cls, void **ptrs, uint32_t n, uint64_t since) {
     class_bins_t *b = NULL;
     slab_t *rel[64];
     uint32_t nrel = 0;
-    uint64_t now = os_now_ms();
+    uint64_t now = since;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t idx;
         bool interior = false;
@@ -397,6 +401,8 @@ void slab_free_batch(uint32_t cls, void **ptrs, uint32_t n) {
         mh_unlock(bin_lock(b));
     }
 }
+
+void slab_free_batch(uint32_t cls, void **ptrs, uint32_t n) { slab_free_batch_since(cls, ptrs, n, os_now_ms()); }
 
 /* A forked child's orphaned caches (tcache.c) may list a block the snapshot
  * caught in passing: true only for the start of a slot of class cls that is
