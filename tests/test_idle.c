@@ -279,21 +279,36 @@ static int run_stress(void)
 }
 
 /* A thread inside an allocator call is never emptied, however long the
- * call lasts: here an error handler (abort_on_error=0) that sleeps 200 ms
- * inside free() of a double free, with decay_ms=2. Its cache must not be
- * emptied during the call, and must be once the thread sleeps outside. */
-static atomic_int in_handler;
+ * call lasts: here an error handler (abort_on_error=0) that sleeps 500 ms
+ * inside free() of a double free, with decay_ms=100. Its cache must not be
+ * emptied during the call, and must be once the thread waits outside.
+ * The count is taken while the thread is still inside the handler, and
+ * only that thread's cache can be emptied then (see run_inside). Until
+ * ec5715c the purge thread only started at pthread_create, 10 s into the
+ * test, so this thread's cache was emptied at about the time of the call:
+ * with both CPUs busy, inside the window (3 runs of 3). decay_ms is 100,
+ * not 2: the thread makes its last give-back tick microseconds before the
+ * call, and must not be emptied for a short preemption there. */
+static atomic_int in_handler, counted;
 static void slow_handler(const mh_error_t *err, void *arg)
 {
     (void)err, (void)arg;
     atomic_store(&in_handler, 1);
-    usleep(200 * 1000);
+    usleep(500 * 1000);
+    /* Still inside: the main thread counts the drains now, so that one that
+     * follows the call cannot be counted against it, however late the main
+     * thread wakes (a busy machine). */
+    atomic_store(&in_handler, 2);
+    while (!atomic_load(&counted))
+        usleep(1000);
     atomic_store(&in_handler, 0);
 }
-static atomic_int inside_phase;
+static atomic_int inside_phase, outside_done, inside_go;
 static void *double_free_thread(void *arg)
 {
     (void)arg;
+    while (!atomic_load(&inside_go))
+        usleep(1000);
     void *b[300];
     for (int i = 0; i < 300; i++) /* more than 256 operations: a give-back tick */
         b[i] = A_MALLOC(64);
@@ -303,7 +318,8 @@ static void *double_free_thread(void *arg)
     atomic_store(&inside_phase, 1);
     A_FREE(b[0]); /* the double free: the handler sleeps inside */
     atomic_store(&inside_phase, 2);
-    usleep(200 * 1000); /* outside: now it may be emptied */
+    while (!atomic_load(&outside_done)) /* outside: now it may be emptied */
+        usleep(1000);
     return NULL;
 }
 
@@ -315,42 +331,58 @@ static int run_inside(void)
     REQUIRE(stats && sym, "mh_stats and mh_set_error_handler are not exported");
     memcpy(&set_handler, &sym, sizeof set_handler);
     set_handler(slow_handler, NULL);
-    /* First the purge thread runs (it starts when something is free to give
-     * back: blocks that overflow this thread's cache into their slabs) and
-     * empties every other cache (this thread's; its own, if it has one),
-     * so that during the call below only the thread making it could be
-     * emptied. This thread makes no give-back tick after, so it is not
-     * emptied again. */
+    /* The thread is made first (pthread_create allocates in this thread,
+     * and could make a give-back tick here) and waits. Then the purge
+     * thread runs and empties every other cache (this thread's; its own,
+     * if it has one), so that during the call below only the thread
+     * making it could be emptied. The purge thread starts at an
+     * allocation's slow path once something is free to give back and the
+     * process is decay_ms / 2 old: the large block below, after the
+     * blocks that overflowed this thread's cache into their slabs. This
+     * thread makes no give-back tick after, so it is not emptied again. */
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, double_free_thread, NULL) == 0, "pthread_create");
     static void *warm[2000];
     for (int i = 0; i < 2000; i++)
         warm[i] = A_MALLOC(1000);
     for (int i = 0; i < 2000; i++)
         A_FREE(warm[i]);
+    usleep(60 * 1000);
+    A_FREE(A_MALLOC(256 << 10));
     mh_stats_t st;
     stats(&st);
     uint64_t seen = st.idle_drains;
-    for (int i = 0, still = 0; i < 1000 && (seen == 0 || still < 20); i++) { /* 200 ms without a change */
+    for (int i = 0, still = 0; i < 1000 && (seen == 0 || still < 30); i++) { /* 300 ms without a change */
         usleep(10000);
         stats(&st);
         still = st.idle_drains == seen ? still + 1 : 0;
         seen = st.idle_drains;
     }
-    pthread_t t;
-    REQUIRE(pthread_create(&t, NULL, double_free_thread, NULL) == 0, "pthread_create");
+    REQUIRE(seen > 0, "no cache was emptied in 10 s: the purge thread did not start");
+    atomic_store(&inside_go, 1);
     while (!atomic_load(&in_handler))
         usleep(1000);
     stats(&st);
     uint64_t before = st.idle_drains;
-    while (atomic_load(&in_handler))
+    while (atomic_load(&in_handler) != 2)
         usleep(1000);
     stats(&st);
     uint64_t inside = st.idle_drains - before;
+    atomic_store(&counted, 1);
+    /* Outside the call it must be emptied: wait for that (10 s at most). */
+    for (int i = 0; i < 10000; i++) {
+        stats(&st);
+        if (st.idle_drains - before > inside)
+            break;
+        usleep(1000);
+    }
+    atomic_store(&outside_done, 1);
     pthread_join(t, NULL);
     stats(&st);
     uint64_t after = st.idle_drains - before;
     static char out[200];
     int n = snprintf(out, sizeof out,
-                     "  a thread 200 ms inside free(): its cache emptied %llu times meanwhile, %llu once it slept "
+                     "  a thread 500 ms inside free(): its cache emptied %llu times meanwhile, %llu once it waited "
                      "outside\n", (unsigned long long)inside, (unsigned long long)(after - inside));
     if (write(1, out, (size_t)n) < 0) {}
     return inside == 0 && after > inside ? 0 : 1;
@@ -486,7 +518,7 @@ int main(int argc, char **argv)
               "[%s] caches emptied while their threads run: a block changed, mh_check failed or no cache was emptied "
               "(status %#x)", modes[m], st);
     }
-    int st = run_self(argv[0], "mode=fast:decay_ms=2:abort_on_error=0:leak_report=0", "inside", NULL, NULL);
+    int st = run_self(argv[0], "mode=fast:decay_ms=100:abort_on_error=0:leak_report=0", "inside", NULL, NULL);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
           "a thread's cache was emptied while it was inside free(), or not once it was outside (status %#x)", st);
     for (int m = 0; m < 3; m++) {
