@@ -432,6 +432,7 @@ MH_INTERNAL void     slab_free_batch(uint32_t cls, void **ptrs, uint32_t n);
 MH_INTERNAL void     slab_free_batch_since(uint32_t cls, void **ptrs, uint32_t n, uint64_t since);
 MH_INTERNAL bool     slab_block_cached(void *p, uint32_t cls);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
+MH_INTERNAL void     slab_guards_gone(uint32_t n);
 MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
 /* Give-back passes: each returns when its next piece falls due (UINT64_MAX: none). */
 /* Has a piece free since stamp waited out decay (or is the pass forced)?

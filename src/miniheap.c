@@ -109,8 +109,7 @@ static miniheap_t *miniheap_create(void) {
 
 static void miniheap_destroy(miniheap_t *mh) {
     list_remove(mh);
-    uint64_t guards = atomic_load(&mh->guard_units);
-    if (guards && !os_guards_light()) atomic_fetch_add(&slab_guard_budget, __builtin_popcountll(guards)); /* (marks cost none) */
+    slab_guards_gone((uint32_t)__builtin_popcountll(atomic_load(&mh->guard_units)));
     uint8_t *base = mh_base(mh);
     atomic_store_explicit(radix_slot(base), NULL, memory_order_release);
     track_region_remove(base, MH_SEG_SIZE);

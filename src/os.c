@@ -128,44 +128,32 @@ bool os_guards_light(void) {
     if (m >= 0) return m;
     int ok = 0;
     if (!__lsan_ignore_object) {
-        int saved = errno;
         void *p = map_raw(NULL, MH_PAGE, PROT_READ | PROT_WRITE, 0);
         if (p) {
-            ok = madvise(p, MH_PAGE, MADV_GUARD_INSTALL) == 0;
+            ok = os_guard_mark(p, MH_PAGE);
             os_unmap(p, MH_PAGE);
         }
-        errno = saved;
     }
     atomic_compare_exchange_strong(&light_guards, &m, ok);
     return atomic_load(&light_guards);
 }
 
-bool os_guard_mark(void *p, size_t size) {
+/* madvise, errno kept. */
+static bool advise(void *p, size_t size, int advice) {
     int saved = errno;
-    bool ok = madvise(p, size, MADV_GUARD_INSTALL) == 0;
+    bool ok = madvise(p, size, advice) == 0;
     errno = saved;
     return ok;
 }
 
-void os_guard_unmark(void *p, size_t size) {
-    int saved = errno;
-    madvise(p, size, MADV_GUARD_REMOVE);
-    errno = saved;
-}
+bool os_guard_mark(void *p, size_t size) { return advise(p, size, MADV_GUARD_INSTALL); }
+void os_guard_unmark(void *p, size_t size) { advise(p, size, MADV_GUARD_REMOVE); }
 
 void os_purge(void *p, size_t size) {
-    if (!size) return;
-    int saved = errno;
-    if (madvise(p, size, MADV_DONTNEED) == 0) atomic_fetch_add(&os_purged_total, size);
-    errno = saved;
+    if (size && advise(p, size, MADV_DONTNEED)) atomic_fetch_add(&os_purged_total, size);
 }
 
-bool os_discard(void *p, size_t size) {
-    int saved = errno;
-    bool ok = madvise(p, size, MADV_DONTNEED) == 0;
-    errno = saved;
-    return ok;
-}
+bool os_discard(void *p, size_t size) { return advise(p, size, MADV_DONTNEED); }
 
 void *os_remap(void *old, size_t old_size, size_t new_size, void *fixed) {
     int saved = errno;

@@ -84,13 +84,15 @@ static bool guard_install(void *p, size_t size) {
     atomic_fetch_add(&slab_guard_budget, 1);
     return false;
 }
+/* n guards are gone (taken off, or their miniheap unmapped): mprotect'ed
+ * ones give their mappings back to the budget; marks never drew on it. */
+void slab_guards_gone(uint32_t n) {
+    if (!os_guards_light()) atomic_fetch_add(&slab_guard_budget, (int32_t)n);
+}
 static void guard_remove(void *p, size_t size) {
-    if (os_guards_light()) {
-        os_guard_unmark(p, size);
-        return;
-    }
-    os_commit(p, size);
-    atomic_fetch_add(&slab_guard_budget, 1);
+    if (os_guards_light()) os_guard_unmark(p, size);
+    else os_commit(p, size);
+    slab_guards_gone(1);
 }
 
 /* info: bytes per info word. */
@@ -367,7 +369,8 @@ static void release_list(class_bins_t *b, slab_t **rel, uint32_t nrel) {
 /* The blocks may belong to slabs of different arenas (a thread frees what
  * others allocated): hold one arena's lock at a time. `since`: when they
  * went unused (a cache emptied for being idle held them that long), the
- * clock their pages' give-back runs on. */
+ * clock their pages' give-back runs on (a time a little ahead, an owner's
+ * tick racing the purge thread, only delays it by as much). */
 void slab_free_batch_since(uint32_t cls, void **ptrs, uint32_t n, uint64_t since) {
     class_bins_t *b = NULL;
     slab_t *rel[64];

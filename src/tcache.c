@@ -151,7 +151,7 @@ uint64_t tcache_release_spares(uint64_t now, uint64_t decay, bool force) {
     }
     mh_unlock(&mh_locks.caches);
     for (uint32_t i = 0; i < n; i++) {
-        flush_all_since(out[i], out[i]->spare_ms < now ? out[i]->spare_ms : now);
+        flush_all_since(out[i], out[i]->spare_ms);
         tcache_release(out[i]);
     }
     return due;
@@ -581,8 +581,7 @@ uint64_t tcache_drain_idle(uint64_t now, uint64_t decay) {
         t = parked[i];
         if (passed && !__atomic_load_n(t->owner_in_op, __ATOMIC_RELAXED)) {
             atomic_thread_fence(memory_order_acquire); /* the owner's last operation, in full */
-            uint64_t active = __atomic_load_n(&t->active_ms, __ATOMIC_RELAXED);
-            drain_parked(t, active < now ? active : now);
+            drain_parked(t, __atomic_load_n(&t->active_ms, __ATOMIC_RELAXED));
             t->drained_ms = now;
             atomic_fetch_add_explicit(&idle_drains, 1, memory_order_relaxed);
         } else if (now + decay < due) {

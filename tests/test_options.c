@@ -644,7 +644,6 @@ static int obs_same_slab(const char *opts)
     return same;
 }
 
-/* abort_on_error: does a double free end the process (SIGABRT)? */
 /* Mappings in /proc/self/maps. */
 static int count_maps(void)
 {
@@ -693,6 +692,7 @@ static void write_zero_block(void)
 }
 static int obs_zero_faults(const char *opts) { return write_faults(opts, write_zero_block); }
 
+/* abort_on_error: does a double free end the process (SIGABRT)? */
 static int obs_aborts(const char *opts)
 {
     fflush(stdout);
