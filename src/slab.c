@@ -106,6 +106,11 @@ static size_t desc_size(uint32_t nwords, uint32_t capacity, bool poison, size_t 
     return b;
 }
 
+/* What desc_size gave for slab s. */
+static size_t slab_desc_bytes(const slab_t *s) {
+    return desc_size(s->nwords, mh_classes[s->cls].capacity, s->poisoned != NULL, s->info16 ? 2 : 4, s->dbg != NULL);
+}
+
 static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     const size_class_t *c = &mh_classes[cls];
     uint32_t nwords = (c->capacity + 63) / 64;
@@ -153,7 +158,6 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     uint32_t capacity = (uint32_t)(room / c->size);
     if (capacity > c->capacity) capacity = c->capacity;
     s->mh = mh;
-    s->start_m = MANGLE(start);
     s->front = zero ? 0 : (uint8_t)mh_cfg.front;
     s->canary = zero || mh_cfg.tail;
     s->canary_len = zero ? 0 : (uint16_t)mh_cfg.canary_len; /* nothing checked: nothing there */
@@ -171,8 +175,6 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     s->first_unit = (uint8_t)first;
     s->nwords = (uint16_t)nwords;
     s->bucket = MH_BUCKETS;
-    s->desc_bytes = bytes;
-    s->free_map = s->maps;
     uint8_t *tail = (uint8_t *)(s->free_map + nwords);
     if (poison) {
         s->poisoned = (uint64_t *)tail;
@@ -211,7 +213,7 @@ static void slab_release(slab_t *s) {
     /* (on the dirty list, or marked for release from it: its free pages
      * wait from when they became free, not afresh) */
     miniheap_release_units(s->mh, s->first_unit, s->units, dirty, s->on_dirty ? s->dirty_ms : UINT64_MAX);
-    meta_free(s, s->desc_bytes);
+    meta_free(s, slab_desc_bytes(s));
 }
 
 static uint64_t rng_next(uint64_t *x) {
@@ -538,7 +540,7 @@ static void drop_slabs(miniheap_t *mh, void *arg) {
         slab_t *s = mh->unit_slab[u];
         if (s && s->first_unit == u) {
             mesh_slab_forget(s);
-            meta_free(s, s->desc_bytes);
+            meta_free(s, slab_desc_bytes(s));
         }
         mh->unit_slab[u] = NULL;
     }
