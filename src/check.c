@@ -109,9 +109,7 @@ static void check_slab(check_ctx_t *c, miniheap_t *mh, slab_t *s) {
         nfree += (uint32_t)__builtin_popcountll(fm & valid);
     }
     if (s->used != s->capacity - nfree) fail(c, "slab use count disagrees with its bitmap", start);
-    uint32_t want = s->used == 0 ? 0 : s->used >= s->capacity ? MH_BUCKETS
-                  : 1 + s->used * (MH_BUCKETS - 1) / s->capacity;
-    if (s->bucket != want) fail(c, "slab is in the wrong fullness bucket", start);
+    if (s->bucket != slab_bucket_for(s)) fail(c, "slab is in the wrong fullness bucket", start);
     const char *mesh_problem = mesh_check_slab(s);
     if (mesh_problem) fail(c, mesh_problem, start);
     if (!c->block_fault.kind) check_blocks(c, s);

@@ -57,6 +57,7 @@ void sizeclass_init(void) {
         c->size = size;
         c->units = units;
         c->capacity = cap;
+        c->bucket_mul = ((uint32_t)(MH_BUCKETS - 1) << 16) / cap;
         prev = size;
         /* slab_index() divides by multiplying with a 40-bit reciprocal: it
          * must be exact for every offset of the slab (its error grows with
@@ -70,6 +71,7 @@ void sizeclass_init(void) {
      * faults. Last, and reached only by its index, never by a size. */
     size_class_t *z = &mh_classes[mh_nclasses];
     *z = (size_class_t){.size = MH_MIN_ALIGN, .units = 1, .capacity = (uint32_t)(MH_UNIT_SIZE / MH_MIN_ALIGN)};
+    z->bucket_mul = ((uint32_t)(MH_BUCKETS - 1) << 16) / z->capacity;
     mh_zero_cls = mh_nclasses++;
     uint32_t cls = 0;
     for (size_t i = 0; i <= (MH_SMALL_MAX >> 4); i++) {

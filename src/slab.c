@@ -25,12 +25,6 @@ void bins_unlock_all(void) {
 /* Empty slabs a class keeps before giving them back to their miniheap. */
 #define KEEP_EMPTY 1
 
-static uint32_t bucket_for(const slab_t *s) {
-    if (s->used == 0) return 0;
-    if (s->used >= s->capacity) return MH_BUCKETS; /* full: on no list */
-    return 1 + s->used * (MH_BUCKETS - 1) / s->capacity;
-}
-
 static void bin_unlink(class_bins_t *b, slab_t *s) {
     if (s->bucket >= MH_BUCKETS) return;
     if (s->prev) s->prev->next = s->next; else b->bucket[s->bucket] = s->next;
@@ -53,7 +47,7 @@ static void bin_link(class_bins_t *b, slab_t *s, uint32_t bucket) {
 }
 
 static void rebucket(class_bins_t *b, slab_t *s) {
-    uint32_t nb = bucket_for(s);
+    uint32_t nb = slab_bucket_for(s);
     if (nb == s->bucket) return;
     bin_unlink(b, s);
     bin_link(b, s, nb);
@@ -331,12 +325,7 @@ void slab_slot_return(class_bins_t *b, slab_t *s, uint32_t idx, uintptr_t tagged
 
 /* Return a block to its slab; the caller holds the class lock. Returns a
  * slab to give back to its miniheap, or NULL. */
-static slab_t *slab_put(class_bins_t *b, void *tagged, uint64_t now) {
-    uint32_t idx;
-    bool interior = false;
-    void *p = untag(tagged);
-    slab_t *s = slab_of(p, &idx, &interior);
-    if (unlikely(!s)) mh_fatal("metadata-corruption: a cached block has no slab");
+static slab_t *slab_put(class_bins_t *b, slab_t *s, uint32_t idx, void *tagged, uint64_t now) {
     bool back;
     if (unlikely(s->mesh) && mesh_free_block(b, s, idx, (uintptr_t)tagged, now, &back)) {
         /* A block s owns on a meshed-away page: its slots went to the targets. */
@@ -393,7 +382,7 @@ void slab_free_batch_since(uint32_t cls, void **ptrs, uint32_t n, uint64_t since
             b = ob;
             mh_lock(bin_lock(b));
         }
-        slab_t *s = slab_put(b, ptrs[i], now);
+        slab_t *s = slab_put(b, owner, idx, ptrs[i], now);
         b->frees++;
         if (s) {
             s->on_dirty = 2; /* marked for release */
