@@ -131,6 +131,7 @@ typedef struct mh_config {
     uint32_t canary_len;      /* tail canary bytes checked */
     size_t   quarantine;      /* bytes per thread */
     bool     alloc_stacks;    /* allocation stacks kept (alloc_stacks()): fixed with the layout */
+    bool     lean;            /* hard, with hardened mode's work only (alloc.c's *_lean paths) */
 } mh_config_t;
 MH_INTERNAL extern mh_config_t mh_cfg;
 MH_INTERNAL void mh_config_update(void);

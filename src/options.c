@@ -3,6 +3,7 @@
  * otherwise ignored; the program still runs. Defaults can be fixed at build
  * time with -DMH_DEFAULT_<KEY>=value. */
 #include "internal.h"
+#include "track.h"
 
 #ifndef MH_DEFAULT_MODE
 #define MH_DEFAULT_MODE MODE_HARDENED
@@ -103,6 +104,12 @@ void mh_config_update(void) {
     if (!atomic_load(&mh_layout_fixed)) mh_cfg.alloc_stacks = mh_opt.stacks || mh_opt.leak_report;
     mh_cfg.hard = mh_opt.canary || mh_opt.mismatch || mh_cfg.front || mh_cfg.poison_len || mh_opt.fill_new ||
                   mh_cfg.quarantine || mh_cfg.alloc_stacks || mh_opt.sample_rate || mh_opt.check_every;
+    /* Tail canaries of up to 8 bytes, 32 bytes of poison, kinds, and
+     * nothing else: no front redzone, quarantine, records, fill, sampling,
+     * heap checks or tool to tell (valgrind's detection calls this again). */
+    mh_cfg.lean = mh_cfg.hard && !mh_cfg.front && !mh_cfg.quarantine && !mh_cfg.alloc_stacks && !mh_opt.fill_new &&
+                  !mh_opt.sample_rate && !mh_opt.check_every && mh_cfg.canary_len <= 8 && mh_cfg.poison_len <= 32 &&
+                  !track_active();
 }
 
 static bool name_is(const char *s, size_t n, const char *name) {
