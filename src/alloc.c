@@ -614,9 +614,6 @@ static MH_COLD void report_block(slab_t *s, uint32_t idx, void *p, const char *w
     mh_report_fault(&f);
 }
 
-/* A sized free's size: with mismatch, the size requested (or, without
- * canaries, the usable size malloc_usable_size told); without, anything up
- * to the usable size (more is wrong in every mode). */
 /* A canary of block p (n bytes asked for) is broken: bad bytes into the
  * front one, or tbad into the tlen bytes of the tail one. Out of line, as
  * is its text: the checks that find it run at every free. */
@@ -633,6 +630,9 @@ static MH_COLD void report_canary(slab_t *s, uint32_t idx, void *p, const char *
     }
 }
 
+/* A sized free's size: with mismatch, the size requested (or, without
+ * canaries, the usable size malloc_usable_size told); without, anything up
+ * to the usable size (more is wrong in every mode). */
 static inline bool sized_ok(slab_t *s, uint32_t idx, size_t sized) {
     size_t usable = slab_block_size(s, idx);
     if (mh_opt.mismatch) return sized == (block_info(s, idx) & INFO_SIZE_MASK) || sized == usable;

@@ -316,7 +316,7 @@ typedef struct slab {
      * made. Beside `used` and the list links, which other threads' batches
      * write under the class lock, it moved between cores at every batch
      * (bench larson, hardened: 7 % of the time on free's first load of it;
-     * with the line to itself, 14 % less time). */
+     * with the line to itself, 12 % less time). */
     uintptr_t ustart_m;              /* first block's user address (start + front), mangled */
     uint64_t magic;                  /* (off * magic) >> 40 == off / bsize */
     void     *info;                  /* per block INFO(), 16 or 32 bits (info16) */
