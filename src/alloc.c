@@ -395,6 +395,7 @@ static inline __attribute__((always_inline)) void *prepare_lean(void *tagged, si
     void *p = untag(tagged);
     uint32_t idx;
     slab_t *s = slab_of_block(p, &idx);
+    if (unlikely(!s->lean)) return prepare_block(tagged, n, kind, zero);
     if ((uintptr_t)tagged & TAG_POISONED) {
         size_t bad = poison_find_bad(p, s->poison_len);
         if (unlikely(bad != SIZE_MAX)) report_poison(s, idx, p, bad, "malloc");
@@ -616,18 +617,18 @@ static MH_COLD void report_block(slab_t *s, uint32_t idx, void *p, const char *w
 
 /* A canary of block p (n bytes asked for) is broken: bad bytes into the
  * front one, or tbad into the tlen bytes of the tail one. Out of line, as
- * is its text: the checks that find it run at every free. */
+ * is its text: the checks that find it run at every free. The text quotes
+ * the canary's bytes, opened to a watching tool only while it is written. */
 static MH_COLD void report_canary(slab_t *s, uint32_t idx, void *p, const char *where, size_t n, size_t tlen,
                                   size_t bad, size_t tbad) {
-    uint8_t *raw = (uint8_t *)p - s->front;
+    uint8_t *raw = (uint8_t *)p - s->front, *at = bad != SIZE_MAX ? raw : (uint8_t *)p + n;
+    size_t len = bad != SIZE_MAX ? s->front : tlen;
     char detail[200];
-    if (bad != SIZE_MAX) {
-        canary_detail(detail, sizeof detail, raw, s->front, bad, true);
-        report_block(s, idx, p, where, "heap-buffer-underflow", raw + bad, detail);
-    } else {
-        canary_detail(detail, sizeof detail, (uint8_t *)p + n, tlen, tbad, false);
-        report_block(s, idx, p, where, "heap-buffer-overflow", (uint8_t *)p + n + tbad, detail);
-    }
+    track_peek(at, len);
+    canary_detail(detail, sizeof detail, at, len, bad != SIZE_MAX ? bad : tbad, bad != SIZE_MAX);
+    track_unpeek(at, len);
+    if (bad != SIZE_MAX) report_block(s, idx, p, where, "heap-buffer-underflow", raw + bad, detail);
+    else report_block(s, idx, p, where, "heap-buffer-overflow", (uint8_t *)p + n + tbad, detail);
 }
 
 /* A sized free's size: with mismatch, the size requested (or, without
@@ -678,12 +679,11 @@ static inline __attribute__((always_inline)) bool check_block(slab_t *s, uint32_
         size_t tbad = !tlen ? SIZE_MAX
                     : tlen <= 8 ? canary_find_bad_short((uint8_t *)p + n, tlen)
                                 : canary_find_bad((uint8_t *)p + n, tlen);
-        /* (before the unpeek: the report quotes the canary's bytes) */
-        if (unlikely(bad != SIZE_MAX) || unlikely(tbad != SIZE_MAX)) report_canary(s, idx, p, where, n, tlen, bad, tbad);
         if (unlikely(track_active())) {
             track_unpeek(raw, s->front);
             track_unpeek((uint8_t *)p + n, slack);
         }
+        if (unlikely(bad != SIZE_MAX) || unlikely(tbad != SIZE_MAX)) report_canary(s, idx, p, where, n, tlen, bad, tbad);
         /* Either way the block is still freed: its neighbours stay intact. */
     }
     return true;
@@ -767,8 +767,6 @@ static inline void free_impl(void *p, const char *where, int kind, bool has_size
     mh_tick(false);
 }
 
-/* free of a slab block in hardened and debug modes: its own function, so
- * the fast path above keeps its few registers, with the checks inline. */
 /* The call a report names for a free of this kind. */
 static inline const char *free_where(int kind) {
     return kind == KIND_MALLOC ? "free" : kind == KIND_NEW_ARRAY ? "operator delete[]" : "operator delete";
@@ -777,6 +775,8 @@ static inline const char *free_where_sized(int kind, bool has_size) {
     return has_size && kind == KIND_MALLOC ? "free_sized" : free_where(kind);
 }
 
+/* free of a slab block in hardened and debug modes: its own function, so
+ * the fast path keeps its few registers, with the checks inline. */
 static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, slab_t *s, uint32_t idx, void *p,
                                                                   const char *where, int kind, bool has_size,
                                                                   size_t sized) {
@@ -878,7 +878,7 @@ static inline __attribute__((always_inline)) void free_marked(void *p, int kind,
                     cache_push(t, bin, p);
                     return;
                 }
-            } else if (likely(mh_cfg.lean)) {
+            } else if (likely(mh_cfg.lean) && likely(s->lean)) {
                 if (kind == KIND_MALLOC && !has_size) free_lean(t, s, idx, p);
                 else free_lean_kind(t, s, idx, p, kind, has_size, sized);
                 return;
@@ -895,8 +895,8 @@ static inline __attribute__((always_inline)) void free_marked(void *p, int kind,
 
 /* The fast path of free, free_sized and operator delete, sized or not
  * (fast mode: a block of a slab, room in the thread's cache, a size that
- * fits it; other modes: free_hard). Everything else, a NULL included, takes
- * free_impl. */
+ * fits it; hardened mode's defaults: free_lean; other modes: free_hard).
+ * Everything else, a NULL included, takes free_impl. */
 static inline __attribute__((always_inline)) void free_fast(void *p, int kind, bool has_size, size_t sized) {
     op_enter();
     free_marked(p, kind, has_size, sized);

@@ -262,7 +262,7 @@ typedef struct size_class {
     uint32_t size;        /* block size */
     uint32_t units;       /* 64 KiB units per slab */
     uint32_t capacity;    /* blocks per slab */
-    uint32_t bucket_mul;  /* (used * bucket_mul) >> 16: used * (MH_BUCKETS - 1) / capacity, no division */
+    uint32_t bucket_mul;  /* (used * bucket_mul) >> 16: about used * (MH_BUCKETS - 1) / capacity (never above) */
 } size_class_t;
 MH_INTERNAL extern size_class_t mh_classes[MH_MAX_CLASSES];
 MH_INTERNAL extern uint32_t mh_nclasses;     /* the zero class included */
@@ -332,6 +332,7 @@ typedef struct slab {
     uint8_t  zero;                   /* 0-byte blocks: the slab is never accessible (canary_len 0) */
     uint8_t  guarded;                /* last page is a guard */
     uint8_t  arena;
+    uint8_t  lean;                   /* made with hardened mode's work only: alloc.c's *_lean paths may take it */
     /* Fixed, read off the hot paths. */
     struct miniheap *mh;
     struct slab_mesh *mesh;          /* pages meshed with others (NULL: none), mesh.c */
@@ -351,7 +352,7 @@ typedef struct slab {
     /* 1 = free in the slab (under the class lock); then poisoned, info, dbg */
     uint64_t free_map[];
 } slab_t;
-_Static_assert(offsetof(slab_t, arena) < 64 && offsetof(slab_t, mh) == 64, "slab_t: line 0 is the hot fields'");
+_Static_assert(offsetof(slab_t, lean) < 64 && offsetof(slab_t, mh) == 64, "slab_t: line 0 is the hot fields'");
 static inline uint8_t *slab_ustart(const slab_t *s) { return UNMANGLE(s->ustart_m); }
 static inline uint8_t *slab_start(const slab_t *s) { return slab_ustart(s) - s->front; }
 /* A block's info word, in the 32-bit layout, with the given memory order

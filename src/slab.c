@@ -169,6 +169,10 @@ static slab_t *slab_new(uint32_t arena, uint32_t cls) {
     s->first_unit = (uint8_t)first;
     s->nwords = (uint16_t)nwords;
     s->bucket = MH_BUCKETS;
+    /* Checked by the lean paths beside mh_cfg.lean, so a slab made under
+     * other layout options (mh_set_options racing a first allocation)
+     * still takes the general path. */
+    s->lean = !s->front && !dbg && s->canary_len <= 8 && s->poison_len <= 32;
     uint8_t *tail = (uint8_t *)(s->free_map + nwords);
     if (poison) {
         s->poisoned = (uint64_t *)tail;
