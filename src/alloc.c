@@ -792,6 +792,16 @@ static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, sl
     free_claimed(s, idx, p, where, kind, has_size, sized);
     if (unlikely(mh_opt.check_every)) maybe_check(t);
 }
+/* The tail canary of a live block of a lean slab (info: its info word),
+ * checked: 8 bytes at most, one compare. */
+static inline __attribute__((always_inline)) void tail_check_lean(slab_t *s, uint32_t idx, void *p, const char *where,
+                                                                  uint32_t info) {
+    if (!s->canary) return;
+    size_t n = info & INFO_SIZE_MASK, slack = s->bsize - n, tlen = slack < s->canary_len ? slack : s->canary_len;
+    size_t tbad = tlen ? canary_find_bad_short((uint8_t *)p + n, tlen) : SIZE_MAX;
+    if (unlikely(tbad != SIZE_MAX)) report_canary(s, idx, p, where, n, tlen, SIZE_MAX, tbad);
+}
+
 /* free_hard_body when mh_cfg.lean: see prepare_lean. */
 static inline __attribute__((always_inline)) void free_lean_body(tcache_t *t, slab_t *s, uint32_t idx, void *p,
                                                                   const char *where, int kind, bool has_size,
@@ -806,11 +816,7 @@ static inline __attribute__((always_inline)) void free_lean_body(tcache_t *t, sl
         set_live(s, idx);
         return;
     }
-    if (s->canary) {
-        size_t n = info & INFO_SIZE_MASK, slack = s->bsize - n, tlen = slack < s->canary_len ? slack : s->canary_len;
-        size_t tbad = tlen ? canary_find_bad_short((uint8_t *)p + n, tlen) : SIZE_MAX;
-        if (unlikely(tbad != SIZE_MAX)) report_canary(s, idx, p, where, n, tlen, SIZE_MAX, tbad);
-    }
+    tail_check_lean(s, idx, p, where, info);
     void *tagged = p;
     if (s->poisoned) {
         poison_fill(p, s->poison_len);
@@ -968,6 +974,16 @@ MH_API size_t mh_malloc_usable_size(const void *cp) {
     bool interior = false;
     slab_t *s = slab_of(p, &idx, &interior);
     if (s) {
+        if (likely(mh_cfg.lean) && likely(s->lean)) {
+            /* (see prepare_lean; redis calls this at every zmalloc and zfree) */
+            uint32_t info = info_load(s, idx, __ATOMIC_ACQUIRE);
+            if (unlikely(!(info & INFO_LIVE))) {
+                report_not_live(s, idx, p, "malloc_usable_size", "invalid-usable-size");
+                return 0;
+            }
+            tail_check_lean(s, idx, p, "malloc_usable_size", info);
+            return s->canary ? (info & INFO_SIZE_MASK) : s->bsize;
+        }
         if (!slab_live(s, idx)) {
             report_not_live(s, idx, p, "malloc_usable_size", "invalid-usable-size");
             return 0;
