@@ -454,7 +454,7 @@ MH_INTERNAL void     slab_free_batch_since(uint32_t cls, void **ptrs, uint32_t n
 MH_INTERNAL bool     slab_block_cached(void *p, uint32_t cls);
 MH_INTERNAL extern _Atomic int32_t slab_guard_budget;
 MH_INTERNAL void     slab_guards_gone(uint32_t n);
-MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size);
+MH_INTERNAL void    *slab_float(void *p, slab_t *s, size_t size, bool *alone); /* *alone: s is its class's only partial slab */
 /* Give-back passes: each returns when its next piece falls due (UINT64_MAX: none). */
 /* Has a piece free since stamp waited out decay (or is the pass forced)?
  * If not, *due becomes the earlier of itself and when it will have. (Not
@@ -602,6 +602,7 @@ typedef struct tcache {
     uint64_t allocs, frees;
     int32_t ops_left;                /* ops until the next give-back tick */
     uint64_t last_flush_ms;          /* the cache was last emptied by a tick */
+    uint8_t float_skip[MH_MAX_CLASSES]; /* reallocs of the class that try no float (realloc_small) */
     size_t bytes;                    /* size of this struct and its slots */
     /* An idle thread's cache (tcache_drain_idle): */
     struct tcache **owner_cache;     /* the owner's mh_tcache, NULL while the purge thread empties it */

@@ -506,11 +506,14 @@ uint64_t slab_purge_class(uint32_t cls, uint64_t now, uint64_t decay, bool force
 /* realloc's floating: move p (live, of slab s) into a fuller slab of the same
  * class if s is sparse. Returns the new block (live, contents copied) or NULL
  * when p should stay. */
-void *slab_float(void *p, slab_t *s, size_t size) {
+void *slab_float(void *p, slab_t *s, size_t size, bool *alone) {
     class_bins_t *b = bins_of(s->arena, s->cls);
     void *q = NULL;
     mh_lock(bin_lock(b));
-    if ((uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity) {
+    /* No other slab of the class holds blocks (the full ones are on no
+     * list, and would not do either): nothing to float to. */
+    *alone = (b->nonempty & ~1u) == (1u << s->bucket) && b->bucket[s->bucket] == s && !s->next;
+    if (!*alone && (uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity) {
         slab_t *t = NULL;
         for (uint32_t k = MH_BUCKETS - 1; k >= 1 && k >= s->bucket && !t; k--) {
             uint32_t scanned = 0;
