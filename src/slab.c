@@ -511,8 +511,10 @@ void *slab_float(void *p, slab_t *s, size_t size, bool *alone) {
     void *q = NULL;
     mh_lock(bin_lock(b));
     /* No other slab of the class holds blocks (the full ones are on no
-     * list, and would not do either): nothing to float to. */
-    *alone = (b->nonempty & ~1u) == (1u << s->bucket) && b->bucket[s->bucket] == s && !s->next;
+     * list, and would not do either): nothing to float to. (s itself may
+     * have filled up since the caller's unlocked look: then on no list.) */
+    *alone = s->bucket < MH_BUCKETS && (b->nonempty & ~1u) == (1u << s->bucket) && b->bucket[s->bucket] == s &&
+             !s->next;
     if (!*alone && (uint64_t)s->used * 100 < (uint64_t)mh_opt.float_pct * s->capacity) {
         slab_t *t = NULL;
         for (uint32_t k = MH_BUCKETS - 1; k >= 1 && k >= s->bucket && !t; k--) {
