@@ -500,9 +500,9 @@ static inline void release_to_cache(slab_t *s, void *tagged) {
     if (unlikely(!t)) t = tcache_get_slow();
     if (likely(t)) {
         tbin_t *bin = &t->bins[s->cls];
-        if (unlikely(bin->count == bin->cap)) {
+        if (unlikely(bin->count >= bin->cap)) {
             mh_tick(false);
-            tcache_flush_bin(t, s->cls, bin->cap / 2);
+            tcache_overflow(t, s->cls);
         }
         cache_push(t, bin, tagged);
         return;

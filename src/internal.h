@@ -581,8 +581,10 @@ MH_INTERNAL void   large_foreach_live(large_visit_fn fn, void *arg); /* large_lo
 
 /* ---- thread caches (tcache.c) ------------------------------------------ */
 typedef struct tbin {
-    uint32_t count, cap;
+    uint32_t count, cap;  /* cap: what the bin holds before it overflows, up to room */
     uint32_t fill;        /* blocks the next refill takes: doubles up to cap / 2 */
+    uint32_t room;        /* slots */
+    uint32_t allocs_mark; /* the cache's allocs (low bits) at the bin's last overflow */
     void **slots;
 } tbin_t;
 typedef struct quarantine {
@@ -627,6 +629,7 @@ MH_INTERNAL extern __thread mh_thread_t mh_thread;
 MH_INTERNAL tcache_t *tcache_get_slow(void);    /* NULL when caching is off or the thread is exiting */
 MH_INTERNAL void *tcache_refill(tcache_t *t, uint32_t cls);
 MH_INTERNAL void  tcache_flush_bin(tcache_t *t, uint32_t cls, uint32_t keep);
+MH_INTERNAL void  tcache_overflow(tcache_t *t, uint32_t cls);
 MH_INTERNAL void  tcache_flush_all(tcache_t *t);
 MH_INTERNAL void  tcache_stats(size_t *cached_bytes, uint64_t *allocs, uint64_t *frees);
 MH_INTERNAL void  tcache_reset_all(void);

@@ -466,6 +466,61 @@ static void run_waves(void)
         CHECK(heap_check() == 0, "mh_check() failed after the waves");
 }
 
+#ifndef USE_PLAIN
+/* A thread that only frees (a consumer; a main thread that frees what its
+ * workers made) must not keep what it frees in its cache: nothing there
+ * serves an allocation, and the blocks pin their pages. A worker makes
+ * blocks of one class and this thread, its cache emptied by mh_trim(),
+ * frees every other one (their slabs stay in use, so only thread caches
+ * change what is cached). Once its bin has overflowed twice, it must go
+ * back down to one block at each overflow; a thread that allocates keeps
+ * half (4 of 8 blocks of 4 KiB). The decay is put off so the purge
+ * thread's idle drain cannot empty a cache meanwhile. */
+#define FREE_ONLY_BLOCKS 2000
+#define FREE_ONLY_SIZE 4000
+#define FREE_ONLY_CLASS 4096 /* the class of FREE_ONLY_SIZE bytes */
+static void *free_only_maker(void *arg)
+{
+    void **blocks = arg;
+    for (int i = 0; i < FREE_ONLY_BLOCKS; i++) {
+        blocks[i] = A_MALLOC(FREE_ONLY_SIZE);
+        if (blocks[i])
+            memset(blocks[i], 1, FREE_ONLY_SIZE);
+    }
+    return NULL;
+}
+
+static void run_free_only(void)
+{
+    static void *blocks[FREE_ONLY_BLOCKS];
+    CHECK(mh_set_options("decay_ms=600000") == 0, "mh_set_options(decay_ms) failed");
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, free_only_maker, blocks) == 0, "pthread_create failed");
+    pthread_join(th, NULL);
+    for (int i = 0; i < FREE_ONLY_BLOCKS; i++)
+        REQUIRE(blocks[i] != NULL, "malloc(%d) failed", FREE_ONLY_SIZE);
+    mh_trim(0);
+    mh_stats_t st;
+    mh_stats(&st);
+    size_t base = st.cached_bytes, lo = SIZE_MAX;
+    for (int i = 0; i < FREE_ONLY_BLOCKS; i += 2) {
+        mh_free(blocks[i]);
+        if (i < FREE_ONLY_BLOCKS / 2)
+            continue;
+        mh_stats(&st);
+        lo = st.cached_bytes < lo ? st.cached_bytes : lo;
+    }
+    size_t kept = lo - base;
+    printf("  free-only thread: its cache went down to %zu bytes over its last %d frees\n", kept,
+           FREE_ONLY_BLOCKS / 4);
+    CHECK(kept < 2 * FREE_ONLY_CLASS, "a thread that only frees kept at least %zu blocks of %d bytes",
+          kept / FREE_ONLY_CLASS, FREE_ONLY_CLASS);
+    for (int i = 1; i < FREE_ONLY_BLOCKS; i += 2)
+        mh_free(blocks[i]);
+    CHECK(mh_set_options("decay_ms=500") == 0, "mh_set_options(decay_ms) failed");
+}
+#endif
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -477,6 +532,9 @@ int main(void)
     run_mesh(8, 200000, 2);
     run_mesh(2, 400000, 3);
     run_waves();
+#ifndef USE_PLAIN
+    run_free_only();
+#endif
     printf("  total %.2fs\n", now_sec() - t0);
     return mh_test_exit("test_threads");
 }
