@@ -58,10 +58,13 @@ void tcache_init(void) {
  * 128. The peak memory of threads that pass blocks to each other is mostly
  * what their caches hold (bench prodcons, fast mode: 7.5 MB with 32 KiB,
  * 5.7 MB with 8, glibc 5.5). */
+static uint32_t blocks_worth(uint32_t cls, size_t bytes, uint32_t lo, uint32_t hi) {
+    size_t n = bytes / mh_classes[cls].size;
+    return n < lo ? lo : n > hi ? hi : (uint32_t)n;
+}
 static uint32_t bin_cap(uint32_t cls) {
     if (cls == mh_zero_cls) return 64;
-    uint32_t n = (uint32_t)(((size_t)mh_opt.tcache_kb << 10) / mh_classes[cls].size);
-    return n < 2 ? 2 : n > 128 ? 128 : n;
+    return blocks_worth(cls, (size_t)mh_opt.tcache_kb << 10, 2, 128);
 }
 
 /* A bin's first refill takes a few blocks, and each one after twice as many
@@ -270,8 +273,7 @@ void tcache_overflow(tcache_t *t, uint32_t cls) {
     uint32_t mark = (uint32_t)t->allocs;
     if (mark == bin->allocs_mark) {
         tcache_flush_bin(t, cls, 0);
-        uint32_t floor = min_u32(FREE_ONLY_BYTES / mh_classes[cls].size, FREE_ONLY_CAP);
-        floor = min_u32(floor < FREE_ONLY_MIN ? FREE_ONLY_MIN : floor, bin->room);
+        uint32_t floor = min_u32(blocks_worth(cls, FREE_ONLY_BYTES, FREE_ONLY_MIN, FREE_ONLY_CAP), bin->room);
         bin->cap = bin->cap / 2 > floor ? bin->cap / 2 : floor;
     } else {
         tcache_flush_bin(t, cls, bin->cap / 2);
