@@ -649,7 +649,6 @@ MH_INTERNAL void  quarantine_drain(tcache_t *t);
 MH_INTERNAL size_t block_release(void *tagged);     /* alloc.c: back to cache/slab; its slot's size */
 
 MH_INTERNAL bool  block_verify_poison(void *tagged, const char *where); /* alloc.c */
-MH_INTERNAL void  block_prefetch(void *tagged);                      /* alloc.c: before a quarantined block is reused */
 
 /* ---- live bits while one thread changes them (solo.c) -------------------- */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -967,18 +966,17 @@ MH_INTERNAL bool     stack_top_in_module(uint32_t id, const char *needle);
 MH_INTERNAL uint32_t stack_frames(uint32_t id, const uintptr_t **frames); /* depth, 0 if none */
 MH_INTERNAL uint32_t mh_thread_number(void);
 MH_INTERNAL void     stack_altstack_changed(void);   /* the program set this thread's signal stack */
-/* A block's allocation (or free) stack and thread (alloc_stacks()). */
-static inline void dbg_record(block_dbg_t *d, bool alloc) {
-    uint32_t stack = stack_capture(), tid = mh_thread_number();
-    if (alloc) {
-        DBG_SET(d, alloc_stack, stack);
-        DBG_SET(d, alloc_tid, tid);
-        DBG_SET(d, free_stack, 0);
-        DBG_SET(d, free_tid, 0);
-    } else {
-        DBG_SET(d, free_stack, stack);
-        DBG_SET(d, free_tid, tid);
-    }
+/* A block's allocation stack and thread (alloc_stacks()). */
+static inline void dbg_record_alloc(block_dbg_t *d) {
+    DBG_SET(d, alloc_stack, stack_capture());
+    DBG_SET(d, alloc_tid, mh_thread_number());
+    DBG_SET(d, free_stack, 0);
+    DBG_SET(d, free_tid, 0);
+}
+/* Its free stack (captured by the caller) and thread. */
+static inline void dbg_record_free(block_dbg_t *d, uint32_t stack) {
+    DBG_SET(d, free_stack, stack);
+    DBG_SET(d, free_tid, mh_thread_number());
 }
 
 /* ---- symbolized frames (symbolize.c): a report's frames, resolved together ---- */

@@ -357,17 +357,11 @@ void quarantine_push(tcache_t *t, void *tagged, size_t bytes) {
     quarantine_hold(q, true);
     size_t budget = mh_cfg.quarantine;
     size_t share = budget / atomic_load_explicit(&quarantine_holders, memory_order_relaxed);
-    bool left = false;
     while (q->count && (q->count == q->cap ||
                         (q->bytes + bytes > share &&
                          atomic_load_explicit(&quarantine_total, memory_order_relaxed) + bytes > budget))) {
         quarantine_pop(q);
-        left = true;
     }
-    /* The next to leave goes to the next allocation of its class, whose
-     * poison check would read it cold (a fifth of debug larson's time):
-     * fetched ahead, while the program works. */
-    if (left && q->count) block_prefetch(q->slots[q->head]);
     q->slots[(q->head + q->count) % q->cap] = tagged;
     atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
     q->count++;
