@@ -31,6 +31,17 @@ EXPORT size_t malloc_usable_size(void *p) { return mh_malloc_usable_size(p); }
 EXPORT void free_sized(void *p, size_t n) { MH_TRACK_ENTRY(mh_free_sized(p, n)); }
 EXPORT void free_aligned_sized(void *p, size_t a, size_t n) { MH_TRACK_ENTRY(mh_free_aligned_sized(p, a, n)); }
 EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
+
+/* glibc's own names of its allocator, which some programs and interposers
+ * call to reach "the real malloc": theirs must be the blocks free() takes,
+ * or a block crosses allocators (an invalid free, or glibc's abort). */
+EXPORT void *__libc_malloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_malloc(n)); return p; }
+EXPORT void __libc_free(void *p) { MH_TRACK_ENTRY(mh_free(p)); }
+EXPORT void *__libc_calloc(size_t c, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_calloc(c, n)); return p; }
+EXPORT void *__libc_realloc(void *p, size_t n) { return mh_realloc(p, n); }
+EXPORT void *__libc_memalign(size_t a, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_memalign(a, n)); return p; }
+EXPORT void *__libc_valloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_valloc(n)); return p; }
+EXPORT void *__libc_pvalloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_pvalloc(n)); return p; }
 EXPORT void malloc_stats(void) { mh_print_stats(); }
 
 /* The stack walk of debug mode bounds itself by the thread's signal stack

@@ -21,6 +21,15 @@ static size_t page_size;
 static int on_miniheap;
 
 #ifdef USE_PLAIN
+/* glibc exports these without declaring them. */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+extern void __libc_free(void *);
+
 static void t_free_sized(void *p, size_t n)
 {
     if (free_sized)
@@ -747,6 +756,40 @@ static void test_glibc_extras(void)
     CHECK(r == 0 || r == 1, "malloc_trim(0) = %d", r);
     r = malloc_trim(1 * MiB);
     CHECK(r == 0 || r == 1, "malloc_trim(1 MiB) = %d", r);
+
+    /* glibc's own names of its allocator (__libc_malloc, ...), which some
+     * programs and interposers call: they must reach the allocator that
+     * free() is, or a block crosses allocators (an invalid free). */
+    {
+        void *a = __libc_malloc(100);
+        REQUIRE(a != NULL, "__libc_malloc(100) failed");
+        memset(a, 1, 100);
+        free(a);
+        unsigned char *c = __libc_calloc(10, 10);
+        REQUIRE(c != NULL, "__libc_calloc(10, 10) failed");
+        int zero = 1;
+        for (int i = 0; i < 100; i++) zero &= c[i] == 0;
+        CHECK(zero, "__libc_calloc: block not zeroed");
+        memset(c, 7, 100);
+        c = __libc_realloc(c, 5000);
+        REQUIRE(c != NULL, "__libc_realloc(5000) failed");
+        CHECK(c[0] == 7 && c[99] == 7, "__libc_realloc lost the contents");
+        __libc_free(c);
+        void *m = __libc_memalign(256, 300);
+        REQUIRE(m != NULL, "__libc_memalign(256, 300) failed");
+        CHECK(is_aligned(m, 256), "__libc_memalign(256): %p", m);
+        free(m);
+        void *v = __libc_valloc(10);
+        CHECK(v != NULL && is_aligned(v, page_size), "__libc_valloc(10) = %p", v);
+        free(v);
+        void *pv = __libc_pvalloc(10);
+        CHECK(pv != NULL && is_aligned(pv, page_size), "__libc_pvalloc(10) = %p", pv);
+        free(pv);
+        void *b = malloc(64);
+        REQUIRE(b != NULL, "malloc(64) failed");
+        __libc_free(b);
+        __libc_free(NULL);
+    }
 
     /* The same allocator answers mh_check when it is miniheap. */
     mh_check_fn chk = mh_find_check();
