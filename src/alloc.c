@@ -799,7 +799,7 @@ static inline __attribute__((always_inline)) void free_hard_body(tcache_t *t, sl
      * that frees old blocks) come in meanwhile (debug larson: 2.5 %). */
     uint32_t free_stack = STACK_NOW;
     if (s->dbg && mh_opt.stacks) {
-        __builtin_prefetch(s->info16 ? (void *)&((uint16_t *)s->info)[idx] : (void *)&((uint32_t *)s->info)[idx], 1);
+        __builtin_prefetch((uint8_t *)s->info + ((size_t)idx << (s->info16 ? 1 : 2)), 1);
         __builtin_prefetch(&s->dbg[idx], 1);
         __builtin_prefetch((uint8_t *)p - s->front, 1);
         free_stack = stack_capture();

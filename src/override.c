@@ -18,7 +18,6 @@ MH_INTERNAL const char mh_replaces_malloc = 1;
  * (src/track.h), so memcheck's stacks start in the program's caller. */
 EXPORT void *malloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_malloc(n)); return p; }
 EXPORT void free(void *p) { MH_TRACK_ENTRY(mh_free(p)); }
-EXPORT void cfree(void *p) { MH_TRACK_ENTRY(mh_free(p)); }
 EXPORT void *calloc(size_t c, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_calloc(c, n)); return p; }
 EXPORT void *realloc(void *p, size_t n) { return mh_realloc(p, n); }
 EXPORT void *reallocarray(void *p, size_t c, size_t n) { return mh_reallocarray(p, c, n); }
@@ -34,14 +33,21 @@ EXPORT int malloc_trim(size_t pad) { return mh_trim(pad); }
 
 /* glibc's own names of its allocator, which some programs and interposers
  * call to reach "the real malloc": theirs must be the blocks free() takes,
- * or a block crosses allocators (an invalid free, or glibc's abort). */
-EXPORT void *__libc_malloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_malloc(n)); return p; }
-EXPORT void __libc_free(void *p) { MH_TRACK_ENTRY(mh_free(p)); }
-EXPORT void *__libc_calloc(size_t c, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_calloc(c, n)); return p; }
-EXPORT void *__libc_realloc(void *p, size_t n) { return mh_realloc(p, n); }
-EXPORT void *__libc_memalign(size_t a, size_t n) { void *p; MH_TRACK_ENTRY(p = mh_memalign(a, n)); return p; }
-EXPORT void *__libc_valloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_valloc(n)); return p; }
-EXPORT void *__libc_pvalloc(size_t n) { void *p; MH_TRACK_ENTRY(p = mh_pvalloc(n)); return p; }
+ * or a block crosses allocators (an invalid free, or glibc's abort). The
+ * same functions under a second name. */
+#if defined(__clang__)
+#define SAME_AS(f) EXPORT __typeof__(f) __attribute__((alias(#f)))
+#else /* gcc wants an alias to carry its target's attributes (malloc, alloc_size, ...) */
+#define SAME_AS(f) EXPORT __typeof__(f) __attribute__((alias(#f), copy(f)))
+#endif
+SAME_AS(malloc) __libc_malloc;
+SAME_AS(free) __libc_free;
+SAME_AS(free) cfree;
+SAME_AS(calloc) __libc_calloc;
+SAME_AS(realloc) __libc_realloc;
+SAME_AS(memalign) __libc_memalign;
+SAME_AS(valloc) __libc_valloc;
+SAME_AS(pvalloc) __libc_pvalloc;
 EXPORT void malloc_stats(void) { mh_print_stats(); }
 
 /* The stack walk of debug mode bounds itself by the thread's signal stack
