@@ -650,12 +650,9 @@ static inline bool sized_ok(slab_t *s, uint32_t idx, size_t sized) {
  * kind of call freeing it, and a sized free's size against its own. */
 static inline __attribute__((always_inline)) bool kind_size_ok(slab_t *s, uint32_t idx, void *p, const char *where,
                                                                 uint32_t info, int kind, bool has_size, size_t sized) {
-    if (mh_opt.mismatch && kind) {
-        int had = INFO_KIND(info);
-        if (unlikely(had && had != kind)) {
-            report_kind(s, idx, p, where, had, kind);
-            return false;
-        }
+    if (mh_opt.mismatch && unlikely(kinds_clash(INFO_KIND(info), kind))) {
+        report_kind(s, idx, p, where, INFO_KIND(info), kind);
+        return false;
     }
     if (unlikely(has_size) && !sized_ok(s, idx, sized)) {
         report_block(s, idx, p, where, "size-mismatch", p,

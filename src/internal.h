@@ -91,7 +91,7 @@ typedef struct mh_options {
     uint32_t check_every;     /* run mh_check() every N operations of a thread (0: never) */
     uint32_t check_exit;      /* run mh_check() at exit (live blocks' canaries) */
     uint32_t zero_guard;      /* malloc(0) returns a block that faults on any access */
-    uint32_t mismatch;        /* record how a block was allocated: malloc/new/new[] pairs, sized frees */
+    uint32_t mismatch;        /* record how a block was allocated: 1 new/new[] pairs, sized frees; 2 also malloc against new */
     uint32_t decay_ms;        /* free pages and empty miniheaps kept this long before given back */
     uint32_t miniheap_cache;  /* empty miniheaps kept mapped (their pages given back) */
     uint32_t large_cache_mb;  /* freed large mappings kept for reuse, in MiB */
@@ -296,6 +296,17 @@ typedef struct block_dbg {
 enum { KIND_MALLOC = 1, KIND_NEW = 2, KIND_NEW_ARRAY = 3 };
 #define INFO(n, kind) ((uint32_t)(n) | ((uint32_t)(kind) << INFO_KIND_SHIFT))
 #define INFO_KIND(v)  ((int)(((v) >> INFO_KIND_SHIFT) & 3))
+/* Is a block allocated as `had` (0: not known) wrongly released as `kind`?
+ * new against delete[] and new[] against delete always count: both sides
+ * are this library's operators. malloc against delete, or new against
+ * free, only with mismatch=2: a second copy of the C++ runtime makes such
+ * pairs out of correct code. Its operator new calls malloc, so its blocks
+ * look malloc'd when the program's delete (this library's) releases them.
+ * Rust's libLLVM.so, with libstdc++ linked in, does this for rust-lld. */
+static inline bool kinds_clash(int had, int kind) {
+    if (!had || !kind || had == kind) return false;
+    return mh_opt.mismatch >= 2 || (had != KIND_MALLOC && kind != KIND_MALLOC);
+}
 /* Slabs of blocks under 8 KiB keep 16-bit info words (size in 13 bits, kind
  * in 2, live in the top one): for 16-byte blocks a 32-bit word was a quarter
  * of the block, resident as long as any block near it lives (hardened

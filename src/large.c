@@ -594,7 +594,7 @@ static bool check_on_free(large_t *l, bool has_size, size_t sized, int kind, con
     uint8_t *user = l_user(l);
     mh_fault_t f = {.addr = user, .block = user, .size = l->req, .where = where, .alloc_stack = l->alloc_stack,
                     .alloc_tid = l->alloc_tid};
-    if (mh_opt.mismatch && kind && l->kind && kind != l->kind) {
+    if (mh_opt.mismatch && kinds_clash(l->kind, kind)) {
         f.kind = "alloc-dealloc-mismatch";
         f.detail = kind == KIND_MALLOC ? (l->kind == KIND_NEW ? "allocated with operator new, freed with free"
                                                               : "allocated with operator new[], freed with free")

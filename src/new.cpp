@@ -1,6 +1,7 @@
 // operator new and delete in all their forms, on miniheap. Each records how
-// the block was allocated (new, new[]) so a mismatched release (free of a
-// new'd block, delete of a new[]'d one, delete of a malloc'd one) and a sized
+// the block was allocated (new, new[]) so a mismatched release (delete of a
+// new[]'d block, delete[] of a new'd one; with mismatch=2 also free of a
+// new'd block and delete of a malloc'd one, see kinds_clash) and a sized
 // delete with the wrong size are reported: alloc-dealloc-mismatch and
 // size-mismatch.
 #include <cerrno>

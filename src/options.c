@@ -48,7 +48,7 @@ static const option_def_t options[] = {
     {"check_every", O(check_every), 0, 1u << 30, {0, 0, 0}, "mh_check() every N operations", false},
     {"check_exit", O(check_exit), 0, 1, {0, 0, 1}, "mh_check() at exit: canaries of blocks never freed", false},
     {"zero_guard", O(zero_guard), 0, 1, {0, 1, 1}, "malloc(0) returns a block that faults on any access", true},
-    {"mismatch", O(mismatch), 0, 1, {0, 1, 1}, "check malloc/new/new[] pairs and sized frees", true},
+    {"mismatch", O(mismatch), 0, 2, {0, 1, 1}, "check new/new[] pairs and sized frees (2: malloc against new too)", true},
     {"decay_ms", O(decay_ms), 0, 600000, {500, 500, 500}, "ms free memory is kept before it is given back", false},
     {"miniheap_cache", O(miniheap_cache), 0, 1024, {2, 2, 2}, "empty miniheaps kept mapped", false},
     {"large_cache_mb", O(large_cache_mb), 0, 1 << 20, {64, 64, 64}, "MiB of freed large blocks kept for reuse", false},

@@ -196,13 +196,18 @@ add "free_sized, wrong size, large block (300 KiB freed as 1 B less)" free_sized
 add "free_sized with size 0, large block (300 KiB)" free_sized:large_zero - none $SM $SM
 add "free_aligned_sized, wrong size (48 B freed as 40)" free_sized:aligned_small - none $SM $SM
 
-# C++ pairs. fast records no allocation kinds.
-add "C++: new freed with free" cxx:mismatch:new_free - none $ADM $ADM
+# C++ pairs. fast records no allocation kinds. malloc against new, either
+# way, counts only with mismatch=2: a library with its own copy of the C++
+# runtime makes such pairs out of correct code (cxx:private_new), so the
+# defaults accept them.
 add "C++: new[] freed with delete" cxx:mismatch:newarr_delete - none $ADM $ADM
-add "C++: malloc freed with delete" cxx:mismatch:malloc_delete - none $ADM $ADM
 add "C++: new freed with delete[]" cxx:mismatch:new_deletearr - none $ADM $ADM
-add "C++: large new[] freed with free, large malloc freed with delete" cxx:mismatch:newarr_free_large - none $ADM $ADM
-add "C++: large new[] freed with free, large malloc freed with delete" cxx:mismatch:malloc_delete_large - none $ADM $ADM
+add "C++: new freed with free, malloc freed with delete (mismatch=2)" cxx:mismatch:new_free mismatch=2 $ADM $ADM $ADM
+add "C++: new freed with free, malloc freed with delete (mismatch=2)" cxx:mismatch:malloc_delete mismatch=2 $ADM $ADM $ADM
+add "C++: large new[] freed with free, large malloc freed with delete (mismatch=2)" cxx:mismatch:newarr_free_large mismatch=2 $ADM $ADM $ADM
+add "C++: large new[] freed with free, large malloc freed with delete (mismatch=2)" cxx:mismatch:malloc_delete_large mismatch=2 $ADM $ADM $ADM
+add "C++: new freed with free, small and large (defaults: accepted; malloc freed with delete: the private_new case below)" cxx:mismatch:new_free - none none none
+add "C++: new freed with free, small and large (defaults: accepted; malloc freed with delete: the private_new case below)" cxx:mismatch:newarr_free_large - none none none
 add "C++: sized delete / delete[] with the wrong size (24 B as 16)" cxx:mismatch:sized_delete - none $SM $SM
 add "C++: sized delete / delete[] with the wrong size (24 B as 16)" cxx:mismatch:sized_deletearr - none $SM $SM
 
@@ -241,6 +246,7 @@ add "Clean, every small block sampled (sample_rate=1): C threads, blocks freed b
 add "Clean: C++ new/delete in all forms, containers, exceptions" cxx:clean preset none none none
 add "Clean, every small block sampled (sample_rate=1): C++ new/delete in all forms, containers, exceptions" cxx:clean $S none none none
 add "Clean: C++ std::thread with containers" cxx:clean_threads preset none none none
+add "Clean: a library with its own operator new and delete (C++ runtime linked in, as Rust's libLLVM.so) and the program delete each other's blocks" cxx:private_new preset none none none
 add "Clean, every small block sampled (sample_rate=1): C++ std::thread with containers" cxx:clean_threads $S none none none
 
 # ---- known allocator gaps ------------------------------------------------------

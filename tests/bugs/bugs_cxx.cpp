@@ -4,6 +4,9 @@
 //   bugs_cxx mismatch new_free | newarr_delete | malloc_delete | new_deletearr |
 //                     sized_delete | sized_deletearr | newarr_free_large |
 //                     malloc_delete_large
+//   bugs_cxx private_new   blocks of a library with its own operator new
+//                     (libprivate_new.so, beside this program) deleted here,
+//                     and blocks new'd here deleted there: correct code
 //   bugs_cxx clean    new and delete in all their forms, used correctly
 //   bugs_cxx clean_threads   containers and new/delete in std::threads
 //
@@ -14,12 +17,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <map>
 #include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -69,6 +74,30 @@ int mismatch(const std::string &how) {
         die("unknown mismatch case");
     }
     __asm__ volatile("" ::: "memory");
+    return 0;
+}
+
+// A library with its own copy of the C++ runtime (libprivate_new.so) makes
+// blocks with a new that calls malloc; this program deletes them with its
+// delete (the allocator's), and hands it blocks of its new to delete with
+// its own (free). Correct code: each side pairs new with delete.
+int private_new() {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 64);
+    if (n <= 0) die("readlink /proc/self/exe failed");
+    exe[n] = '\0';
+    std::strcpy(std::strrchr(exe, '/') + 1, "libprivate_new.so");
+    void *lib = dlopen(exe, RTLD_NOW);
+    if (!lib) die(dlerror());
+    auto make = reinterpret_cast<long *(*)(long)>(dlsym(lib, "pn_make"));
+    auto drop = reinterpret_cast<void (*)(long *)>(dlsym(lib, "pn_drop"));
+    if (!make || !drop) die("libprivate_new.so lacks pn_make or pn_drop");
+    for (long i = 0; i < 100; i++) {
+        long *p = launder(make(i));
+        if (*p != i) die("pn_make returned a wrong value");
+        delete p;
+        drop(launder(new long(i)));
+    }
     return 0;
 }
 
@@ -231,6 +260,7 @@ int clean_threads() {
 int main(int argc, char **argv) {
     std::string c = argc > 1 ? argv[1] : "";
     if (c == "mismatch" && argc == 3) return mismatch(argv[2]);
+    if (c == "private_new" && argc == 2) return private_new();
     if (c == "clean" && argc == 2) return clean();
     if (c == "clean_threads" && argc == 2) return clean_threads();
     std::fprintf(stderr, "bugs_cxx: unknown case (see the comment at the top of tests/bugs/bugs_cxx.cpp)\n");
