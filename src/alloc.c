@@ -168,6 +168,12 @@ static inline __attribute__((always_inline)) void solo_exit(uint32_t busy) {
     __asm__ volatile("" ::: "memory");
     atomic_store_explicit(&mh_solo_busy, busy, memory_order_relaxed);
 }
+/* Must this thread end the one-thread state before its first locked change
+ * of a live bit (solo_leave)? */
+static inline __attribute__((always_inline)) bool solo_to_leave(void) {
+    return atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF &&
+           mh_thread.home != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed);
+}
 /* May this thread (t: its cache, NULL if none) change a live bit with a
  * plain instruction? If so the change is marked: the mark (the value to put
  * back with solo_exit after it) is returned, else -1. If not, and another
@@ -175,18 +181,18 @@ static inline __attribute__((always_inline)) void solo_exit(uint32_t busy) {
  * first locked one. A thread is the owner by the cache it made
  * (mh_thread.home): it stays the owner while the purge thread empties that
  * cache and t is NULL. */
-static inline __attribute__((always_inline)) int64_t solo_begin(tcache_t *t) {
+static inline __attribute__((always_inline)) int64_t solo_begin_as(tcache_t *t, bool may_leave) {
     if (t != NULL && t == atomic_load_explicit(&mh_solo, memory_order_relaxed)) {
         uint32_t busy = solo_enter();
         if (likely(atomic_load_explicit(&mh_solo, memory_order_relaxed) == t)) return busy;
         solo_exit(busy); /* ended meanwhile: a locked change needs no mark */
         return -1;
     }
-    if (unlikely(atomic_load_explicit(&mh_solo_state, memory_order_acquire) != SOLO_OFF) &&
-        mh_thread.home != atomic_load_explicit(&mh_solo_owner, memory_order_relaxed))
-        solo_leave();
+    if (may_leave && unlikely(solo_to_leave())) solo_leave();
     return -1;
 }
+/* (may_leave false: the caller found solo_to_leave() false just before, and
+ * calls nothing: free_fast) */
 #endif
 
 /* Make a block live, its info word set to info. Release: what the owner
@@ -208,9 +214,10 @@ static inline void set_live(slab_t *s, uint32_t idx) {
 /* Run OP(prefix), one instruction on a live bit or its slab's records:
  * plain ("") while thread t is the only one that changes them, else locked
  * ("lock "). */
-#define SOLO_OR_LOCKED(t, OP)                                                                              \
+#define SOLO_OR_LOCKED(t, OP) SOLO_OR_LOCKED_AS(t, OP, true)
+#define SOLO_OR_LOCKED_AS(t, OP, may_leave)                                                                \
     do {                                                                                                   \
-        int64_t busy_ = solo_begin(t);                                                                     \
+        int64_t busy_ = solo_begin_as(t, may_leave);                                                       \
         if (busy_ >= 0) {                                                                                  \
             OP("");                                                                                        \
             solo_exit((uint32_t)busy_);                                                                    \
@@ -225,7 +232,7 @@ static inline void set_live(slab_t *s, uint32_t idx) {
  * x86-64 one instruction either way: gcc and clang make a compare-and-swap
  * loop of a 16- or 32-bit fetch_and, which loads the line first (bench
  * larson spent 40 % of free there). */
-static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
+static inline __attribute__((always_inline)) bool claim_as(tcache_t *t, slab_t *s, uint32_t idx, bool may_leave) {
 #ifdef MH_SOLO
     bool live;
 #define BTR(prefix)                                                                                        \
@@ -235,14 +242,18 @@ static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *
         else                                                                                               \
             __asm__ volatile(prefix "btrl $31, %0" : "+m"(((uint32_t *)s->info)[idx]), "=@ccc"(live) :: "memory"); \
     } while (0)
-    SOLO_OR_LOCKED(t, BTR);
+    SOLO_OR_LOCKED_AS(t, BTR, may_leave);
 #undef BTR
     return live;
 #else
     (void)t;
+    (void)may_leave;
     if (s->info16) return __atomic_fetch_and(&((uint16_t *)s->info)[idx], (uint16_t)0x7fff, __ATOMIC_ACQ_REL) >> 15;
     return __atomic_fetch_and(&((uint32_t *)s->info)[idx], ~INFO_LIVE, __ATOMIC_ACQ_REL) >> 31;
 #endif
+}
+static inline __attribute__((always_inline)) bool claim_by(tcache_t *t, slab_t *s, uint32_t idx) {
+    return claim_as(t, s, idx, true);
 }
 static inline bool claim(slab_t *s, uint32_t idx) { return claim_by(mh_tcache, s, idx); }
 
@@ -848,51 +859,133 @@ static inline __attribute__((always_inline)) void free_lean_body(tcache_t *t, sl
     release_to_cache(s, tagged);
 }
 
+/* free_fast's calls for hardened and debug modes. Each ends the operation
+ * free_fast entered (op_exit): the call is free_fast's last act. */
 static MH_NOINLINE void free_hard(tcache_t *t, slab_t *s, uint32_t idx, void *p) {
     free_hard_body(t, s, idx, p, "free", KIND_MALLOC, false, 0);
+    op_exit();
 }
 static MH_NOINLINE void free_lean(tcache_t *t, slab_t *s, uint32_t idx, void *p) {
     free_lean_body(t, s, idx, p, "free", KIND_MALLOC, false, 0);
+    op_exit();
 }
 static MH_NOINLINE void free_lean_kind(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind, bool has_size,
                                        size_t sized) {
     free_lean_body(t, s, idx, p, has_size ? free_where_sized(kind, true) : free_where(kind), kind, has_size, sized);
+    op_exit();
 }
 /* (operator delete and delete[]: the kind is checked against new's) */
 static MH_NOINLINE void free_hard_kind(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind) {
     free_hard_body(t, s, idx, p, free_where(kind), kind, false, 0);
+    op_exit();
 }
 /* (sized: free_sized, and the sized delete that C++14 compilers call for
  * every object whose type they know) */
 static MH_NOINLINE void free_hard_sized(tcache_t *t, slab_t *s, uint32_t idx, void *p, int kind, size_t sized) {
     free_hard_body(t, s, idx, p, free_where_sized(kind, true), kind, true, sized);
+    op_exit();
 }
 
 /* ---- the prefixed API ---------------------------------------------------- */
 
+/* Is a lean slab's poison (its first 16 or 32 bytes) intact? One test;
+ * poison_find_bad finds the byte when it is not. (Not with a sanitizer:
+ * track_active() keeps alloc_fast away from here.) */
+static inline bool poison_intact_lean(const void *p, uint32_t len) {
+    const uint64_t pat = 0x0101010101010101ull * POISON_FREE;
+    const mh_u64u *w = (const mh_u64u *)p;
+    uint64_t x = (w[0] ^ pat) | (w[1] ^ pat);
+    if (len > 16) x |= (w[2] ^ pat) | (w[3] ^ pat);
+    return x == 0;
+}
+
+/* A cached block handed out by alloc_fast in hardened and debug modes when
+ * the inline work will not do: the whole of prepare_block, then the end of
+ * the operation. */
+static MH_NOINLINE void *prepare_exit(void *tagged, size_t n, int kind) {
+    void *p = prepare_block(tagged, n, kind, false);
+    op_exit();
+    return p;
+}
+
 /* The fast path of malloc and operator new: a thread cache holding a block
  * of the class (not for size 0, which wraps here: zero_guard gives it a
- * class of its own). */
-static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int kind) {
+ * class of its own). It makes no call but as its last act: what needs one
+ * goes to slow() (the give-back tick, taken by the operation that would
+ * count ops_left down to 0; a valgrind or sanitizer client request;
+ * sampling; check_every), or to prepare_exit in hardened and debug modes. */
+static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int kind,
+                                                               void *(*slow)(size_t size, int kind)) {
     op_enter();
     tcache_t *t = mh_tcache;
     if (likely(t != NULL) && likely(size - 1 < MH_SMALL_MAX - 2 * MH_MIN_ALIGN)) {
         tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
-        /* (sampling and check_every count their operations in alloc_generic) */
-        if (likely(bin->count) && (likely(!mh_cfg.hard) || likely(!mh_opt.sample_rate && !mh_opt.check_every))) {
+        if (likely(bin->count) && likely(t->ops_left > 1) && likely(!track_active()) &&
+            (likely(!mh_cfg.hard) || likely(!mh_opt.sample_rate && !mh_opt.check_every))) {
             void *tagged = bin->slots[--bin->count];
             t->allocs++;
-            count_op(t);
-            void *p = finish_block(tagged, size, kind, false);
+            t->ops_left--;
+            void *p = untag(tagged);
+            uint32_t idx;
+            slab_t *s = slab_of_block(p, &idx);
+            if (unlikely(mh_cfg.hard)) {
+                /* hardened's lean work inline (prepare_lean); a poison check
+                 * that fails, and everything else, in prepare_block */
+                if (unlikely(!mh_cfg.lean) || unlikely(!s->lean) ||
+                    (((uintptr_t)tagged & TAG_POISONED) && !poison_intact_lean(p, s->poison_len)))
+                    return prepare_exit(tagged, size, kind);
+                if (s->canary) {
+                    size_t slack = s->bsize - size, clen = slack < s->canary_len ? slack : s->canary_len;
+                    if (clen) canary_fill_new((uint8_t *)p + size, clen);
+                }
+            }
+            set_live_info(s, idx, INFO(size, kind));
             op_exit();
             return p;
         }
     }
     op_exit(); /* (alloc_generic marks its own) */
-    return alloc_generic(size, MH_MIN_ALIGN, kind, false);
+    return slow(size, kind);
+}
+static MH_NOINLINE void *malloc_generic(size_t size, int kind) { return alloc_generic(size, MH_MIN_ALIGN, kind, false); }
+
+#ifdef MH_SOLO
+#define SOLO_TO_LEAVE() solo_to_leave()
+#else
+#define SOLO_TO_LEAVE() false
+#endif
+
+/* free and its kin when free_fast's fast path will not do: in fast mode, a
+ * bin that is full, a size that does not fit, a block that is not live, a
+ * call to make (the give-back tick, a client request, solo_leave); and a
+ * NULL, a large block, a pointer not ours. */
+static MH_NOINLINE void free_slow(void *p, int kind, bool has_size, size_t sized) {
+    op_enter();
+    tcache_t *t = mh_tcache;
+    uint32_t idx;
+    bool interior = false;
+    slab_t *s = t && !mh_cfg.hard ? slab_of(p, &idx, &interior) : NULL;
+    if (s != NULL) {
+        tbin_t *bin = &t->bins[s->cls];
+        if (likely(bin->count < bin->cap) && (!has_size || likely(sized_ok(s, idx, sized))) &&
+            likely(claim_by(t, s, idx))) {
+            if (unlikely(track_active())) track_free(p, s->bsize, 0);
+            cache_push(t, bin, p);
+            op_exit();
+            return;
+        }
+    }
+    if (p) free_impl(p, free_where_sized(kind, has_size), kind, has_size, sized);
+    op_exit();
 }
 
-static inline __attribute__((always_inline)) void free_marked(void *p, int kind, bool has_size, size_t sized) {
+/* The fast path of free, free_sized and operator delete, sized or not: in
+ * fast mode, a block of a slab, room in the thread's cache, a size that
+ * fits it; hardened mode's defaults go to free_lean, other modes to
+ * free_hard. Everything else takes free_slow. As alloc_fast, it calls
+ * nothing but as its last act. */
+static inline __attribute__((always_inline)) void free_fast(void *p, int kind, bool has_size, size_t sized) {
+    op_enter();
     tcache_t *t = mh_tcache;
     if (likely(t != NULL)) {
         uint32_t idx;
@@ -902,36 +995,30 @@ static inline __attribute__((always_inline)) void free_marked(void *p, int kind,
             if (likely(!mh_cfg.hard)) {
                 tbin_t *bin = &t->bins[s->cls];
                 if (likely(bin->count < bin->cap) && (!has_size || likely(sized_ok(s, idx, sized))) &&
-                    likely(claim_by(t, s, idx))) {
-                    if (unlikely(track_active())) track_free(p, s->bsize, 0);
-                    cache_push(t, bin, p);
+                    likely(t->ops_left > 1) && likely(!track_active()) && likely(!SOLO_TO_LEAVE()) &&
+                    likely(claim_as(t, s, idx, false))) {
+                    bin->slots[bin->count] = p;
+                    atomic_thread_fence(memory_order_release); /* (as cache_push) */
+                    bin->count++;
+                    t->frees++;
+                    t->ops_left--;
+                    op_exit();
                     return;
                 }
             } else if (likely(mh_cfg.lean) && likely(s->lean)) {
-                if (kind == KIND_MALLOC && !has_size) free_lean(t, s, idx, p);
-                else free_lean_kind(t, s, idx, p, kind, has_size, sized);
-                return;
+                if (kind == KIND_MALLOC && !has_size) return free_lean(t, s, idx, p);
+                return free_lean_kind(t, s, idx, p, kind, has_size, sized);
             } else {
-                if (has_size) free_hard_sized(t, s, idx, p, kind, sized);
-                else if (kind == KIND_MALLOC) free_hard(t, s, idx, p);
-                else free_hard_kind(t, s, idx, p, kind);
-                return;
+                if (has_size) return free_hard_sized(t, s, idx, p, kind, sized);
+                if (kind == KIND_MALLOC) return free_hard(t, s, idx, p);
+                return free_hard_kind(t, s, idx, p, kind);
             }
         }
     }
-    if (p) free_impl(p, free_where_sized(kind, has_size), kind, has_size, sized);
-}
-
-/* The fast path of free, free_sized and operator delete, sized or not
- * (fast mode: a block of a slab, room in the thread's cache, a size that
- * fits it; hardened mode's defaults: free_lean; other modes: free_hard).
- * Everything else, a NULL included, takes free_impl. */
-static inline __attribute__((always_inline)) void free_fast(void *p, int kind, bool has_size, size_t sized) {
-    op_enter();
-    free_marked(p, kind, has_size, sized);
     op_exit();
+    if (p) free_slow(p, kind, has_size, sized);
 }
-MH_API void *mh_malloc(size_t size) { return alloc_fast(size, KIND_MALLOC); }
+MH_API void *mh_malloc(size_t size) { return alloc_fast(size, KIND_MALLOC, malloc_generic); }
 
 MH_API void mh_free(void *p) { free_fast(p, KIND_MALLOC, false, 0); }
 
@@ -1189,13 +1276,38 @@ MH_API void mh_free_aligned_sized(void *p, size_t align, size_t size) {
 /* For operator new/delete (new.cpp). */
 MH_INTERNAL void *mh_alloc_kind(size_t size, size_t align, int kind);
 void *mh_alloc_kind(size_t size, size_t align, int kind) {
-    if (align <= MH_MIN_ALIGN) return alloc_fast(size, kind);
+    if (align <= MH_MIN_ALIGN) return alloc_fast(size, kind, malloc_generic);
     return alloc_generic(size, align, kind, false);
 }
+/* operator new and new[] (new.cpp) jump here: their whole first try, and
+ * the C++ runtime's part (new_handler, bad_alloc) only when it fails, in
+ * mh_new_failed. Its bad_alloc unwinds through new_generic and mh_new: C
+ * frames with unwind tables (Makefile) and nothing to clean up. */
+/* (weak: libminiheap_prefixed.a has no new.cpp, and no caller of mh_new) */
+MH_INTERNAL void *mh_new_failed(size_t size, size_t align, int kind) __attribute__((weak));
+static MH_NOINLINE void *new_generic(size_t size, int kind) {
+    void *p = alloc_generic(size, MH_MIN_ALIGN, kind, false);
+    if (likely(p != NULL)) return p;
+    return mh_new_failed(size, MH_MIN_ALIGN, kind);
+}
+MH_INTERNAL void *mh_new(size_t size);
+MH_INTERNAL void *mh_new_array(size_t size);
+void *mh_new(size_t size) { return alloc_fast(size, KIND_NEW, new_generic); }
+void *mh_new_array(size_t size) { return alloc_fast(size, KIND_NEW_ARRAY, new_generic); }
 MH_INTERNAL void mh_free_kind(void *p, int kind, bool has_size, size_t size);
 void mh_free_kind(void *p, int kind, bool has_size, size_t size) {
     free_fast(p, kind, has_size, size);
 }
+/* The deletes C++ programs call most (a sized one for every object whose
+ * type the compiler knows): free_fast with the kind and sizedness fixed. */
+MH_INTERNAL void mh_delete(void *p);
+MH_INTERNAL void mh_delete_sized(void *p, size_t size);
+MH_INTERNAL void mh_delete_array(void *p);
+MH_INTERNAL void mh_delete_array_sized(void *p, size_t size);
+void mh_delete(void *p) { free_fast(p, KIND_NEW, false, 0); }
+void mh_delete_sized(void *p, size_t size) { free_fast(p, KIND_NEW, true, size); }
+void mh_delete_array(void *p) { free_fast(p, KIND_NEW_ARRAY, false, 0); }
+void mh_delete_array_sized(void *p, size_t size) { free_fast(p, KIND_NEW_ARRAY, true, size); }
 
 MH_API int mh_trim(size_t pad) {
     (void)pad;

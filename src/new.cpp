@@ -32,7 +32,14 @@ asm(".weak _ZSt9terminatev"); // (clang's __clang_call_terminate)
 
 extern "C" {
 void *mh_alloc_kind(std::size_t size, std::size_t align, int kind) __attribute__((visibility("hidden")));
-void mh_free_kind(void *p, int kind, bool has_size, std::size_t size) __attribute__((visibility("hidden")));
+void *mh_new(std::size_t size) __attribute__((visibility("hidden")));
+void *mh_new_array(std::size_t size) __attribute__((visibility("hidden")));
+void mh_delete(void *p) noexcept __attribute__((visibility("hidden")));
+void mh_delete_sized(void *p, std::size_t size) noexcept __attribute__((visibility("hidden")));
+void mh_delete_array(void *p) noexcept __attribute__((visibility("hidden")));
+void mh_delete_array_sized(void *p, std::size_t size) noexcept __attribute__((visibility("hidden")));
+void *mh_new_failed(std::size_t size, std::size_t align, int kind) __attribute__((visibility("hidden")));
+void mh_free_kind(void *p, int kind, bool has_size, std::size_t size) noexcept __attribute__((visibility("hidden")));
 void mh_fatal(const char *msg) __attribute__((visibility("hidden"), noreturn));
 // Two of them under names whose address the compiler cannot assume
 // non-null (the test of a bound runtime).
@@ -68,15 +75,20 @@ std::new_handler current_handler() {
     mh_fatal("operator new: out of memory, and no C++ runtime to throw std::bad_alloc with");
 }
 
-// The standard's loop: call the new-handler until it gives up or memory comes.
-void *alloc_or_throw(std::size_t size, std::size_t align, int kind) {
+// The standard's loop, after a try that failed: call the new-handler until
+// it gives up or memory comes.
+void *retry_or_throw(std::size_t size, std::size_t align, int kind) {
     for (;;) {
-        void *p = mh_alloc_kind(size, align, kind);
-        if (p) return p;
         std::new_handler h = current_handler();
         if (!h) throw_bad_alloc();
         h();
+        if (void *p = mh_alloc_kind(size, align, kind)) return p;
     }
+}
+
+void *alloc_or_throw(std::size_t size, std::size_t align, int kind) {
+    if (void *p = mh_alloc_kind(size, align, kind)) return p;
+    return retry_or_throw(size, align, kind);
 }
 
 // (Without a runtime bound at start-up the catch cannot work: there is no
@@ -92,21 +104,48 @@ void *alloc_nothrow(std::size_t size, std::size_t align, int kind) noexcept {
 }
 }  // namespace
 
+// After the first try of mh_new or mh_new_array failed (alloc.c): may throw.
+void *mh_new_failed(std::size_t size, std::size_t align, int kind) { return retry_or_throw(size, align, kind); }
+
 // The first try is made with the client request in the operator's own frame
 // (track_entry.h); the new-handler loop, which may throw, only if it fails.
 #define NEW_BODY(size, align, kind, fallback)                       \
     void *p;                                                        \
     MH_TRACK_ENTRY(p = mh_alloc_kind(size, align, kind));           \
     return p ? p : fallback(size, align, kind)
-#define DELETE_BODY(p, kind, has_size, size) MH_TRACK_ENTRY(mh_free_kind(p, kind, has_size, size))
+// Under valgrind, the operators below jump to these, which make the client
+// request in their own frame: memcheck's stack for the block starts there,
+// then the program (the operator's jump left no frame of its own).
+__attribute__((noinline)) void *tracked_operator_new(size_t size, int kind) {
+    NEW_BODY(size, 0, kind, alloc_or_throw);
+}
+__attribute__((noinline)) void tracked_operator_delete(void *p, int kind, bool has_size, size_t size) noexcept {
+    MH_TRACK_ENTRY(mh_free_kind(p, kind, has_size, size));
+}
+// The throwing forms without alignment and the plain and sized deletes: a
+// jump to alloc.c's entry for exactly that form (mh_new: all of the first
+// try; mh_delete_sized: free with the kind and size known), so a C++
+// program's allocation costs what malloc's does. The other deletes jump to
+// mh_free_kind. Under valgrind, all go to tracked_operator_*.
+#define IF_TRACKED_NEW(size, kind) \
+    if (__builtin_expect(mh_track_valgrind, 0)) return tracked_operator_new(size, kind)
+#define IF_TRACKED_DELETE(p, kind, has_size, size) \
+    if (__builtin_expect(mh_track_valgrind, 0)) return tracked_operator_delete(p, kind, has_size, size)
+#define NEW_PLAIN(size, kind, entry) \
+    IF_TRACKED_NEW(size, kind);      \
+    return entry(size)
+#define DELETE_FAST(p, kind, has_size, size, call) \
+    IF_TRACKED_DELETE(p, kind, has_size, size);    \
+    return call
+#define DELETE_BODY(p, kind, has_size, size) DELETE_FAST(p, kind, has_size, size, mh_free_kind(p, kind, has_size, size))
 
 #define EXPORT __attribute__((visibility("default")))
 using std::align_val_t;
 using std::nothrow_t;
 using std::size_t;
 
-EXPORT void *operator new(size_t n) { NEW_BODY(n, 0, KIND_NEW, alloc_or_throw); }
-EXPORT void *operator new[](size_t n) { NEW_BODY(n, 0, KIND_NEW_ARRAY, alloc_or_throw); }
+EXPORT void *operator new(size_t n) { NEW_PLAIN(n, KIND_NEW, mh_new); }
+EXPORT void *operator new[](size_t n) { NEW_PLAIN(n, KIND_NEW_ARRAY, mh_new_array); }
 EXPORT void *operator new(size_t n, const nothrow_t &) noexcept { NEW_BODY(n, 0, KIND_NEW, alloc_nothrow); }
 EXPORT void *operator new[](size_t n, const nothrow_t &) noexcept { NEW_BODY(n, 0, KIND_NEW_ARRAY, alloc_nothrow); }
 EXPORT void *operator new(size_t n, align_val_t a) { NEW_BODY(n, size_t(a), KIND_NEW, alloc_or_throw); }
@@ -118,12 +157,12 @@ EXPORT void *operator new[](size_t n, align_val_t a, const nothrow_t &) noexcept
     NEW_BODY(n, size_t(a), KIND_NEW_ARRAY, alloc_nothrow);
 }
 
-EXPORT void operator delete(void *p) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }
-EXPORT void operator delete[](void *p) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, false, 0); }
+EXPORT void operator delete(void *p) noexcept { DELETE_FAST(p, KIND_NEW, false, 0, mh_delete(p)); }
+EXPORT void operator delete[](void *p) noexcept { DELETE_FAST(p, KIND_NEW_ARRAY, false, 0, mh_delete_array(p)); }
 EXPORT void operator delete(void *p, const nothrow_t &) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }
 EXPORT void operator delete[](void *p, const nothrow_t &) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, false, 0); }
-EXPORT void operator delete(void *p, size_t n) noexcept { DELETE_BODY(p, KIND_NEW, true, n); }
-EXPORT void operator delete[](void *p, size_t n) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, true, n); }
+EXPORT void operator delete(void *p, size_t n) noexcept { DELETE_FAST(p, KIND_NEW, true, n, mh_delete_sized(p, n)); }
+EXPORT void operator delete[](void *p, size_t n) noexcept { DELETE_FAST(p, KIND_NEW_ARRAY, true, n, mh_delete_array_sized(p, n)); }
 EXPORT void operator delete(void *p, align_val_t) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }
 EXPORT void operator delete[](void *p, align_val_t) noexcept { DELETE_BODY(p, KIND_NEW_ARRAY, false, 0); }
 EXPORT void operator delete(void *p, align_val_t, const nothrow_t &) noexcept { DELETE_BODY(p, KIND_NEW, false, 0); }

@@ -224,6 +224,38 @@ int clean() {
         threw = true;
     }
     check(threw && handler_calls == 3, "operator new calls the new-handler until it is removed, then throws");
+    // the same through the plain forms (their first try is alloc.c's mh_new)
+    for (int array = 0; array < 2; array++) {
+        handler_calls = 0;
+        std::set_new_handler([] {
+            if (++handler_calls == 3) std::set_new_handler(nullptr);
+        });
+        threw = false;
+        try {
+            void *p = array ? ::operator new[](huge) : ::operator new(huge);
+            ::operator delete(p);
+        } catch (const std::bad_alloc &) {
+            threw = true;
+        }
+        check(threw && handler_calls == 3, "plain operator new / new[]: the new-handler until it is removed, then bad_alloc");
+    }
+    // a handler that frees a block and removes itself: one retry, then bad_alloc
+    static void *reserve;
+    reserve = ::operator new(4096);
+    handler_calls = 0;
+    std::set_new_handler([] {
+        handler_calls++;
+        ::operator delete(reserve);
+        reserve = nullptr;
+        std::set_new_handler(nullptr);
+    });
+    threw = false;
+    try {
+        ::operator delete(::operator new(huge));
+    } catch (const std::bad_alloc &) {
+        threw = true;
+    }
+    check(threw && handler_calls == 1 && reserve == nullptr, "a handler that removes itself after freeing: bad_alloc after one call");
     // a handler that throws: the nothrow form returns null
     handler_calls = 0;
     std::set_new_handler([] {
