@@ -403,6 +403,14 @@ static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
     return p;
 }
 
+/* The tail canary of a lean slab's block of n bytes (8 at most: one
+ * store). First: it writes over the block's last bytes. */
+static inline __attribute__((always_inline)) void canary_fill_lean(slab_t *s, void *p, size_t n) {
+    if (!s->canary) return;
+    size_t slack = s->bsize - n, clen = slack < s->canary_len ? slack : s->canary_len;
+    if (clen) canary_fill_new((uint8_t *)p + n, clen);
+}
+
 /* prepare_block when mh_cfg.lean (hardened mode's defaults): the same
  * work, without the tests for what is not there. prepare_block kept six
  * registers and tested a dozen options on every malloc (callgrind, a
@@ -416,10 +424,7 @@ static inline __attribute__((always_inline)) void *prepare_lean(void *tagged, si
         size_t bad = poison_find_bad(p, s->poison_len);
         if (unlikely(bad != SIZE_MAX)) report_poison(s, idx, p, bad, "malloc");
     }
-    if (s->canary) {
-        size_t slack = s->bsize - n, clen = slack < s->canary_len ? slack : s->canary_len;
-        if (clen) canary_fill_new((uint8_t *)p + n, clen); /* (first: it writes over the block's last bytes) */
-    }
+    canary_fill_lean(s, p, n);
     if (zero) memset(p, 0, n);
     set_live_info(s, idx, INFO(n, kind));
     return p;
@@ -503,11 +508,14 @@ static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool
 
 /* Back to the thread cache (or the slab when there is none). */
 /* A freed block into a thread-cache bin that has room. */
-static inline void cache_push(tcache_t *t, tbin_t *bin, void *tagged) {
+static inline void cache_put(tcache_t *t, tbin_t *bin, void *tagged) {
     bin->slots[bin->count] = tagged;
     atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
     bin->count++;
     t->frees++;
+}
+static inline void cache_push(tcache_t *t, tbin_t *bin, void *tagged) {
+    cache_put(t, bin, tagged);
     count_op(t);
 }
 
@@ -934,10 +942,7 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
                 if (unlikely(!mh_cfg.lean) || unlikely(!s->lean) ||
                     (((uintptr_t)tagged & TAG_POISONED) && !poison_intact_lean(p, s->poison_len)))
                     return prepare_exit(tagged, size, kind);
-                if (s->canary) {
-                    size_t slack = s->bsize - size, clen = slack < s->canary_len ? slack : s->canary_len;
-                    if (clen) canary_fill_new((uint8_t *)p + size, clen);
-                }
+                canary_fill_lean(s, p, size);
             }
             set_live_info(s, idx, INFO(size, kind));
             op_exit();
@@ -997,11 +1002,8 @@ static inline __attribute__((always_inline)) void free_fast(void *p, int kind, b
                 if (likely(bin->count < bin->cap) && (!has_size || likely(sized_ok(s, idx, sized))) &&
                     likely(t->ops_left > 1) && likely(!track_active()) && likely(!SOLO_TO_LEAVE()) &&
                     likely(claim_as(t, s, idx, false))) {
-                    bin->slots[bin->count] = p;
-                    atomic_thread_fence(memory_order_release); /* (as cache_push) */
-                    bin->count++;
-                    t->frees++;
-                    t->ops_left--;
+                    cache_put(t, bin, p);
+                    t->ops_left--; /* (not to 0: that one takes free_slow, and its tick) */
                     op_exit();
                     return;
                 }
