@@ -596,6 +596,8 @@ typedef struct tbin {
     uint32_t fill;        /* blocks the next refill takes: doubles up to cap / 2 */
     uint32_t room;        /* slots */
     uint32_t allocs_mark; /* the cache's allocs (low bits) at the bin's last overflow */
+    uint16_t wide_at;     /* where its full-size slots start, in the cache's wide area (tcache.c) */
+    uint8_t refills;      /* while in its first, narrow slots */
     void **slots;
 } tbin_t;
 typedef struct quarantine {

@@ -160,9 +160,37 @@ uint64_t tcache_release_spares(uint64_t now, uint64_t decay, bool force) {
     return due;
 }
 
+/* A bin's slots: first NARROW of them, beside every other bin's first ones
+ * (the narrow area, after the cache's struct); then, once the thread uses
+ * the class (a second refill, or an overflow), its full room in the wide
+ * area that follows (bin_widen). The slots of a bin are written from the
+ * first on, so a thread's cache is resident as far as it touched it: with
+ * every bin's full room laid end to end (31 KiB), a thread that took a
+ * block or two of 50 classes touched all of it (1,000 such threads: 113 MB
+ * peak, 89 MB with tcache_kb=4, 69 MB without caches; glibc 67.5 MB). */
+#define NARROW 8
+static void **wide_area(tcache_t *t) { return (void **)(t + 1) + (size_t)mh_nclasses * NARROW; }
+
+/* Bin cls moves to its full room. The slots it holds are copied first: a
+ * forked child that sees the new pointer sees them (tcache_adopt_orphans);
+ * the old ones are cleared after, as a tool's leak scan must not find
+ * stale copies there (tcache_scrub_for_tools clears only the current). */
+static void bin_widen(tcache_t *t, uint32_t cls) {
+    tbin_t *bin = &t->bins[cls];
+    uint32_t room = bin_cap(cls);
+    if (bin->room >= room) return;
+    void **old = bin->slots, **wide = wide_area(t) + bin->wide_at;
+    memcpy(wide, old, bin->count * sizeof(void *));
+    atomic_thread_fence(memory_order_release);
+    bin->slots = wide;
+    atomic_thread_fence(memory_order_release);
+    bin->room = room;
+    memset(old, 0, NARROW * sizeof(void *));
+}
+
 /* A new cache, listed; *first: it is the process's first. */
 static tcache_t *tcache_new(bool *first) {
-    size_t slots = 0;
+    size_t slots = (size_t)mh_nclasses * NARROW;
     for (uint32_t c = 0; c < mh_nclasses; c++) slots += bin_cap(c);
     size_t bytes = sizeof(tcache_t) + slots * sizeof(void *);
     /* The slots need no zeroing: a bin reads only those below its count
@@ -170,12 +198,15 @@ static tcache_t *tcache_new(bool *first) {
      * free_cache_locked). Zeroing them was 9 % of a short thread's time. */
     tcache_t *t = meta_alloc_part(bytes, sizeof *t);
     if (!t) return NULL;
-    void **store = (void **)(t + 1);
+    uint32_t wide_at = 0;
     for (uint32_t c = 0; c < mh_nclasses; c++) {
-        t->bins[c].cap = t->bins[c].room = bin_cap(c);
-        t->bins[c].fill = min_u32(FIRST_FILL, t->bins[c].cap / 2); /* (cap >= 2) */
-        t->bins[c].slots = store;
-        store += t->bins[c].room;
+        tbin_t *bin = &t->bins[c];
+        bin->cap = bin->room = min_u32(NARROW, bin_cap(c));
+        bin->fill = min_u32(FIRST_FILL, bin->cap / 2); /* (cap >= 2) */
+        bin->slots = (void **)(t + 1) + (size_t)c * NARROW;
+        bin->wide_at = (uint16_t)wide_at;
+        bin->refills = 0;
+        wide_at += bin_cap(c);
     }
     t->bytes = bytes;
     t->ops_left = MH_TICK_OPS;
@@ -221,6 +252,7 @@ tcache_t *tcache_get_slow(void) {
 
 void *tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
+    if (bin->room < NARROW + 1 && ++bin->refills >= 2) bin_widen(t, cls);
     bin->cap = bin->room; /* the thread allocates this class (see tcache_overflow) */
     uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, bin->fill);
     if (!n) return NULL;
@@ -270,6 +302,7 @@ void tcache_flush_bin(tcache_t *t, uint32_t cls, uint32_t keep) { flush_bin_sinc
 #define FREE_ONLY_MIN 4
 void tcache_overflow(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
+    bin_widen(t, cls);
     uint32_t mark = (uint32_t)t->allocs;
     if (mark == bin->allocs_mark) {
         tcache_flush_bin(t, cls, 0);
