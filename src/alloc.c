@@ -963,24 +963,12 @@ static MH_NOINLINE void *malloc_generic(size_t size, int kind) { return alloc_ge
 /* free and its kin when free_fast's fast path will not do: in fast mode, a
  * bin that is full, a size that does not fit, a block that is not live, a
  * call to make (the give-back tick, a client request, solo_leave); and a
- * NULL, a large block, a pointer not ours. */
+ * large block, a pointer not ours. free_impl does all of it: it claims,
+ * checks the size, tells the tool and releases to the cache, which flushes
+ * a full bin and counts the tick. */
 static MH_NOINLINE void free_slow(void *p, int kind, bool has_size, size_t sized) {
     op_enter();
-    tcache_t *t = mh_tcache;
-    uint32_t idx;
-    bool interior = false;
-    slab_t *s = t && !mh_cfg.hard ? slab_of(p, &idx, &interior) : NULL;
-    if (s != NULL) {
-        tbin_t *bin = &t->bins[s->cls];
-        if (likely(bin->count < bin->cap) && (!has_size || likely(sized_ok(s, idx, sized))) &&
-            likely(claim_by(t, s, idx))) {
-            if (unlikely(track_active())) track_free(p, s->bsize, 0);
-            cache_push(t, bin, p);
-            op_exit();
-            return;
-        }
-    }
-    if (p) free_impl(p, free_where_sized(kind, has_size), kind, has_size, sized);
+    free_impl(p, free_where_sized(kind, has_size), kind, has_size, sized);
     op_exit();
 }
 

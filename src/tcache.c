@@ -253,7 +253,7 @@ tcache_t *tcache_get_slow(void) {
 
 void *tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
-    if (bin->room < NARROW + 1 && ++bin->refills >= 2) bin_widen(t, cls);
+    if (bin->room <= NARROW && ++bin->refills >= 2) bin_widen(t, cls);
     bin->cap = bin->room; /* the thread allocates this class (see tcache_overflow) */
     uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, bin->fill);
     if (!n) return NULL;
