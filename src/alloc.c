@@ -147,7 +147,7 @@ void mh_init_slow(void) {
 static inline slab_t *slab_of_block(void *p, uint32_t *idx) {
     uintptr_t a = (uintptr_t)p;
     slab_t *s = miniheap_of(p)->unit_slab[(a >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
-    *idx = slab_index(s, a - (uintptr_t)slab_ustart(s));
+    *idx = block_index(s, p);
     return s;
 }
 
@@ -344,9 +344,10 @@ static inline void prefetch_poison(void *tagged, size_t len) {
     for (a &= ~(uintptr_t)63; a < end; a += 64) __builtin_prefetch((void *)a);
 }
 
-/* Take one block of class cls: thread cache first. Tagged, not yet live. */
-static inline void *take_block(tcache_t *t, uint32_t cls) {
-    void *p;
+/* Take one block of class cls: thread cache first. Tagged, not yet live
+ * (.tagged NULL: none). */
+static inline tslot_t take_block(tcache_t *t, uint32_t cls) {
+    tslot_t p;
     if (likely(t)) {
         tbin_t *bin = &t->bins[cls];
         t->allocs++;
@@ -357,7 +358,7 @@ static inline void *take_block(tcache_t *t, uint32_t cls) {
              * of frees ago): the one the class's next allocation takes is
              * fetched now for its poison check, a fifth of debug larson's
              * time when read cold. */
-            if (mh_cfg.quarantine && bin->count) prefetch_poison(bin->slots[bin->count - 1], mh_classes[cls].size);
+            if (mh_cfg.quarantine && bin->count) prefetch_poison(bin->slots[bin->count - 1].tagged, mh_classes[cls].size);
             return p;
         }
         mh_tick(false);
@@ -366,18 +367,18 @@ static inline void *take_block(tcache_t *t, uint32_t cls) {
         /* No thread cache (tcache=0, an exiting thread): the clock is read
          * here, or such a program would never give memory back. */
         mh_tick(false);
-        if (slab_alloc_batch(0, cls, &p, 1) != 1) p = NULL;
+        if (slab_alloc_batch(0, cls, &p, 1) != 1) p.tagged = NULL;
     }
     helpers_start_if_wanted();
     return p;
 }
 
 /* Hand a taken block to the program: checks and bookkeeping of the modes. */
-static inline void *prepare_block(void *tagged, size_t n, int kind, bool zero) {
-    void *p = untag(tagged);
-    uint32_t idx;
-    slab_t *s = slab_of_block(p, &idx);
-    if ((uintptr_t)tagged & TAG_POISONED) verify_poison(s, idx, p, "malloc");
+static inline void *prepare_block(tslot_t b, size_t n, int kind, bool zero) {
+    void *p = untag(b.tagged);
+    slab_t *s = b.s;
+    uint32_t idx = block_index(s, p);
+    if ((uintptr_t)b.tagged & TAG_POISONED) verify_poison(s, idx, p, "malloc");
     uint8_t *raw = (uint8_t *)p - s->front;
     size_t room = s->bsize - s->front;
     if (unlikely(track_active())) track_open(raw, s->bsize);
@@ -415,12 +416,12 @@ static inline __attribute__((always_inline)) void canary_fill_lean(slab_t *s, vo
  * work, without the tests for what is not there. prepare_block kept six
  * registers and tested a dozen options on every malloc (callgrind, a
  * malloc and free of a cached block: 77 of its instructions). */
-static inline __attribute__((always_inline)) void *prepare_lean(void *tagged, size_t n, int kind, bool zero) {
-    void *p = untag(tagged);
-    uint32_t idx;
-    slab_t *s = slab_of_block(p, &idx);
-    if (unlikely(!s->lean)) return prepare_block(tagged, n, kind, zero);
-    if ((uintptr_t)tagged & TAG_POISONED) {
+static inline __attribute__((always_inline)) void *prepare_lean(tslot_t b, size_t n, int kind, bool zero) {
+    void *p = untag(b.tagged);
+    slab_t *s = b.s;
+    uint32_t idx = block_index(s, p);
+    if (unlikely(!s->lean)) return prepare_block(b, n, kind, zero);
+    if ((uintptr_t)b.tagged & TAG_POISONED) {
         size_t bad = poison_find_bad(p, s->poison_len);
         if (unlikely(bad != SIZE_MAX)) report_poison(s, idx, p, bad, "malloc");
     }
@@ -430,18 +431,18 @@ static inline __attribute__((always_inline)) void *prepare_lean(void *tagged, si
     return p;
 }
 
-static inline __attribute__((always_inline)) void *finish_block(void *tagged, size_t n, int kind, bool zero) {
+static inline __attribute__((always_inline)) void *finish_block(tslot_t b, size_t n, int kind, bool zero) {
     if (likely(!mh_cfg.hard)) {
-        void *p = untag(tagged);
-        uint32_t idx;
-        slab_t *s = slab_of_block(p, &idx);
+        void *p = untag(b.tagged);
+        slab_t *s = b.s;
+        uint32_t idx = block_index(s, p);
         if (unlikely(track_active())) track_alloc(p, s->bsize, 0, zero); /* before writing to it */
         if (zero) memset(p, 0, n);
         set_live_info(s, idx, INFO(n, kind));
         return p;
     }
-    if (likely(mh_cfg.lean)) return prepare_lean(tagged, n, kind, zero);
-    return prepare_block(tagged, n, kind, zero);
+    if (likely(mh_cfg.lean)) return prepare_lean(b, n, kind, zero);
+    return prepare_block(b, n, kind, zero);
 }
 
 /* Every allocation that is not the fast path's (one try: alloc_generic).
@@ -459,9 +460,9 @@ static inline __attribute__((always_inline)) void *alloc_once(size_t size, size_
     maybe_check(t);
     if (unlikely(size == 0) && mh_opt.zero_guard && align <= MH_MIN_ALIGN) {
         /* A slot of the 0-byte class: any access to it faults. */
-        void *tagged = take_block(t, mh_zero_cls);
-        if (!tagged) goto oom;
-        return finish_block(tagged, 0, kind, zero);
+        tslot_t b = take_block(t, mh_zero_cls);
+        if (!b.tagged) goto oom;
+        return finish_block(b, 0, kind, zero);
     }
     size_t need = size + mh_cfg.front + mh_cfg.tail;
     if (unlikely(mh_opt.sample_rate) && t && align <= MH_MIN_ALIGN && need <= MH_SMALL_MAX &&
@@ -473,9 +474,9 @@ static inline __attribute__((always_inline)) void *alloc_once(size_t size, size_
     if (need <= MH_SMALL_MAX && (align <= MH_MIN_ALIGN || !mh_cfg.front)) {
         int cls = align <= MH_MIN_ALIGN ? (int)size_to_class(need) : sizeclass_for_aligned(need, align);
         if (cls >= 0) {
-            void *tagged = take_block(t, (uint32_t)cls);
-            if (!tagged) goto oom;
-            return finish_block(tagged, size, kind, zero);
+            tslot_t b = take_block(t, (uint32_t)cls);
+            if (!b.tagged) goto oom;
+            return finish_block(b, size, kind, zero);
         }
     }
     mh_tick(false);
@@ -508,14 +509,14 @@ static MH_NOINLINE void *alloc_generic(size_t size, size_t align, int kind, bool
 
 /* Back to the thread cache (or the slab when there is none). */
 /* A freed block into a thread-cache bin that has room. */
-static inline void cache_put(tcache_t *t, tbin_t *bin, void *tagged) {
-    bin->slots[bin->count] = tagged;
+static inline void cache_put(tcache_t *t, tbin_t *bin, void *tagged, slab_t *s) {
+    bin->slots[bin->count] = (tslot_t){tagged, s};
     atomic_thread_fence(memory_order_release); /* a forked child sees the slot if it sees the count */
     bin->count++;
     t->frees++;
 }
-static inline void cache_push(tcache_t *t, tbin_t *bin, void *tagged) {
-    cache_put(t, bin, tagged);
+static inline void cache_push(tcache_t *t, tbin_t *bin, void *tagged, slab_t *s) {
+    cache_put(t, bin, tagged, s);
     count_op(t);
 }
 
@@ -528,7 +529,7 @@ static inline void release_to_cache(slab_t *s, void *tagged) {
             mh_tick(false);
             tcache_overflow(t, s->cls);
         }
-        cache_push(t, bin, tagged);
+        cache_push(t, bin, tagged, s);
         return;
     }
     slab_free_batch(s->cls, &tagged, 1);
@@ -910,8 +911,8 @@ static inline bool poison_intact_lean(const void *p, uint32_t len) {
 /* A cached block handed out by alloc_fast in hardened and debug modes when
  * the inline work will not do: the whole of prepare_block, then the end of
  * the operation. */
-static MH_NOINLINE void *prepare_exit(void *tagged, size_t n, int kind) {
-    void *p = prepare_block(tagged, n, kind, false);
+static MH_NOINLINE void *prepare_exit(void *tagged, slab_t *s, size_t n, int kind) {
+    void *p = prepare_block((tslot_t){tagged, s}, n, kind, false);
     op_exit();
     return p;
 }
@@ -930,18 +931,24 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
         tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
         if (likely(bin->count) && likely(t->ops_left > 1) && likely(!track_active()) &&
             (likely(!mh_cfg.hard) || likely(!mh_opt.sample_rate && !mh_opt.check_every))) {
-            void *tagged = bin->slots[--bin->count];
+            /* (field by field: gcc copied the pair through a vector
+             * register and the stack, and the slab's load then waited on
+             * a store it could not forward) */
+            /* (field by field: gcc copied the pair through a vector
+             * register and the stack, and read the slab back from there) */
+            const tslot_t *slot = &bin->slots[--bin->count];
+            void *tagged = slot->tagged;
+            slab_t *s = slot->s;
             t->allocs++;
             t->ops_left--;
             void *p = untag(tagged);
-            uint32_t idx;
-            slab_t *s = slab_of_block(p, &idx);
+            uint32_t idx = block_index(s, p);
             if (unlikely(mh_cfg.hard)) {
                 /* hardened's lean work inline (prepare_lean); a poison check
                  * that fails, and everything else, in prepare_block */
                 if (unlikely(!mh_cfg.lean) || unlikely(!s->lean) ||
                     (((uintptr_t)tagged & TAG_POISONED) && !poison_intact_lean(p, s->poison_len)))
-                    return prepare_exit(tagged, size, kind);
+                    return prepare_exit(tagged, s, size, kind);
                 canary_fill_lean(s, p, size);
             }
             set_live_info(s, idx, INFO(size, kind));
@@ -990,7 +997,7 @@ static inline __attribute__((always_inline)) void free_fast(void *p, int kind, b
                 if (likely(bin->count < bin->cap) && (!has_size || likely(sized_ok(s, idx, sized))) &&
                     likely(t->ops_left > 1) && likely(!track_active()) && likely(!SOLO_TO_LEAVE()) &&
                     likely(claim_as(t, s, idx, false))) {
-                    cache_put(t, bin, p);
+                    cache_put(t, bin, p, s);
                     t->ops_left--; /* (not to 0: that one takes free_slow, and its tick) */
                     op_exit();
                     return;
@@ -1107,14 +1114,14 @@ MH_API size_t mh_malloc_usable_size(const void *cp) {
  * float: each try takes the class lock (a string grown one byte at a time
  * spent 28 % of its reallocs' instructions there, finding nothing). */
 #define FLOAT_SKIP 64
-static void *float_block(void *p, slab_t *s, size_t size) {
+static tslot_t float_block(void *p, slab_t *s, size_t size) {
     tcache_t *t = mh_tcache;
     if (t && t->float_skip[s->cls]) {
         t->float_skip[s->cls]--;
-        return NULL;
+        return (tslot_t){NULL, NULL};
     }
     bool alone;
-    void *q = slab_float(p, s, size, &alone);
+    tslot_t q = slab_float(p, s, size, &alone);
     if (alone && t) t->float_skip[s->cls] = FLOAT_SKIP;
     return q;
 }
@@ -1140,9 +1147,9 @@ static void *realloc_small(slab_t *s, uint32_t idx, void *p, size_t size) {
         /* Fits: stay, unless floating moves it to a fuller slab. The
          * unlocked hint first: a string grown by a few bytes at a time
          * stays here thousands of times, and took the class lock each time. */
-        void *q = mh_opt.float_pct && sparse(s) ? float_block(p, s, size) : NULL;
-        if (q) {
-            q = finish_block(q, size, KIND_MALLOC, false);
+        tslot_t f = mh_opt.float_pct && sparse(s) ? float_block(p, s, size) : (tslot_t){NULL, NULL};
+        if (f.tagged) {
+            void *q = finish_block(f, size, KIND_MALLOC, false);
             if (track_active()) track_open(p, old);
             memcpy(q, p, size < old ? size : old);
             release_claimed(s, idx, p, true, STACK_NOW);

@@ -165,7 +165,7 @@ MH_API int mh_check(void) {
     if (t) {
         for (uint32_t k = 0; ok && k < mh_nclasses; k++)
             for (uint32_t i = 0; ok && i < t->bins[k].count; i++)
-                ok = block_verify_poison(t->bins[k].slots[i], "mh_check");
+                ok = block_verify_poison(t->bins[k].slots[i].tagged, "mh_check");
         for (uint32_t i = 0; ok && i < t->q.count; i++)
             ok = block_verify_poison(t->q.slots[(t->q.head + i) % t->q.cap], "mh_check");
     }

@@ -237,7 +237,7 @@ static uint32_t nth_set_bit(uint64_t x, uint32_t k) {
  * sequences (a forked child's and its parent's) from coinciding: a start bit
  * that fell into a run of taken slots gave both the same batch (19 in 2,000
  * forks took the same 64 slots). */
-static uint32_t slab_pop(slab_t *s, void **out, uint32_t n, uint64_t *rng) {
+static uint32_t slab_pop(slab_t *s, tslot_t *out, uint32_t n, uint64_t *rng) {
     uint32_t avail = s->capacity - s->used, k = 0, w = s->hint;
     bool purged = (s->purged[0] | s->purged[1]) != 0;
     uint8_t *ustart = slab_ustart(s);
@@ -267,7 +267,7 @@ static uint32_t slab_pop(slab_t *s, void **out, uint32_t n, uint64_t *rng) {
                 s->poisoned[w] &= ~((uint64_t)1 << bit);
                 tag = TAG_POISONED;
             }
-            out[k++] = (void *)((uintptr_t)(ustart + off) | tag);
+            out[k++] = (tslot_t){(void *)((uintptr_t)(ustart + off) | tag), s};
             if (purged) bits_clear_range(s->purged, (off) >> MH_PAGE_SHIFT,
                                          (off + s->bsize - 1) >> MH_PAGE_SHIFT);
         }
@@ -285,7 +285,7 @@ static slab_t *pick_slab(class_bins_t *b) {
     return b->bucket[0];
 }
 
-uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, void **out, uint32_t n) {
+uint32_t slab_alloc_batch(uint32_t arena, uint32_t cls, tslot_t *out, uint32_t n) {
     class_bins_t *b = bins_of(arena, cls);
     uint32_t got = 0;
     mh_lock(bin_lock(b));
@@ -503,12 +503,12 @@ uint64_t slab_purge_class(uint32_t cls, uint64_t now, uint64_t decay, bool force
     return due;
 }
 
-/* realloc's floating: move p (live, of slab s) into a fuller slab of the same
- * class if s is sparse. Returns the new block (live, contents copied) or NULL
- * when p should stay. */
-void *slab_float(void *p, slab_t *s, size_t size, bool *alone) {
+/* realloc's floating: a free block of a fuller slab of s's class, for p (of
+ * slab s) to move to if s is sparse; .tagged NULL when p should stay. The
+ * caller prepares the block and copies. */
+tslot_t slab_float(void *p, slab_t *s, size_t size, bool *alone) {
     class_bins_t *b = bins_of(s->arena, s->cls);
-    void *q = NULL;
+    tslot_t q = {NULL, NULL};
     mh_lock(bin_lock(b));
     /* No other slab of the class holds blocks (the full ones are on no
      * list, and would not do either): nothing to float to. (s itself may
@@ -528,7 +528,7 @@ void *slab_float(void *p, slab_t *s, size_t size, bool *alone) {
         }
     }
     mh_unlock(bin_lock(b));
-    return q; /* tagged: the caller prepares it */
+    return q; /* the caller prepares it */
 }
 
 /* mh_reset: forget every slab (the miniheaps are unmapped next). */

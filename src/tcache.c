@@ -165,12 +165,13 @@ uint64_t tcache_release_spares(uint64_t now, uint64_t decay, bool force) {
  * the class (a second refill, or an overflow), its full room in the wide
  * area that follows (bin_widen). The slots of a bin are written from the
  * first on, so a thread's cache is resident as far as it touched it: with
- * every bin's full room laid end to end (31 KiB), a thread that took a
- * block or two of 50 classes touched all of it (1,000 such threads: 113 to
- * 121 MB peak, 89 MB with tcache_kb=4, 69.5 MB without caches; glibc
- * 67.5 MB; 105 MB with the narrow area). */
+ * every bin's full room laid end to end (31 KiB, when a slot was one
+ * pointer), a thread that took a block or two of 50 classes touched all of
+ * it (1,000 such threads: 113 to 121 MB peak, 89 MB with tcache_kb=4,
+ * 69.5 MB without caches; glibc 67.5 MB; 105 MB with the narrow area, and
+ * 105.5 MB with two-pointer slots). */
 #define NARROW 8
-static void **wide_area(tcache_t *t) { return (void **)(t + 1) + (size_t)mh_nclasses * NARROW; }
+static tslot_t *wide_area(tcache_t *t) { return (tslot_t *)(t + 1) + (size_t)mh_nclasses * NARROW; }
 
 /* Bin cls moves to its full room. The slots it holds are copied first: a
  * forked child that sees the new pointer sees them (tcache_adopt_orphans);
@@ -180,20 +181,20 @@ static void bin_widen(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
     uint32_t room = bin_cap(cls);
     if (bin->room >= room) return;
-    void **old = bin->slots, **wide = wide_area(t) + bin->wide_at;
-    memcpy(wide, old, bin->count * sizeof(void *));
+    tslot_t *old = bin->slots, *wide = wide_area(t) + bin->wide_at;
+    memcpy(wide, old, bin->count * sizeof *old);
     atomic_thread_fence(memory_order_release);
     bin->slots = wide;
     atomic_thread_fence(memory_order_release);
     bin->room = room;
-    memset(old, 0, NARROW * sizeof(void *));
+    memset(old, 0, NARROW * sizeof *old);
 }
 
 /* A new cache, listed; *first: it is the process's first. */
 static tcache_t *tcache_new(bool *first) {
     size_t slots = (size_t)mh_nclasses * NARROW;
     for (uint32_t c = 0; c < mh_nclasses; c++) slots += bin_cap(c);
-    size_t bytes = sizeof(tcache_t) + slots * sizeof(void *);
+    size_t bytes = sizeof(tcache_t) + slots * sizeof(tslot_t);
     /* The slots need no zeroing: a bin reads only those below its count
      * (and a cache freed while a tool watches was cleared, see
      * free_cache_locked). Zeroing them was 9 % of a short thread's time. */
@@ -204,7 +205,7 @@ static tcache_t *tcache_new(bool *first) {
         tbin_t *bin = &t->bins[c];
         bin->cap = bin->room = min_u32(NARROW, bin_cap(c));
         bin->fill = min_u32(FIRST_FILL, bin->cap / 2); /* (cap >= 2) */
-        bin->slots = (void **)(t + 1) + (size_t)c * NARROW;
+        bin->slots = (tslot_t *)(t + 1) + (size_t)c * NARROW;
         bin->wide_at = (uint16_t)wide_at;
         bin->refills = 0;
         wide_at += bin_cap(c);
@@ -251,16 +252,16 @@ tcache_t *tcache_get_slow(void) {
     return t;
 }
 
-void *tcache_refill(tcache_t *t, uint32_t cls) {
+tslot_t tcache_refill(tcache_t *t, uint32_t cls) {
     tbin_t *bin = &t->bins[cls];
     if (bin->room <= NARROW && ++bin->refills >= 2) bin_widen(t, cls);
     bin->cap = bin->room; /* the thread allocates this class (see tcache_overflow) */
     uint32_t n = slab_alloc_batch(t->arena, cls, bin->slots, bin->fill);
-    if (!n) return NULL;
+    if (!n) return (tslot_t){NULL, NULL};
     /* The bin hands blocks out last first: in the order the slab chose
      * them (address order, without random), batch after batch. */
     for (uint32_t i = 0, j = n - 1; i < j; i++, j--) {
-        void *x = bin->slots[i];
+        tslot_t x = bin->slots[i];
         bin->slots[i] = bin->slots[j];
         bin->slots[j] = x;
     }
@@ -278,8 +279,8 @@ static void flush_bin_since(tcache_t *t, uint32_t cls, uint32_t keep, uint64_t s
     while (bin->count > keep) {
         void *chunk[64];
         uint32_t n = bin->count - keep < 64 ? bin->count - keep : 64;
-        memcpy(chunk, bin->slots, n * sizeof(void *));
-        memmove(bin->slots, bin->slots + n, (bin->count - n) * sizeof(void *));
+        for (uint32_t i = 0; i < n; i++) chunk[i] = bin->slots[i].tagged;
+        memmove(bin->slots, bin->slots + n, (bin->count - n) * sizeof *bin->slots);
         bin->count -= n;
         atomic_thread_fence(memory_order_release);
         slab_free_batch_since(cls, chunk, n, since);
@@ -520,7 +521,7 @@ void tcache_scrub_for_tools(void) {
     for (tcache_t *t = all_caches; t; t = t->next) {
         for (uint32_t c = 0; c < mh_nclasses; c++) {
             tbin_t *b = &t->bins[c];
-            memset(b->slots + b->count, 0, (b->room - b->count) * sizeof(void *));
+            memset(b->slots + b->count, 0, (b->room - b->count) * sizeof *b->slots);
         }
         quarantine_t *q = &t->q;
         for (uint32_t i = q->count; q->slots && i < q->cap; i++) q->slots[(q->head + i) % q->cap] = NULL;
@@ -573,7 +574,7 @@ void tcache_adopt_orphans(void) {
         tcache_t *next = o->next;
         for (uint32_t i = 0; i < o->q.count; i++) adopt_block(o->q.slots[(o->q.head + i) % o->q.cap], true);
         for (uint32_t c = 0; c < mh_nclasses; c++)
-            for (uint32_t i = 0; i < o->bins[c].count; i++) adopt_block(o->bins[c].slots[i], false);
+            for (uint32_t i = 0; i < o->bins[c].count; i++) adopt_block(o->bins[c].slots[i].tagged, false);
         mh_lock(&mh_locks.caches);
         free_cache_locked(o);
         mh_unlock(&mh_locks.caches);
