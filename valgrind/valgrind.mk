@@ -188,7 +188,8 @@ $(BUILD)/tsan/tests/%: tests/%.c $(TEST_DEPS) $(BUILD)/tsan/libminiheap_prefixed
 tsan-test: $(VG_TSAN_BINS)
 	@set -e; for t in $(VG_TSAN_BINS); do \
 	    if $(VG_TSAN_ENV) $$t >$$t.log 2>&1; then echo "PASS tsan $$(basename $$t)"; \
-	    else tail -n 80 $$t.log; echo "FAIL tsan $$(basename $$t) (log: $$t.log)"; exit 1; fi; \
+	    else grep -A 48 'hung child' $$t.log | head -n 150; \
+	    tail -n 80 $$t.log; echo "FAIL tsan $$(basename $$t) (log: $$t.log)"; exit 1; fi; \
 	done; \
 	t=$(BUILD)/tsan/tests/test_threads; \
 	if $(VG_TSAN_ENV) MINIHEAP_OPTIONS=stats_interval_ms=5:stats_file=/dev/null $$t >$$t.stats.log 2>&1; \
