@@ -145,8 +145,7 @@ void mh_init_slow(void) {
 
 /* p came from a slab, so skip slab_of's checks. */
 static inline slab_t *slab_of_block(void *p, uint32_t *idx) {
-    uintptr_t a = (uintptr_t)p;
-    slab_t *s = miniheap_of(p)->unit_slab[(a >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
+    slab_t *s = unit_slab_of(p);
     *idx = block_index(s, p);
     return s;
 }

@@ -1,6 +1,7 @@
 /* mh_check: walk the whole heap under its locks and verify the metadata
  * invariants, stated as checks:
- *   - the radix table maps each miniheap's base to its descriptor;
+ *   - the radix table maps each miniheap's base to its descriptor, and the
+ *     unit table each of its units to the miniheap's own unit_slab entry;
  *   - a unit is free exactly when no slab points at it, and used_units counts the others;
  *   - every unit of a slab points at the slab, and the slab at its miniheap;
  *   - used == capacity - (free bits), no free bit past capacity;
@@ -121,6 +122,8 @@ static void check_miniheap(miniheap_t *mh, void *arg) {
     uint32_t used = 0;
     for (uint32_t u = 0; u < MH_USABLE_UNITS; u++) {
         slab_t *s = mh->unit_slab[u];
+        if (unit_slab_of(mh_base(mh) + (size_t)u * MH_UNIT_SIZE) != s)
+            fail(c, "unit table does not map a unit to its slab", mh_base(mh) + (size_t)u * MH_UNIT_SIZE);
         bool free_bit = (mh->free_units >> u) & 1;
         if (free_bit != (s == NULL)) fail(c, "unit free bit disagrees with its slab pointer", mh_base(mh) + (size_t)u * MH_UNIT_SIZE);
         if (!s) continue;

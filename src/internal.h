@@ -42,14 +42,18 @@
 #define MH_PAGES_PER_UNIT (MH_UNIT_SIZE / MH_PAGE)            /* 16 */
 #define MH_MAX_SLAB_UNITS 8                                   /* slabs are <= 512 KiB */
 #define MH_ADDR_BITS     47
-/* The radix table has two levels, so that start-up maps nothing (programs
- * run under a tight `ulimit -v`): a static root of 2^11 entries, each
- * covering 64 GiB, and leaves of 2^14 miniheaps (128 KiB) mapped when a
- * miniheap is first made in their range. */
+/* The radix tables have two levels, so that start-up maps nothing
+ * (programs run under a tight `ulimit -v`): static roots of 2^11 entries,
+ * each covering 64 GiB, and leaves mapped when a miniheap is first made in
+ * their range. One table's leaves hold 2^14 miniheaps (128 KiB); the
+ * other's, the slab of each of their 64 KiB units (2^20 of them, 8 MiB of
+ * address space, resident only where miniheaps are), so that a free finds
+ * its block's slab in two loads, not three (see slab_of). */
 #define MH_LEAF_BITS     14
 #define MH_LEAF_SHIFT    (MH_SEG_SHIFT + MH_LEAF_BITS)
 #define MH_ROOT_ENTRIES  ((size_t)1 << (MH_ADDR_BITS - MH_LEAF_SHIFT))
 #define MH_LEAF_ENTRIES  ((size_t)1 << MH_LEAF_BITS)
+#define MH_UNIT_LEAF_ENTRIES ((size_t)1 << (MH_LEAF_SHIFT - MH_UNIT_SHIFT))
 
 /* Blocks up to this size live in slabs; larger ones get their own mapping.
  * At 128 KiB a slab of 4 blocks already spans 512 KiB, and rounding to a
@@ -532,13 +536,15 @@ typedef struct miniheap {
     uint64_t dirty_ms, empty_ms;
     uint32_t used_units;
     uint8_t  on_dirty, listed;
-    /* Every unit of a slab points at it. Read by every free, so not in a
-     * line with the fields above, which change as slabs come and go. */
-    _Alignas(64) slab_t *unit_slab[MH_UNITS];
+    /* Every unit of a slab points at it: the miniheap's 64 entries of the
+     * unit table's leaf (mh_unit_radix). */
+    slab_t **unit_slab;
 } miniheap_t;
 
 typedef _Atomic(miniheap_t *) radix_leaf_t[MH_LEAF_ENTRIES];
 MH_INTERNAL extern _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
+typedef slab_t *unit_leaf_t[MH_UNIT_LEAF_ENTRIES];
+MH_INTERNAL extern _Atomic(unit_leaf_t *) mh_unit_radix[MH_ROOT_ENTRIES];
 MH_INTERNAL miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units);
 /* dirty: units with pages not given back, free since dirty_since (their
  * slab's give-back clock goes on) */
@@ -560,12 +566,20 @@ static inline miniheap_t *miniheap_of(const void *p) {
 /* Resolve a pointer to its slab and block index. Returns the slab, or NULL
  * when the address is not in any miniheap slab; *interior is set when it is
  * inside a slab but not at the start of a block. */
-static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
-    miniheap_t *mh = miniheap_of(p);
-    if (!mh) return NULL;
+/* The slab of the unit holding p, or NULL. (The leaf's entry is written
+ * as the slab is made, with release, and the slab's fields before it.) */
+static inline slab_t *unit_slab_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
-    slab_t *s = mh->unit_slab[(a >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
+    if (unlikely(a >> MH_ADDR_BITS)) return NULL;
+    unit_leaf_t *leaf = atomic_load_explicit(&mh_unit_radix[a >> MH_LEAF_SHIFT], memory_order_acquire);
+    if (unlikely(!leaf)) return NULL;
+    return __atomic_load_n(&(*leaf)[(a >> MH_UNIT_SHIFT) & (MH_UNIT_LEAF_ENTRIES - 1)], __ATOMIC_ACQUIRE);
+}
+
+static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
+    slab_t *s = unit_slab_of(p);
     if (!s) return NULL;
+    uintptr_t a = (uintptr_t)p;
     uintptr_t off = a - (uintptr_t)slab_ustart(s);
     if (off >= s->span) { *interior = true; return NULL; }
     uint32_t i = slab_index(s, off);

@@ -9,6 +9,7 @@
 #include "track.h"
 
 _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
+_Atomic(unit_leaf_t *) mh_unit_radix[MH_ROOT_ENTRIES];
 
 static miniheap_t *by_used[MH_USABLE_UNITS + 1]; /* index: used units */
 static uint64_t nonempty;                         /* bit i: by_used[i] has miniheaps */
@@ -65,17 +66,25 @@ static int find_run_resident(const miniheap_t *mh, uint32_t units) {
     return r >= 0 ? r : find_run(mh->free_units, units);
 }
 
-/* The radix slot of a miniheap at base, its leaf mapped on first use (under
- * mh_locks.heap). Leaves stay mapped: there are few, and a lookup racing
- * with a give-back must never read an unmapped leaf. */
-static _Atomic(miniheap_t *) *radix_slot(const uint8_t *base) {
+/* The radix slot of a miniheap at base, and (*units) its entries in the
+ * unit table; the leaves are mapped on first use (under mh_locks.heap).
+ * Leaves stay mapped: there are few, and a lookup racing with a give-back
+ * must never read an unmapped leaf. */
+static _Atomic(miniheap_t *) *radix_slot(const uint8_t *base, slab_t ***units) {
     uintptr_t a = (uintptr_t)base;
     radix_leaf_t *leaf = atomic_load_explicit(&mh_radix[a >> MH_LEAF_SHIFT], memory_order_relaxed);
+    unit_leaf_t *uleaf = atomic_load_explicit(&mh_unit_radix[a >> MH_LEAF_SHIFT], memory_order_relaxed);
+    if (!uleaf) {
+        uleaf = os_map_noreserve(sizeof(unit_leaf_t));
+        if (!uleaf) return NULL;
+        atomic_store_explicit(&mh_unit_radix[a >> MH_LEAF_SHIFT], uleaf, memory_order_release);
+    }
     if (!leaf) {
         leaf = os_map(sizeof(radix_leaf_t));
         if (!leaf) return NULL;
         atomic_store_explicit(&mh_radix[a >> MH_LEAF_SHIFT], leaf, memory_order_release);
     }
+    if (units) *units = &(*uleaf)[((a >> MH_SEG_SHIFT) & (MH_LEAF_ENTRIES - 1)) * MH_UNITS];
     return &(*leaf)[(a >> MH_SEG_SHIFT) & (MH_LEAF_ENTRIES - 1)];
 }
 
@@ -90,7 +99,7 @@ static miniheap_t *miniheap_create(void) {
     }
     if (n_miniheaps == 0) mesh_init(); /* the backing follows the option while no miniheap exists */
     uint8_t *base = os_segment_alloc(NULL);
-    _Atomic(miniheap_t *) *slot = base ? radix_slot(base) : NULL;
+    _Atomic(miniheap_t *) *slot = base ? radix_slot(base, &mh->unit_slab) : NULL;
     if (!slot) {
         if (base) os_segment_free(base);
         mh->next = spare_descs;
@@ -111,7 +120,7 @@ static void miniheap_destroy(miniheap_t *mh) {
     list_remove(mh);
     slab_guards_gone((uint32_t)__builtin_popcountll(atomic_load(&mh->guard_units)));
     uint8_t *base = mh_base(mh);
-    atomic_store_explicit(radix_slot(base), NULL, memory_order_release);
+    atomic_store_explicit(radix_slot(base, NULL), NULL, memory_order_release);
     track_region_remove(base, MH_SEG_SIZE);
     track_unmap(base, MH_SEG_SIZE);
     os_segment_free(base);
