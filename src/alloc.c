@@ -578,8 +578,7 @@ static MH_COLD void report_bad_pointer(void *p, const char *where, const char *k
     }
     if (interior) {
         /* Name the block the address is inside of, if any. */
-        miniheap_t *mh = miniheap_of(p);
-        slab_t *s = mh->unit_slab[((uintptr_t)p >> MH_UNIT_SHIFT) & (MH_UNITS - 1)];
+        slab_t *s = unit_slab_of(p);
         uintptr_t off = (uintptr_t)p - (uintptr_t)slab_start(s);
         if (off < s->span) {
             uint32_t idx = slab_index(s, off);
@@ -930,9 +929,6 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size, int k
         tbin_t *bin = &t->bins[size_to_class(size + mh_cfg.front + mh_cfg.tail)];
         if (likely(bin->count) && likely(t->ops_left > 1) && likely(!track_active()) &&
             (likely(!mh_cfg.hard) || likely(!mh_opt.sample_rate && !mh_opt.check_every))) {
-            /* (field by field: gcc copied the pair through a vector
-             * register and the stack, and the slab's load then waited on
-             * a store it could not forward) */
             /* (field by field: gcc copied the pair through a vector
              * register and the stack, and read the slab back from there) */
             const tslot_t *slot = &bin->slots[--bin->count];

@@ -11,11 +11,12 @@
  * the guard page at the end of a hardened slab sit right after a slab's
  * last block. */
 static bool slab_explain(uintptr_t addr, mh_fault_t *f) {
-    miniheap_t *mh = miniheap_of((void *)addr);
-    if (!mh) return false;
+    if (!miniheap_of((void *)addr)) return false;
+    /* (through the unit table: a miniheap descriptor read here may be made
+     * anew meanwhile, its unit_slab not yet set) */
     uint32_t unit = (uint32_t)((addr >> MH_UNIT_SHIFT) & (MH_UNITS - 1));
-    slab_t *s = mh->unit_slab[unit];
-    if (!s && unit == MH_UNITS - 1) s = mh->unit_slab[unit - 1];
+    slab_t *s = unit_slab_of((void *)addr);
+    if (!s && unit == MH_UNITS - 1) s = unit_slab_of((void *)(addr - MH_UNIT_SIZE));
     if (!s) return false;
     uintptr_t end = (uintptr_t)slab_start(s) + (size_t)s->units * MH_UNIT_SIZE;
     if (s->zero && addr >= (uintptr_t)slab_ustart(s) && addr < end) { /* a 0-byte block has no bytes at all */

@@ -466,9 +466,9 @@ static inline void *untag(void *p) { return (void *)((uintptr_t)p & ~(uintptr_t)
 /* A free block taken from a slab or held by a thread cache, with its slab:
  * while a cache holds the block, the slab (whose `used` counts it) stays,
  * so the malloc that hands it out reads the slab from here, not through
- * the radix and the miniheap's unit table (loads that depend on each other
- * and miss in a large heap: cppcheck, fast mode, 1.69 s with them, 1.58 s
- * without; glibc 1.51 s). */
+ * the radix (loads that depend on each other and miss in a large heap:
+ * cppcheck, fast mode, 1.69 s with them, 1.58 s without, when the lookup
+ * was three loads; glibc 1.51 s). */
 typedef struct tslot {
     void *tagged;
     struct slab *s;
@@ -563,9 +563,6 @@ static inline miniheap_t *miniheap_of(const void *p) {
     return atomic_load_explicit(&(*leaf)[(a >> MH_SEG_SHIFT) & (MH_LEAF_ENTRIES - 1)], memory_order_acquire);
 }
 
-/* Resolve a pointer to its slab and block index. Returns the slab, or NULL
- * when the address is not in any miniheap slab; *interior is set when it is
- * inside a slab but not at the start of a block. */
 /* The slab of the unit holding p, or NULL. (The leaf's entry is written
  * as the slab is made, with release, and the slab's fields before it.) */
 static inline slab_t *unit_slab_of(const void *p) {
@@ -576,6 +573,9 @@ static inline slab_t *unit_slab_of(const void *p) {
     return __atomic_load_n(&(*leaf)[(a >> MH_UNIT_SHIFT) & (MH_UNIT_LEAF_ENTRIES - 1)], __ATOMIC_ACQUIRE);
 }
 
+/* Resolve a pointer to its slab and block index. Returns the slab, or NULL
+ * when the address is not in any miniheap slab; *interior is set when it is
+ * inside a slab but not at the start of a block. */
 static inline slab_t *slab_of(const void *p, uint32_t *idx, bool *interior) {
     slab_t *s = unit_slab_of(p);
     if (!s) return NULL;

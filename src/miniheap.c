@@ -117,6 +117,10 @@ static miniheap_t *miniheap_create(void) {
 }
 
 static void miniheap_destroy(miniheap_t *mh) {
+    /* Its units' entries outlive it: one left set would make a block mapped
+     * here later (a large one) resolve to a slab gone long ago. */
+    for (uint32_t u = 0; u < MH_UNITS; u++)
+        if (mh->unit_slab[u]) mh_fatal("metadata-corruption: a miniheap unmapped with a slab in its unit table");
     list_remove(mh);
     slab_guards_gone((uint32_t)__builtin_popcountll(atomic_load(&mh->guard_units)));
     uint8_t *base = mh_base(mh);
@@ -167,7 +171,7 @@ void miniheap_release_units(miniheap_t *mh, uint32_t first, uint32_t units, uint
     uint64_t mask = (((uint64_t)1 << units) - 1) << first;
     uint64_t now = os_now_ms();
     mh_lock(&mh_locks.heap);
-    for (uint32_t u = first; u < first + units; u++) mh->unit_slab[u] = NULL;
+    for (uint32_t u = first; u < first + units; u++) __atomic_store_n(&mh->unit_slab[u], NULL, __ATOMIC_RELAXED);
     list_remove(mh);
     mh->free_units |= mask;
     mh->dirty_units |= dirty & mask;

@@ -540,7 +540,7 @@ static void drop_slabs(miniheap_t *mh, void *arg) {
             mesh_slab_forget(s);
             meta_free(s, slab_desc_bytes(s));
         }
-        mh->unit_slab[u] = NULL;
+        __atomic_store_n(&mh->unit_slab[u], NULL, __ATOMIC_RELAXED);
     }
 }
 
