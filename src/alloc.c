@@ -578,9 +578,9 @@ static MH_COLD void report_bad_pointer(void *p, const char *where, const char *k
     }
     if (interior) {
         /* Name the block the address is inside of, if any. */
-        slab_t *s = unit_slab_of(p);
-        uintptr_t off = (uintptr_t)p - (uintptr_t)slab_start(s);
-        if (off < s->span) {
+        slab_t *s = unit_slab_of(p); /* (NULL if its slab went since slab_of found it) */
+        uintptr_t off = s ? (uintptr_t)p - (uintptr_t)slab_start(s) : 0;
+        if (s && off < s->span) {
             uint32_t idx = slab_index(s, off);
             void *blk = slab_ustart(s) + (size_t)idx * s->bsize;
             if (slab_live(s, idx)) slab_block_fault(&f, s, idx, blk);
