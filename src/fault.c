@@ -11,9 +11,9 @@
  * the guard page at the end of a hardened slab sit right after a slab's
  * last block. */
 static bool slab_explain(uintptr_t addr, mh_fault_t *f) {
-    if (!miniheap_of((void *)addr)) return false;
-    /* (through the unit table: a miniheap descriptor read here may be made
-     * anew meanwhile, its unit_slab not yet set) */
+    /* (through the unit table, whose entries are NULL outside miniheaps: a
+     * miniheap descriptor read here may be made anew meanwhile, its
+     * unit_slab not yet set) */
     uint32_t unit = (uint32_t)((addr >> MH_UNIT_SHIFT) & (MH_UNITS - 1));
     slab_t *s = unit_slab_of((void *)addr);
     if (!s && unit == MH_UNITS - 1) s = unit_slab_of((void *)(addr - MH_UNIT_SIZE));

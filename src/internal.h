@@ -542,9 +542,9 @@ typedef struct miniheap {
 } miniheap_t;
 
 typedef _Atomic(miniheap_t *) radix_leaf_t[MH_LEAF_ENTRIES];
-MH_INTERNAL extern _Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
+MH_INTERNAL extern void *_Atomic mh_radix[MH_ROOT_ENTRIES];      /* radix_leaf_t *, miniheap.c's leaf_get */
 typedef slab_t *unit_leaf_t[MH_UNIT_LEAF_ENTRIES];
-MH_INTERNAL extern _Atomic(unit_leaf_t *) mh_unit_radix[MH_ROOT_ENTRIES];
+MH_INTERNAL extern void *_Atomic mh_unit_radix[MH_ROOT_ENTRIES]; /* unit_leaf_t * */
 MH_INTERNAL miniheap_t *miniheap_take_units(uint32_t units, uint32_t *first_unit, uint64_t *clean_units);
 /* dirty: units with pages not given back, free since dirty_since (their
  * slab's give-back clock goes on) */

@@ -8,8 +8,8 @@
 #include "internal.h"
 #include "track.h"
 
-_Atomic(radix_leaf_t *) mh_radix[MH_ROOT_ENTRIES];
-_Atomic(unit_leaf_t *) mh_unit_radix[MH_ROOT_ENTRIES];
+void *_Atomic mh_radix[MH_ROOT_ENTRIES];
+void *_Atomic mh_unit_radix[MH_ROOT_ENTRIES];
 
 static miniheap_t *by_used[MH_USABLE_UNITS + 1]; /* index: used units */
 static uint64_t nonempty;                         /* bit i: by_used[i] has miniheaps */
@@ -66,24 +66,22 @@ static int find_run_resident(const miniheap_t *mh, uint32_t units) {
     return r >= 0 ? r : find_run(mh->free_units, units);
 }
 
+/* A leaf of either radix table, mapped on first use (under mh_locks.heap)
+ * and published with release. Leaves stay mapped: there are few, and a
+ * lookup racing with a give-back must never read an unmapped leaf. */
+static void *leaf_get(void *_Atomic *root_entry, size_t bytes) {
+    void *leaf = atomic_load_explicit(root_entry, memory_order_relaxed);
+    if (!leaf && (leaf = os_map_noreserve(bytes)) != NULL) atomic_store_explicit(root_entry, leaf, memory_order_release);
+    return leaf;
+}
+
 /* The radix slot of a miniheap at base, and (*units) its entries in the
- * unit table; the leaves are mapped on first use (under mh_locks.heap).
- * Leaves stay mapped: there are few, and a lookup racing with a give-back
- * must never read an unmapped leaf. */
+ * unit table. */
 static _Atomic(miniheap_t *) *radix_slot(const uint8_t *base, slab_t ***units) {
     uintptr_t a = (uintptr_t)base;
-    radix_leaf_t *leaf = atomic_load_explicit(&mh_radix[a >> MH_LEAF_SHIFT], memory_order_relaxed);
-    unit_leaf_t *uleaf = atomic_load_explicit(&mh_unit_radix[a >> MH_LEAF_SHIFT], memory_order_relaxed);
-    if (!uleaf) {
-        uleaf = os_map_noreserve(sizeof(unit_leaf_t));
-        if (!uleaf) return NULL;
-        atomic_store_explicit(&mh_unit_radix[a >> MH_LEAF_SHIFT], uleaf, memory_order_release);
-    }
-    if (!leaf) {
-        leaf = os_map(sizeof(radix_leaf_t));
-        if (!leaf) return NULL;
-        atomic_store_explicit(&mh_radix[a >> MH_LEAF_SHIFT], leaf, memory_order_release);
-    }
+    unit_leaf_t *uleaf = leaf_get(&mh_unit_radix[a >> MH_LEAF_SHIFT], sizeof(unit_leaf_t));
+    radix_leaf_t *leaf = leaf_get(&mh_radix[a >> MH_LEAF_SHIFT], sizeof(radix_leaf_t));
+    if (!uleaf || !leaf) return NULL;
     if (units) *units = &(*uleaf)[((a >> MH_SEG_SHIFT) & (MH_LEAF_ENTRIES - 1)) * MH_UNITS];
     return &(*leaf)[(a >> MH_SEG_SHIFT) & (MH_LEAF_ENTRIES - 1)];
 }
