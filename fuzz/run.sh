@@ -168,8 +168,11 @@ campaign)
         # (as AFL++ does) instead of stopping at the first one.
         if [ "${FUZZ_KEEP_GOING:-0}" != 0 ]; then par=(-fork="${FUZZ_JOBS:-1}" -ignore_crashes=1)
         else par=(-jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}"); fi
-        nice "$LF/fuzz_$h" "${LF_FLAGS[@]}" -max_total_time="$FUZZ_SECONDS" -dict="$DICT" \
-            "${par[@]}" -artifact_prefix="$dir/crashes/" "$dir/corpus" "$(corpus_of "$h")"
+        # -jobs writes each job's log (fuzz-N.log) into the working
+        # directory: the campaign's own, not the checkout.
+        lf=$(realpath "$LF/fuzz_$h") dict=$(realpath "$DICT") seeds=$(realpath "$(corpus_of "$h")") d=$(realpath "$dir")
+        (cd "$d" && nice "$lf" "${LF_FLAGS[@]}" -max_total_time="$FUZZ_SECONDS" -dict="$dict" \
+            "${par[@]}" -artifact_prefix="$d/crashes/" "$d/corpus" "$seeds")
     fi
     exit $? ;;
 planted)
