@@ -1118,6 +1118,40 @@ static void error_child(void)
     _exit(mh_test_failed() != failures_before ? 1 : 0);
 }
 
+/* Spikes one after another, each given back: the next one's miniheaps are
+ * where the last one's were. When each took the address space below the
+ * last, a program that rose and fell once a second wrote new pages of the
+ * radix tables each time, never given back (8 KB a second for 40 MB). */
+static void test_spikes_reuse_addresses(void)
+{
+    const size_t spike = 32 * MiB, bsize = 256, nblocks = spike / bsize;
+    void **blk = malloc(nblocks * sizeof *blk); /* system malloc: not part of the heap under test */
+    REQUIRE(blk != NULL, "bookkeeping malloc failed");
+    uintptr_t low_first = 0, low_min = UINTPTR_MAX, low_last = 0;
+    const int rounds = 12;
+    for (int r = 0; r < rounds; r++) {
+        uintptr_t low = UINTPTR_MAX;
+        for (size_t i = 0; i < nblocks; i++) {
+            blk[i] = mh_malloc(bsize);
+            REQUIRE(blk[i] != NULL, "mh_malloc(%zu) failed", bsize);
+            if ((uintptr_t)blk[i] < low) low = (uintptr_t)blk[i];
+        }
+        for (size_t i = 0; i < nblocks; i++) mh_free(blk[i]);
+        mh_trim(0);
+        if (r == 0) low_first = low;
+        if (low < low_min) low_min = low;
+        low_last = low;
+    }
+    free(blk);
+    printf("spikes: lowest block of the first spike %#lx, of the last %#lx, lowest of all %#lx (%.1f MiB below the "
+           "first)\n", (unsigned long)low_first, (unsigned long)low_last, (unsigned long)low_min,
+           (double)(low_first - low_min) / MiB);
+    /* Below the first spike by less than two spikes' worth, where walking
+     * down took 11 more (352 MiB). */
+    CHECK(low_first - low_min < 2 * spike, "%d spikes of %zu MiB, each given back, went down %.1f MiB in the address space",
+          rounds, spike / MiB, (double)(low_first - low_min) / MiB);
+}
+
 static void test_errors(void)
 {
     fflush(stdout);
@@ -1215,6 +1249,7 @@ int main(void)
 #else
         {"stats", test_stats},
         {"trim", test_trim},
+        {"spikes_reuse_addresses", test_spikes_reuse_addresses},
         {"errors", test_errors},
         {"reset", test_reset},
         {"seed", test_seed},
