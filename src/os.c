@@ -689,8 +689,8 @@ void os_segment_free(void *seg) {
     /* The next miniheap is asked for at the highest freed address above the
      * hint: without that, each spike of a program that comes back down took
      * address space below the last one's, and wrote fresh pages of the
-     * radix tables that are never given back (a program that grew by 40 MB
-     * and fell back once a second grew by 8 KB a second). */
+     * radix tables that are never given back (a program that rose by 83 MB
+     * of small blocks and fell back, 30 times: 10.8 KB more each time). */
     uintptr_t mine = (uintptr_t)seg >> MH_SEG_SHIFT, h = atomic_load_explicit(&seg_hint, memory_order_relaxed);
     while (h < mine && !atomic_compare_exchange_weak_explicit(&seg_hint, &h, mine, memory_order_relaxed,
                                                               memory_order_relaxed)) {
