@@ -170,7 +170,7 @@ campaign)
         else par=(-jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}"); fi
         # -jobs writes each job's log (fuzz-N.log) into the working
         # directory: the campaign's own, not the checkout.
-        lf=$(realpath "$LF/fuzz_$h") dict=$(realpath "$DICT") seeds=$(realpath "$(corpus_of "$h")") d=$(realpath "$dir")
+        lf=$(realpath -m "$LF/fuzz_$h") dict=$(realpath -m "$DICT") seeds=$(realpath -m "$(corpus_of "$h")") d=$(realpath -m "$dir")
         (cd "$d" && nice "$lf" "${LF_FLAGS[@]}" -max_total_time="$FUZZ_SECONDS" -dict="$dict" \
             "${par[@]}" -artifact_prefix="$d/crashes/" "$d/corpus" "$seeds")
     fi

@@ -230,7 +230,7 @@ MH_INTERNAL void   os_segment_free(void *seg);
 #define OS_PURGE_BATCH 128
 typedef struct os_purge_batch { uint32_t n; struct { void *base; size_t len; } r[OS_PURGE_BATCH]; } os_purge_batch_t;
 MH_INTERNAL void   os_purge_flush(os_purge_batch_t *b);
-MH_INTERNAL void   os_segment_purge(os_purge_batch_t *b, void *p, size_t size); /* queued, or at once */
+MH_INTERNAL void   os_segment_purge(os_purge_batch_t *b, void *p, size_t size); /* queued (and punched, mesh=1) */
 MH_INTERNAL bool   os_protect_read(void *p, size_t size);
 MH_INTERNAL bool   os_segment_alias(void *at, const void *onto, size_t size); /* at's pages become onto's */
 MH_INTERNAL void   os_segment_punch(const void *p, size_t size);   /* free the file pages of p's own offsets */
