@@ -397,6 +397,33 @@ static inline int mh_test_child_output(pid_t pid, int fd, const char *path, char
 /* Run fn(mode) for mode = fast, hardened, debug, each in a child process
  * of its own (a fresh heap; a crash or a hang is that mode's failure, and
  * alarm_s > 0 ends a hung child), and count a child that fails. */
+/* `rounds` spikes of `spike` bytes of 256-byte blocks, each freed and then
+ * given back by trim(0): how far (bytes) the lowest block of any spike went
+ * below the first spike's. A heap whose miniheaps walk down the address
+ * space leaves new pages of its radix tables behind at each spike. */
+static inline size_t mh_test_spike_drift(void *(*alloc)(size_t), void (*dealloc)(void *), int (*trim)(size_t),
+                                         size_t spike, int rounds)
+{
+    const size_t bsize = 256, n = spike / bsize;
+    void **blk = calloc(n, sizeof *blk); /* system malloc: not part of the heap under test */
+    if (!blk) return SIZE_MAX;
+    uintptr_t first = 0, lowest = UINTPTR_MAX;
+    for (int r = 0; r < rounds; r++) {
+        uintptr_t low = UINTPTR_MAX;
+        for (size_t i = 0; i < n; i++) {
+            blk[i] = alloc(bsize);
+            if (!blk[i]) { lowest = 0; break; }
+            if ((uintptr_t)blk[i] < low) low = (uintptr_t)blk[i];
+        }
+        for (size_t i = 0; i < n; i++) dealloc(blk[i]); /* (NULL after a failure) */
+        trim(0);
+        if (r == 0) first = low;
+        if (low < lowest) lowest = low;
+    }
+    free(blk);
+    return lowest > first ? 0 : first - lowest;
+}
+
 static inline void mh_test_each_mode(int (*fn)(const char *mode), unsigned alarm_s)
 {
     static const char *const modes[] = {"fast", "hardened", "debug"};

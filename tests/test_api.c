@@ -1124,32 +1124,14 @@ static void error_child(void)
  * each time, never given back (10.8 KB a spike of 83 MB). */
 static void test_spikes_reuse_addresses(void)
 {
-    const size_t spike = 32 * MiB, bsize = 256, nblocks = spike / bsize;
-    void **blk = malloc(nblocks * sizeof *blk); /* system malloc: not part of the heap under test */
-    REQUIRE(blk != NULL, "bookkeeping malloc failed");
-    uintptr_t low_first = 0, low_min = UINTPTR_MAX, low_last = 0;
+    const size_t spike = 32 * MiB;
     const int rounds = 12;
-    for (int r = 0; r < rounds; r++) {
-        uintptr_t low = UINTPTR_MAX;
-        for (size_t i = 0; i < nblocks; i++) {
-            blk[i] = mh_malloc(bsize);
-            REQUIRE(blk[i] != NULL, "mh_malloc(%zu) failed", bsize);
-            if ((uintptr_t)blk[i] < low) low = (uintptr_t)blk[i];
-        }
-        for (size_t i = 0; i < nblocks; i++) mh_free(blk[i]);
-        mh_trim(0);
-        if (r == 0) low_first = low;
-        if (low < low_min) low_min = low;
-        low_last = low;
-    }
-    free(blk);
-    printf("spikes: lowest block of the first spike %#lx, of the last %#lx, lowest of all %#lx (%.1f MiB below the "
-           "first)\n", (unsigned long)low_first, (unsigned long)low_last, (unsigned long)low_min,
-           (double)(low_first - low_min) / MiB);
-    /* Below the first spike by less than two spikes' worth, where walking
-     * down took 11 more (352 MiB). */
-    CHECK(low_first - low_min < 2 * spike, "%d spikes of %zu MiB, each given back, went down %.1f MiB in the address space",
-          rounds, spike / MiB, (double)(low_first - low_min) / MiB);
+    size_t drift = mh_test_spike_drift(mh_malloc, mh_free, mh_trim, spike, rounds);
+    printf("spikes: %d of %zu MiB, the lowest block %.1f MiB below the first spike's\n", rounds, spike / MiB,
+           (double)drift / MiB);
+    /* Less than two spikes' worth, where walking down took 11 more. */
+    CHECK(drift < 2 * spike, "%d spikes of %zu MiB, each given back, went down %.1f MiB in the address space", rounds,
+          spike / MiB, (double)drift / MiB);
 }
 
 static void test_errors(void)

@@ -24,7 +24,8 @@
  *      heap of its own (glibc does, to reset the locks of FILEs; here a
  *      fork handler registered first); the write faults while the heap is
  *      read-only, and the fault must not be delivered on the signal stack
- *      (the kernel would kill the child; gdb's children died so).
+ *      (the kernel would kill the child; gdb's children died so);
+ *   7. spikes one after another reuse the address space (test_spikes).
  */
 #include "mh_test.h"
 
@@ -437,6 +438,17 @@ static void test_reports(const char *mode)
     mh_set_options("abort_on_error=1");
 }
 
+/* 7. spikes: the heap is a file here, and a miniheap given back is reused
+ * only if its file pages were freed (os_segment_free); either way the
+ * spikes must not walk down the address space (see test_api). */
+static void test_spikes(void)
+{
+    const size_t spike = (size_t)16 << 20;
+    size_t drift = mh_test_spike_drift(mh_malloc, mh_free, mh_trim, spike, 8);
+    CHECK(drift < 2 * spike, "8 spikes of 16 MiB, each given back, went down %.1f MiB in the address space",
+          (double)drift / (1 << 20));
+}
+
 static int child(const char *mode)
 {
     /* Before miniheap's own fork handlers (registered at its start): this
@@ -450,6 +462,7 @@ static int child(const char *mode)
     test_fork();
     test_fork_sigstack();
     test_reports(mode);
+    test_spikes();
     return mh_test_exit("test_mesh");
 }
 
