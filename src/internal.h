@@ -220,7 +220,7 @@ MH_INTERNAL uint32_t os_thread_id(void);
  * first miniheap). */
 MH_INTERNAL bool   os_shared_backing_init(void);
 MH_INTERNAL void   os_shared_backing_close(void);                   /* no miniheap left */
-MH_INTERNAL void  *os_segment_alloc(void *hint);   /* MH_SEG_SIZE, MH_SEG_SIZE-aligned */
+MH_INTERNAL void  *os_segment_alloc(void);         /* MH_SEG_SIZE, MH_SEG_SIZE-aligned */
 MH_INTERNAL void   os_segment_free(void *seg);
 /* Purges queued and given to the kernel in one call (process_madvise), so
  * a pass that gives back many scattered page runs pays for one TLB

@@ -96,7 +96,7 @@ static miniheap_t *miniheap_create(void) {
         if (!mh) return NULL;
     }
     if (n_miniheaps == 0) mesh_init(); /* the backing follows the option while no miniheap exists */
-    uint8_t *base = os_segment_alloc(NULL);
+    uint8_t *base = os_segment_alloc();
     _Atomic(miniheap_t *) *slot = base ? radix_slot(base, &mh->unit_slab) : NULL;
     if (!slot) {
         if (base) os_segment_free(base);

@@ -618,9 +618,16 @@ void os_chain_fault(int sig, void *info, void *uctx) {
  * offset == address: a span's pages can then be mapped onto another span's
  * file pages, and memory is freed by punching holes in the file. */
 
-/* Where the next miniheap is asked for, as a segment number: held as an
+/* Where the next miniheap is asked for, as a segment number (held as an
  * address it pointed at the first block of a miniheap, and memcheck's leak
- * search counted that block as reachable through it. */
+ * search counted that block as reachable through it): just below the last
+ * one made (the kernel fills downwards), or where one was given back above
+ * that (the highest such). So miniheaps keep to one range of addresses,
+ * and the radix tables' pages that map them, never given back, stay few.
+ * Asked for always lower, each spike of a program that comes back down took
+ * new address space (a program that rose by 83 MB of small blocks and fell
+ * back, 30 times: 10.8 KB of table pages more each time). Written under
+ * mh_locks.heap, which every caller of os_segment_alloc and _free holds. */
 static _Atomic uintptr_t seg_hint;
 static uint8_t *copy_buf;        /* fork: the child's bounce buffer */
 #define COPY_BUF ((size_t)256 << 10)
@@ -655,8 +662,7 @@ static void *map_shared_at(void *at, size_t size, const void *offset) {
     return p == -1 ? NULL : (void *)p;
 }
 
-void *os_segment_alloc(void *hint) {
-    (void)hint;
+void *os_segment_alloc(void) {
     uintptr_t h = atomic_load_explicit(&seg_hint, memory_order_relaxed) << MH_SEG_SHIFT;
     int prot = seg_fd >= 0 ? PROT_NONE : PROT_READ | PROT_WRITE;
     void *p = map_aligned_at((void *)h, MH_SEG_SIZE, MH_SEG_SIZE, prot);
@@ -670,8 +676,6 @@ void *os_segment_alloc(void *hint) {
             return NULL;
         }
     }
-    /* Next time ask just below this one: the kernel fills downwards, and
-     * neighbouring miniheaps keep the radix table's touched pages few. */
     atomic_store_explicit(&seg_hint, ((uintptr_t)p >> MH_SEG_SHIFT) - 1, memory_order_relaxed);
     /* The last unit is a guard: a linear overflow out of the last slab faults
      * instead of running into the next miniheap. */
@@ -689,14 +693,8 @@ void os_segment_free(void *seg) {
     int saved = errno;
     bool clean = seg_fd < 0 || punch(seg, MH_SEG_SIZE);
     errno = saved;
-    /* The next miniheap is asked for here if this is above the hint: the
-     * highest freed address. Asked for always lower, each spike of a program
-     * that comes back down took new address space, and wrote new pages of
-     * the radix tables, never given back (a program that rose by 83 MB of
-     * small blocks and fell back, 30 times: 10.8 KB more each time). Not a
-     * segment whose file pages are still there (a punch refused): a new
-     * miniheap takes its units as zero. (Callers hold mh_locks.heap: one
-     * writer of the hint at a time.) */
+    /* Raise the hint (seg_hint), but not to a segment whose file pages are
+     * still there (a punch refused): a new miniheap takes its units as zero. */
     uintptr_t mine = (uintptr_t)seg >> MH_SEG_SHIFT;
     if (clean && mine > atomic_load_explicit(&seg_hint, memory_order_relaxed))
         atomic_store_explicit(&seg_hint, mine, memory_order_relaxed);
@@ -759,20 +757,17 @@ void os_purge_flush(os_purge_batch_t *b) {
     errno = saved;
 }
 
-static void purge_queue(os_purge_batch_t *b, void *p, size_t size) {
-    if (b->n == OS_PURGE_BATCH) os_purge_flush(b);
-    b->r[b->n].base = p;
-    b->r[b->n].len = size;
-    b->n++;
-}
-
 /* mesh=1 (seg_fd >= 0): MADV_DONTNEED only drops the view, so
  * os_purge_flush also punches the file's pages. Purged ranges are never
  * meshed views, so their pages are at offset == address; a punch ignores
  * the protection (MADV_REMOVE before Linux 6.7 stops at the first page that
  * is not writable, a slab guard say). */
 void os_segment_purge(os_purge_batch_t *b, void *p, size_t size) {
-    if (size) purge_queue(b, p, size);
+    if (!size) return;
+    if (b->n == OS_PURGE_BATCH) os_purge_flush(b);
+    b->r[b->n].base = p;
+    b->r[b->n].len = size;
+    b->n++;
 }
 
 bool os_protect_read(void *p, size_t size) {

@@ -394,9 +394,6 @@ static inline int mh_test_child_output(pid_t pid, int fd, const char *path, char
 
 #ifndef USE_PLAIN
 #include <signal.h>
-/* Run fn(mode) for mode = fast, hardened, debug, each in a child process
- * of its own (a fresh heap; a crash or a hang is that mode's failure, and
- * alarm_s > 0 ends a hung child), and count a child that fails. */
 /* `rounds` spikes of `spike` bytes of 256-byte blocks, each freed and then
  * given back by trim(0): how far (bytes) the lowest block of any spike went
  * below the first spike's. A heap whose miniheaps walk down the address
@@ -424,6 +421,9 @@ static inline size_t mh_test_spike_drift(void *(*alloc)(size_t), void (*dealloc)
     return lowest > first ? 0 : first - lowest;
 }
 
+/* Run fn(mode) for mode = fast, hardened, debug, each in a child process
+ * of its own (a fresh heap; a crash or a hang is that mode's failure, and
+ * alarm_s > 0 ends a hung child), and count a child that fails. */
 static inline void mh_test_each_mode(int (*fn)(const char *mode), unsigned alarm_s)
 {
     static const char *const modes[] = {"fast", "hardened", "debug"};
