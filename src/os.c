@@ -628,7 +628,7 @@ void os_chain_fault(int sig, void *info, void *uctx) {
  * new address space (a program that rose by 83 MB of small blocks and fell
  * back, 30 times: 10.8 KB of table pages more each time). Written under
  * mh_locks.heap, which every caller of os_segment_alloc and _free holds. */
-static _Atomic uintptr_t seg_hint;
+static uintptr_t seg_hint;
 static uint8_t *copy_buf;        /* fork: the child's bounce buffer */
 #define COPY_BUF ((size_t)256 << 10)
 
@@ -663,7 +663,7 @@ static void *map_shared_at(void *at, size_t size, const void *offset) {
 }
 
 void *os_segment_alloc(void) {
-    uintptr_t h = atomic_load_explicit(&seg_hint, memory_order_relaxed) << MH_SEG_SHIFT;
+    uintptr_t h = seg_hint << MH_SEG_SHIFT;
     int prot = seg_fd >= 0 ? PROT_NONE : PROT_READ | PROT_WRITE;
     void *p = map_aligned_at((void *)h, MH_SEG_SIZE, MH_SEG_SIZE, prot);
     if (!p) return NULL;
@@ -676,7 +676,7 @@ void *os_segment_alloc(void) {
             return NULL;
         }
     }
-    atomic_store_explicit(&seg_hint, ((uintptr_t)p >> MH_SEG_SHIFT) - 1, memory_order_relaxed);
+    seg_hint = ((uintptr_t)p >> MH_SEG_SHIFT) - 1;
     /* The last unit is a guard: a linear overflow out of the last slab faults
      * instead of running into the next miniheap. */
     os_protect_none((uint8_t *)p + (size_t)MH_USABLE_UNITS * MH_UNIT_SIZE,
@@ -696,8 +696,7 @@ void os_segment_free(void *seg) {
     /* Raise the hint (seg_hint), but not to a segment whose file pages are
      * still there (a punch refused): a new miniheap takes its units as zero. */
     uintptr_t mine = (uintptr_t)seg >> MH_SEG_SHIFT;
-    if (clean && mine > atomic_load_explicit(&seg_hint, memory_order_relaxed))
-        atomic_store_explicit(&seg_hint, mine, memory_order_relaxed);
+    if (clean && mine > seg_hint) seg_hint = mine;
     atomic_fetch_add(&os_unmapped_total, MH_SEG_SIZE);
 }
 
@@ -725,6 +724,26 @@ static bool batch_allowed(void) {
     return ok;
 }
 
+/* All of b's ranges given back in one call; false if the call is missing,
+ * refused or partial (madvise per range then redoes them all: idempotent). */
+static bool purge_batched(os_purge_batch_t *b) {
+#ifdef SYS_process_madvise
+    /* (not under memcheck either, which does not know the call and says so) */
+    if (b->n < OS_BATCH_MIN || !batch_allowed()) return false;
+    size_t total = 0;
+    for (uint32_t i = 0; i < b->n; i++) total += b->r[i].len;
+    long done = syscall(SYS_process_madvise, OS_PIDFD_SELF_THREAD, (struct iovec *)b->r, (size_t)b->n, MADV_DONTNEED, 0);
+    if (done < 0 && (errno == EBADF || errno == EINVAL || errno == ENOSYS || errno == EPERM || errno == ESRCH))
+        atomic_store_explicit(&batch_off, 1, memory_order_relaxed);
+    if (done != (long)total) return false;
+    atomic_fetch_add(&os_purged_total, total);
+    return true;
+#else
+    (void)b;
+    return false;
+#endif
+}
+
 void os_purge_flush(os_purge_batch_t *b) {
     _Static_assert(sizeof b->r[0] == sizeof(struct iovec), "a batch entry is an iovec");
     if (!b->n) return;
@@ -736,25 +755,8 @@ void os_purge_flush(os_purge_batch_t *b) {
          * 210 (medians of 8, the machine to itself), for the same CPU time;
          * it won only with the other CPU busy (515 ms, not 570). */
         for (uint32_t i = 0; i < b->n; i++) os_segment_punch(b->r[i].base, b->r[i].len);
-        b->n = 0;
-        errno = saved;
-        return;
-    }
-    size_t total = 0;
-    for (uint32_t i = 0; i < b->n; i++) total += b->r[i].len;
-    long done = -1;
-#ifdef SYS_process_madvise
-    /* (not under memcheck either, which does not know the call and says so) */
-    if (b->n >= OS_BATCH_MIN && batch_allowed()) {
-        done = syscall(SYS_process_madvise, OS_PIDFD_SELF_THREAD, (struct iovec *)b->r, (size_t)b->n, MADV_DONTNEED, 0);
-        if (done < 0 && (errno == EBADF || errno == EINVAL || errno == ENOSYS || errno == EPERM || errno == ESRCH))
-            atomic_store_explicit(&batch_off, 1, memory_order_relaxed);
-    }
-#endif
-    if (done == (long)total) {
-        atomic_fetch_add(&os_purged_total, total);
-    } else {
-        for (uint32_t i = 0; i < b->n; i++) os_purge(b->r[i].base, b->r[i].len); /* (again from the start: idempotent) */
+    } else if (!purge_batched(b)) {
+        for (uint32_t i = 0; i < b->n; i++) os_purge(b->r[i].base, b->r[i].len);
     }
     b->n = 0;
     errno = saved;
